@@ -1,0 +1,48 @@
+"""Where things live, chosen from environment variables in one place (DESIGN.md §3 contracts).
+
+Relative defaults resolve against the working directory, which is the repository root for every
+documented command (``make run``, ``dagster dev``, ``dagster asset materialize``).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def _path(env: str, default: str) -> Path:
+    return Path(os.environ.get(env) or default).expanduser().resolve()
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path
+    raw_dir: Path
+    duckdb_path: Path
+    mlflow_tracking_uri: str
+    demo_scale: float
+    seed: int
+    partition_start: str
+    partition_end: str
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        data_dir = _path("RECSYS_DATA_DIR", "data")
+        return cls(
+            data_dir=data_dir,
+            raw_dir=_path("RECSYS_RAW_DIR", str(data_dir / "raw")),
+            duckdb_path=_path("RECSYS_DUCKDB_PATH", str(data_dir / "warehouse.duckdb")),
+            mlflow_tracking_uri=os.environ.get("MLFLOW_TRACKING_URI")
+            or (data_dir / "mlruns").as_uri(),
+            demo_scale=float(os.environ.get("RECSYS_DEMO_SCALE", "0.05")),
+            seed=int(os.environ.get("RECSYS_SEED", "42")),
+            # The RetailRocket period; the generator writes the same one. Partitions are static in a
+            # code location, so another period is set here rather than sniffed from the files.
+            partition_start=os.environ.get("RECSYS_PARTITION_START", "2015-05-03"),
+            partition_end=os.environ.get("RECSYS_PARTITION_END", "2015-09-19"),
+        )
+
+
+DUCKDB_SCHEMA = "recsys"  # contract: every table lives in this schema
+DUCKDB_POOL = "duckdb"  # one writer per DuckDB file: dagster.yaml limits every pool to 1 slot

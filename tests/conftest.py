@@ -1,0 +1,74 @@
+"""Shared fixtures: one small generated data set and one in-process run of the whole graph.
+
+Both are session-scoped so that every test that needs "the pipeline's output" reads the same
+DuckDB file instead of re-running the graph.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+from pathlib import Path
+
+import duckdb
+import pytest
+
+# Keep BLAS/OpenMP from oversubscribing the 2-core CI machine while implicit/torch also thread.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+SMALL_SCALE = 0.01
+
+
+@pytest.fixture(scope="session")
+def small_raw_dir(tmp_path_factory) -> Path:
+    from recsys_assets.core.generator import GeneratorConfig, generate_dataset
+
+    out = tmp_path_factory.mktemp("raw")
+    generate_dataset(out, GeneratorConfig(scale=SMALL_SCALE, seed=7))
+    return out
+
+
+@pytest.fixture(scope="session")
+def pipeline_settings(tmp_path_factory, small_raw_dir):
+    from recsys_assets.settings import Settings
+
+    base = Settings.from_env()
+    data = tmp_path_factory.mktemp("data")
+    return replace(
+        base,
+        data_dir=data,
+        raw_dir=small_raw_dir,
+        duckdb_path=data / "warehouse.duckdb",
+        mlflow_tracking_uri=(data / "mlruns").as_uri(),
+        demo_scale=SMALL_SCALE,
+    )
+
+
+@pytest.fixture(scope="session")
+def pipeline_run(pipeline_settings):
+    """Materialise every stage of the main job in-process into a temporary DuckDB file."""
+    from dagster import DagsterInstance
+
+    from recsys_assets.definitions import build_definitions
+    from recsys_assets.partitions import daily_partitions, model_partitions
+    from recsys_assets.pipeline import STAGES, run_stage
+
+    defs = build_definitions(pipeline_settings)
+    keys = {
+        "days": daily_partitions.get_partition_keys(),
+        "models": model_partitions.get_partition_keys(),
+        None: [],
+    }
+    with DagsterInstance.ephemeral() as instance:
+        for stage in STAGES:
+            run_stage(defs, instance, stage, keys[stage.partitioned_by])
+        yield pipeline_settings, instance
+
+
+@pytest.fixture()
+def warehouse(pipeline_run):
+    settings, _ = pipeline_run
+    con = duckdb.connect(str(settings.duckdb_path), read_only=True)
+    yield con
+    con.close()
