@@ -13,8 +13,9 @@ from dagster import (
     build_schedule_from_partitioned_job,
     define_asset_job,
 )
+from dagster_mlflow import end_mlflow_on_run_finished
 
-from recsys_assets.partitions import daily_partitions
+from recsys_assets.partitions import daily_partitions, model_partitions
 
 # New days of events arrive per partition; everything downstream is unpartitioned and rebuilt
 # from the whole history once the day has landed.
@@ -26,9 +27,24 @@ ingest_job = define_asset_job(
 )
 refresh_job = define_asset_job(
     "refresh_job",
-    selection=AssetSelection.assets("raw_events").downstream(include_self=False)
-    | AssetSelection.assets("category_tree", "item_property_history"),
+    selection=AssetSelection.groups("interactions", "analytics")
+    | AssetSelection.assets("category_tree", "item_property_history", "item_catalog"),
     description="Rebuild interactions, splits, catalog and analytics from the stored events.",
+)
+
+models_job = define_asset_job(
+    "models_job",
+    selection=AssetSelection.assets(
+        "tuned_params", "trained_model", "eval_recommendations", "model_metrics"
+    ),
+    partitions_def=model_partitions,
+    hooks={end_mlflow_on_run_finished},
+    description="Tune, train, list and score one model (one partition per model).",
+)
+leaderboard_job = define_asset_job(
+    "leaderboard_job",
+    selection=AssetSelection.assets("session_metrics", "leaderboard"),
+    hooks={end_mlflow_on_run_finished},
 )
 
 daily_ingest_schedule = build_schedule_from_partitioned_job(
@@ -49,6 +65,6 @@ def refresh_after_ingest(context: SensorEvaluationContext, asset_event):
     yield RunRequest(run_key=asset_event.run_id)
 
 
-jobs = [ingest_job, refresh_job]
+jobs = [ingest_job, refresh_job, models_job, leaderboard_job]
 schedules = [daily_ingest_schedule]
 sensors = [refresh_after_ingest]

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from dagster import Definitions, load_assets_from_modules
+from dagster_duckdb import DuckDBResource
 from dagster_duckdb_polars import DuckDBPolarsIOManager
+from dagster_mlflow import mlflow_tracking
 
-from recsys_assets.assets import analytics, ingestion, interactions
+from recsys_assets.assets import analytics, ingestion, interactions, models
 from recsys_assets.automation import jobs, schedules, sensors
-from recsys_assets.resources import RetailRocketSource
+from recsys_assets.io_managers import ModelStoreIOManager
+from recsys_assets.resources import ModelStoreResource, RetailRocketSource
 from recsys_assets.settings import DUCKDB_SCHEMA, Settings
 
 
@@ -15,11 +18,19 @@ def build_definitions(settings: Settings | None = None) -> Definitions:
     """Build the Definitions for one environment (tests pass their own temporary settings)."""
     settings = settings or Settings.from_env()
     settings.duckdb_path.parent.mkdir(parents=True, exist_ok=True)
+    database = str(settings.duckdb_path)
     return Definitions(
-        assets=load_assets_from_modules([ingestion, interactions, analytics]),
+        assets=load_assets_from_modules([ingestion, interactions, analytics, models]),
         resources={
-            "io_manager": DuckDBPolarsIOManager(
-                database=str(settings.duckdb_path), schema=DUCKDB_SCHEMA
+            "io_manager": DuckDBPolarsIOManager(database=database, schema=DUCKDB_SCHEMA),
+            "model_io_manager": ModelStoreIOManager(database=database, schema_name=DUCKDB_SCHEMA),
+            "model_store": ModelStoreResource(database=database, schema_name=DUCKDB_SCHEMA),
+            "warehouse": DuckDBResource(database=database),
+            "mlflow": mlflow_tracking.configured(
+                {
+                    "experiment_name": "recsys",
+                    "mlflow_tracking_uri": settings.mlflow_tracking_uri,
+                }
             ),
             "source": RetailRocketSource(
                 raw_dir=str(settings.raw_dir), scale=settings.demo_scale, seed=settings.seed

@@ -22,6 +22,8 @@ from dagster._core.storage.tags import (
     ASSET_PARTITION_RANGE_START_TAG,
 )
 
+from recsys_assets.tracking import end_active_mlflow_run
+
 
 @dataclass(frozen=True)
 class Stage:
@@ -46,6 +48,12 @@ STAGES: tuple[Stage, ...] = (
             "association_rules",
         ),
     ),
+    Stage(
+        "models",
+        ("tuned_params", "trained_model", "eval_recommendations", "model_metrics"),
+        partitioned_by="models",
+    ),
+    Stage("leaderboard", ("session_metrics", "leaderboard")),
 )
 
 
@@ -70,6 +78,7 @@ def run_stage(defs, instance: DagsterInstance, stage: Stage, partition_keys: lis
         result = job.execute_in_process(
             instance=instance, asset_selection=selection, tags=tags, raise_on_error=False
         )
+        end_active_mlflow_run()
         if not result.success:
             raise SystemExit(f"stage '{stage.name}' failed ({tags or 'unpartitioned'})")
     return time.perf_counter() - start
@@ -98,7 +107,27 @@ def main(argv: list[str] | None = None) -> int:
         print(f"== {stage.name}: {', '.join(stage.assets)}", flush=True)
         seconds = run_stage(defs, instance, stage, keys[stage.partitioned_by])
         print(f"   done in {seconds:.1f} s", flush=True)
+    print_leaderboard(defs)
     return 0
+
+
+def print_leaderboard(defs) -> None:
+    """Show the seed's results table once the models have been scored."""
+    import duckdb
+    import polars as pl
+
+    from recsys_assets.assets.models import LEADERBOARD_COLUMNS
+
+    database = defs.resources["warehouse"].database
+    with duckdb.connect(database) as con:
+        try:
+            table = pl.from_arrow(con.sql("select * from recsys.leaderboard").arrow())
+        except duckdb.CatalogException:
+            return
+    cols = ["model", *[c for c in LEADERBOARD_COLUMNS if c in table.columns]]
+    with pl.Config(tbl_rows=20, tbl_cols=12, float_precision=4, tbl_hide_dataframe_shape=True):
+        print("\nLeaderboard (test split, top-K over the full catalogue):")
+        print(table.select(cols).rename(LEADERBOARD_COLUMNS))
 
 
 if __name__ == "__main__":

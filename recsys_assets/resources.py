@@ -7,6 +7,7 @@ from pathlib import Path
 
 from dagster import ConfigurableResource
 
+from recsys_assets.core.model_store import ModelStore
 from recsys_assets.core.schemas import CATEGORY_TREE_FILE, EVENTS_FILE, PROPERTIES_FILES
 
 
@@ -47,3 +48,14 @@ class RetailRocketSource(ConfigurableResource):
     @property
     def category_tree_path(self) -> Path:
         return self.ensure() / CATEGORY_TREE_FILE
+
+
+class ModelStoreResource(ConfigurableResource):
+    """Direct access to the versioned model store, for assets that read models by name."""
+
+    database: str
+    schema_name: str = "recsys"
+
+    @property
+    def store(self) -> ModelStore:
+        return ModelStore(self.database, schema=self.schema_name)

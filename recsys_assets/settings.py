@@ -33,8 +33,9 @@ class Settings:
             data_dir=data_dir,
             raw_dir=_path("RECSYS_RAW_DIR", str(data_dir / "raw")),
             duckdb_path=_path("RECSYS_DUCKDB_PATH", str(data_dir / "warehouse.duckdb")),
+            # MLflow 3 refuses new file stores; a SQLite file is its local default now.
             mlflow_tracking_uri=os.environ.get("MLFLOW_TRACKING_URI")
-            or (data_dir / "mlruns").as_uri(),
+            or f"sqlite:///{data_dir / 'mlflow.db'}",
             demo_scale=float(os.environ.get("RECSYS_DEMO_SCALE", "0.05")),
             seed=int(os.environ.get("RECSYS_SEED", "42")),
             # The RetailRocket period; the generator writes the same one. Partitions are static in a

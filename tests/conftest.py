@@ -40,7 +40,7 @@ def pipeline_settings(tmp_path_factory, small_raw_dir):
         data_dir=data,
         raw_dir=small_raw_dir,
         duckdb_path=data / "warehouse.duckdb",
-        mlflow_tracking_uri=(data / "mlruns").as_uri(),
+        mlflow_tracking_uri=f"sqlite:///{data / 'mlflow.db'}",
         demo_scale=SMALL_SCALE,
     )
 

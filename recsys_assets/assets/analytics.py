@@ -1,4 +1,4 @@
-"""Analytics over cleaned interactions: funnel, activity heat-map, RFM segments, association rules."""
+"""Analytics over cleaned interactions: funnel, heat-map, RFM segments, association rules."""
 
 from __future__ import annotations
 

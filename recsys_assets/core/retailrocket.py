@@ -84,7 +84,7 @@ class ReadReport:
     rows: int
 
 
-# --- headers --------------------------------------------------------------------------------------
+# --- headers -------------------------------------------------------------------------------------
 
 
 def _read_header(path: Path) -> list[str]:
@@ -104,8 +104,10 @@ def _check_header(path: Path, expected: Sequence[str]) -> None:
     for name in expected:
         if name not in header:
             raise RetailRocketFormatError(
-                path, 1, name, f"missing column '{name}' (header is '{shown}', "
-                f"expected '{','.join(expected)}')"
+                path,
+                1,
+                name,
+                f"missing column '{name}' (header is '{shown}', expected '{','.join(expected)}')",
             )
     for name in header:
         if name not in expected:
@@ -141,7 +143,7 @@ def validate_raw_dir(raw_dir: str | os.PathLike) -> None:
             raise RetailRocketFormatError(path, None, None, "file has a header but no data rows")
 
 
-# --- value checks -----------------------------------------------------------------------------------
+# --- value checks --------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -158,13 +160,26 @@ def _shown(value: object) -> str:
 def _id_checks(column: str, nullable: bool, diagnosing: bool) -> list[_Check]:
     checks = []
     if not nullable:
-        checks.append(_Check(column, pl.col(column).is_null() & _raw_is_null(column, diagnosing),
-                             lambda r: "empty value; a numeric id is required"))
+        checks.append(
+            _Check(
+                column,
+                pl.col(column).is_null() & _raw_is_null(column, diagnosing),
+                lambda r: "empty value; a numeric id is required",
+            )
+        )
     if diagnosing:
-        checks.append(_Check(column, _unparsed(column),
-                             lambda r, c=column: f"{_shown(r[c])} is not a numeric id"))
-    checks.append(_Check(column, pl.col(column) < 0,
-                         lambda r, c=column: f"{_shown(r[c])} is not a numeric id (negative)"))
+        checks.append(
+            _Check(
+                column, _unparsed(column), lambda r, c=column: f"{_shown(r[c])} is not a numeric id"
+            )
+        )
+    checks.append(
+        _Check(
+            column,
+            pl.col(column) < 0,
+            lambda r, c=column: f"{_shown(r[c])} is not a numeric id (negative)",
+        )
+    )
     return checks
 
 
@@ -174,14 +189,22 @@ def _timestamp_checks(diagnosing: bool) -> list[_Check]:
     def not_ms(r: dict) -> str:
         return f"{_shown(r[col])} is not a Unix timestamp in milliseconds"
 
-    checks = [_Check(col, pl.col(col).is_null() & _raw_is_null(col, diagnosing),
-                     lambda r: "empty value; a Unix timestamp in milliseconds is required")]
+    checks = [
+        _Check(
+            col,
+            pl.col(col).is_null() & _raw_is_null(col, diagnosing),
+            lambda r: "empty value; a Unix timestamp in milliseconds is required",
+        )
+    ]
     if diagnosing:
         checks.append(_Check(col, _unparsed(col), not_ms))
-    checks.append(_Check(
-        col, (pl.col(col) < TIMESTAMP_MIN_MS) | (pl.col(col) >= TIMESTAMP_MAX_MS),
-        lambda r: f"{not_ms(r)} (outside 2000-01-01 .. 2100-01-01; seconds instead of ms?)",
-    ))
+    checks.append(
+        _Check(
+            col,
+            (pl.col(col) < TIMESTAMP_MIN_MS) | (pl.col(col) >= TIMESTAMP_MAX_MS),
+            lambda r: f"{not_ms(r)} (outside 2000-01-01 .. 2100-01-01; seconds instead of ms?)",
+        )
+    )
     return checks
 
 
@@ -198,18 +221,34 @@ def _events_checks(diagnosing: bool) -> list[_Check]:
     return [
         *_timestamp_checks(diagnosing),
         *_id_checks("visitorid", False, diagnosing),
-        _Check("event", pl.col("event").is_null(),
-               lambda r: f"empty value; expected one of {', '.join(EVENT_TYPES)}"),
-        _Check("event", ~pl.col("event").is_in(EVENT_TYPES),
-               lambda r: f"{_shown(r['event'])} is not an event type "
-               f"(expected one of {', '.join(EVENT_TYPES)})"),
+        _Check(
+            "event",
+            pl.col("event").is_null(),
+            lambda r: f"empty value; expected one of {', '.join(EVENT_TYPES)}",
+        ),
+        _Check(
+            "event",
+            ~pl.col("event").is_in(EVENT_TYPES),
+            lambda r: (
+                f"{_shown(r['event'])} is not an event type "
+                f"(expected one of {', '.join(EVENT_TYPES)})"
+            ),
+        ),
         *_id_checks("itemid", False, diagnosing),
         *_id_checks("transactionid", True, diagnosing),
-        _Check("transactionid", is_tx & pl.col("transactionid").is_null(),
-               lambda r: "transaction without a transactionid"),
-        _Check("transactionid", ~is_tx & pl.col("transactionid").is_not_null(),
-               lambda r: f"transactionid {_shown(r['transactionid'])} on a {_shown(r['event'])} "
-               "event; only transactions carry one"),
+        _Check(
+            "transactionid",
+            is_tx & pl.col("transactionid").is_null(),
+            lambda r: "transaction without a transactionid",
+        ),
+        _Check(
+            "transactionid",
+            ~is_tx & pl.col("transactionid").is_not_null(),
+            lambda r: (
+                f"transactionid {_shown(r['transactionid'])} on a {_shown(r['event'])} "
+                "event; only transactions carry one"
+            ),
+        ),
     ]
 
 
@@ -217,17 +256,19 @@ def _properties_checks(diagnosing: bool) -> list[_Check]:
     return [
         *_timestamp_checks(diagnosing),
         *_id_checks("itemid", False, diagnosing),
-        _Check("property", pl.col("property").is_null(),
-               lambda r: "empty value; a property name is required"),
+        _Check(
+            "property",
+            pl.col("property").is_null(),
+            lambda r: "empty value; a property name is required",
+        ),
     ]
 
 
 def _tree_checks(diagnosing: bool) -> list[_Check]:
-    return [*_id_checks("categoryid", False, diagnosing),
-            *_id_checks("parentid", True, diagnosing)]
+    return [*_id_checks("categoryid", False, diagnosing), *_id_checks("parentid", True, diagnosing)]
 
 
-# --- generic reader --------------------------------------------------------------------------------
+# --- generic reader ------------------------------------------------------------------------------
 
 
 def _int_columns(schema: dict) -> list[str]:
@@ -237,8 +278,12 @@ def _int_columns(schema: dict) -> list[str]:
 def _scan(path: Path, schema: dict, typed: bool, with_line: bool) -> pl.LazyFrame:
     overrides = {name: (dtype if typed else pl.String) for name, dtype in schema.items()}
     return pl.scan_csv(
-        path, infer_schema=False, schema_overrides=overrides, truncate_ragged_lines=False,
-        row_index_name=_LINE if with_line else None, row_index_offset=2,
+        path,
+        infer_schema=False,
+        schema_overrides=overrides,
+        truncate_ragged_lines=False,
+        row_index_name=_LINE if with_line else None,
+        row_index_offset=2,
     )
 
 
@@ -265,7 +310,7 @@ def _first_failure(df: pl.DataFrame, checks: list[_Check]) -> tuple[int, _Check]
 
 def _raise_at(path: Path, df: pl.DataFrame, idx: int, check: _Check) -> None:
     row = df.row(idx, named=True)
-    raw = {k[len(_RAW):]: v for k, v in row.items() if k.startswith(_RAW)}
+    raw = {k[len(_RAW) :]: v for k, v in row.items() if k.startswith(_RAW)}
     line = row[_LINE] if _LINE in row else idx + 2
     raise RetailRocketFormatError(path, int(line), check.column, check.reason({**row, **raw}))
 
@@ -280,16 +325,17 @@ def _first_ragged_line(path: Path, n_fields: int) -> tuple[int, int] | None:
 
 
 def _diagnose(
-    path: Path, schema: dict, make_checks: Callable[[bool], list[_Check]],
-    keep: pl.Expr | None, error: Exception,
+    path: Path,
+    schema: dict,
+    make_checks: Callable[[bool], list[_Check]],
+    error: Exception,
 ) -> None:
     """The typed parse failed: re-read as text to find and report the first bad line."""
     ints = _int_columns(schema)
     try:
-        lf = _scan(path, schema, typed=False, with_line=True)
-        if keep is not None:
-            lf = lf.filter(keep)
-        df = lf.collect()
+        # Unfiltered: a value that breaks the typed parse is fatal even in a row the caller's
+        # filter would have dropped, so look for it everywhere.
+        df = _scan(path, schema, typed=False, with_line=True).collect(engine="streaming")
     except pl.exceptions.PolarsError as text_error:
         ragged = _first_ragged_line(path, len(schema))
         if ragged is not None:
@@ -308,7 +354,9 @@ def _diagnose(
 
 
 def _read_validated(
-    path: str | os.PathLike, schema: dict, make_checks: Callable[[bool], list[_Check]],
+    path: str | os.PathLike,
+    schema: dict,
+    make_checks: Callable[[bool], list[_Check]],
     keep: pl.Expr | None = None,
 ) -> tuple[pl.DataFrame, ReadReport]:
     path = Path(path)
@@ -317,9 +365,9 @@ def _read_validated(
         lf = _scan(path, schema, typed=True, with_line=keep is not None)
         if keep is not None:
             lf = lf.filter(keep)
-        df = lf.collect()
+        df = lf.collect(engine="streaming")
     except pl.exceptions.PolarsError as error:
-        _diagnose(path, schema, make_checks, keep, error)
+        _diagnose(path, schema, make_checks, error)
         raise  # unreachable: _diagnose always raises
     df = _drop_blank_lines(df, list(schema))
     if df.height == 0 and keep is None:
@@ -333,7 +381,7 @@ def _read_validated(
     return df.cast(schema), report
 
 
-# --- public readers -----------------------------------------------------------------------------------
+# --- public readers ------------------------------------------------------------------------------
 
 
 def read_events(path: str | os.PathLike) -> tuple[pl.DataFrame, ReadReport]:
@@ -373,7 +421,7 @@ def read_category_tree(path: str | os.PathLike) -> tuple[pl.DataFrame, ReadRepor
     try:
         df = _scan(path, RAW_CATEGORY_TREE_SCHEMA, typed=True, with_line=True).collect()
     except pl.exceptions.PolarsError as error:
-        _diagnose(path, RAW_CATEGORY_TREE_SCHEMA, _tree_checks, None, error)
+        _diagnose(path, RAW_CATEGORY_TREE_SCHEMA, _tree_checks, error)
         raise
     df = _drop_blank_lines(df, CATEGORY_TREE_COLUMNS)
     if df.height == 0:
@@ -388,10 +436,12 @@ def read_category_tree(path: str | os.PathLike) -> tuple[pl.DataFrame, ReadRepor
     return out, ReadReport(str(path), rows_read, rows_read - out.height, out.height)
 
 
-# --- category tree structure ------------------------------------------------------------------------
+# --- category tree structure ---------------------------------------------------------------------
 
 
-def validate_category_tree(tree: pl.DataFrame, file: str | os.PathLike = CATEGORY_TREE_FILE) -> None:
+def validate_category_tree(
+    tree: pl.DataFrame, file: str | os.PathLike = CATEGORY_TREE_FILE
+) -> None:
     """Each category has one parent and following parents always ends at a root.
 
     ``tree`` has ``categoryid``/``parentid`` (exact duplicates already removed) and optionally
@@ -406,7 +456,9 @@ def validate_category_tree(tree: pl.DataFrame, file: str | os.PathLike = CATEGOR
         cat = second["categoryid"]
         first = df.filter(pl.col("categoryid") == cat).row(0, named=True)
         raise RetailRocketFormatError(
-            file, second[_LINE], "parentid",
+            file,
+            second[_LINE],
+            "parentid",
             f"category {cat} is listed twice with different parents "
             f"({first['parentid']} on row {first[_LINE]}, {second['parentid']} here)",
         )
@@ -433,11 +485,13 @@ def _raise_cycle(unreached: pl.DataFrame, file: str | os.PathLike) -> None:
     while node not in path:
         path.append(node)
         node = parent[node]
-    cycle = path[path.index(node):]
+    cycle = path[path.index(node) :]
     named = min(cycle, key=lambda c: (line[c] is None, line[c] or 0, c))
     start = cycle.index(named)
     loop = cycle[start:] + cycle[:start] + [named]
     raise RetailRocketFormatError(
-        file, line[named], "parentid",
+        file,
+        line[named],
+        "parentid",
         f"category {named} is in a parent cycle: {' -> '.join(str(c) for c in loop)}",
     )

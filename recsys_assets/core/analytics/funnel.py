@@ -107,7 +107,7 @@ def conversion_funnel(
     require_columns(catalog, ("item_id", category_column), "catalog")
     if top_categories < 0:
         raise ValueError(f"top_categories must be >= 0, got {top_categories}")
-    duplicated = catalog.get_column("item_id").is_duplicated()
+    duplicated = ~catalog.get_column("item_id").is_first_distinct()
     if duplicated.any():
         row = int(duplicated.arg_true()[0])
         raise ValueError(f"catalog: duplicate 'item_id' {catalog['item_id'][row]} at row {row}")

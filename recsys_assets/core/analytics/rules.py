@@ -197,9 +197,14 @@ def association_rules(
         # 0 == False, so the frame is exactly the boolean one-hot mlxtend wants.
         warnings.filterwarnings("ignore", message=".*fill_value in SparseDtype", category=FutureWarning)
         onehot = pd.DataFrame.sparse.from_spmatrix(matrix, columns=pd.RangeIndex(n_items))
-    frequent = ALGORITHMS[algorithm](
-        onehot, min_support=min_support, use_colnames=False, max_len=max_len
-    )
+    if algorithm == "apriori":
+        # mlxtend's default Apriori materialises a dense baskets × candidates matrix per level
+        # (12 GB on 300k baskets); the low-memory path works one prefix at a time.
+        frequent = apriori(
+            onehot, min_support=min_support, use_colnames=False, max_len=max_len, low_memory=True
+        )
+    else:
+        frequent = fpgrowth(onehot, min_support=min_support, use_colnames=False, max_len=max_len)
     if (frequent["itemsets"].map(len) >= 2).sum() == 0:
         return _empty_rules()
     rules = mlxtend_rules(

@@ -1,0 +1,345 @@
+"""Recommenders: tuning, training, evaluation lists, metrics, the session protocol, the leaderboard.
+
+Partitioned by model name (``popular``, ``als``, …): one run trains one model, and the model store
+keeps every version. Final models train on train+valid and are scored on test; tuning trains on
+train and is scored on valid, so the test split is never seen before the final evaluation.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import UTC, datetime
+
+import polars as pl
+from dagster import AssetExecutionContext, AssetIn, Config, MetadataValue, asset
+from dagster_duckdb import DuckDBResource
+from recsys_assets.core.models.registry import create_model, get_model_class
+
+from recsys_assets.core.evaluation import EVAL_K, evaluate, holdout_targets, recommend_lists
+from recsys_assets.core.metrics import ranking_metrics
+from recsys_assets.core.session_eval import next_item_events
+from recsys_assets.core.session_eval import session_metrics as session_protocol
+from recsys_assets.core.training_data import build_training_data
+from recsys_assets.io_managers import TrainedModel
+from recsys_assets.partitions import model_partitions
+from recsys_assets.resources import ModelStoreResource
+from recsys_assets.settings import DUCKDB_POOL, DUCKDB_SCHEMA
+from recsys_assets.tracking import log_to_mlflow
+
+from .metadata import frame_metadata, markdown_table
+
+GROUP = "models"
+FINAL_TRAINING_SPLITS = ("train", "valid")
+# Models that implement the next-item session protocol natively (the rest answer with popularity).
+SESSION_MODELS = ("popular", "item_knn")
+
+
+class TuningConfig(Config):
+    """Optuna study on the validation split; small by default so the main job stays quick."""
+
+    n_trials: int = 6
+    timeout_seconds: float = 120.0
+    seed: int = 0
+    max_eval_users: int = 5000
+
+
+@asset(
+    group_name=GROUP,
+    partitions_def=model_partitions,
+    pool=DUCKDB_POOL,
+    metadata={"partition_expr": "model"},
+    required_resource_keys={"mlflow"},
+    kinds={"optuna", "duckdb"},
+)
+def tuned_params(
+    context: AssetExecutionContext,
+    config: TuningConfig,
+    splits: pl.DataFrame,
+    item_catalog: pl.DataFrame,
+    category_tree: pl.DataFrame,
+) -> pl.DataFrame:
+    """Best hyper-parameters of one model by NDCG@10 on the validation split."""
+    import optuna
+
+    name = context.partition_key
+    cls = get_model_class(name)
+    data = build_training_data(splits, item_catalog, category_tree, use_splits=("train",))
+    targets = holdout_targets(splits, history_splits=("train",), target_split="valid")
+    users = targets["user_id"].unique().sort()
+    if users.len() > config.max_eval_users:
+        users = users.sample(config.max_eval_users, seed=config.seed).sort()
+        targets = targets.join(users.to_frame(), on="user_id", how="semi")
+    n_items = len(data.item_ids)
+
+    def objective(trial: optuna.Trial) -> float:
+        params = cls.search_space(trial)
+        model = create_model(name, params).fit(data)
+        _, summary, _ = evaluate(model, name, targets, n_items, k=10)
+        return summary["ndcg_at_10"]
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(
+        direction="maximize", sampler=optuna.samplers.TPESampler(seed=config.seed)
+    )
+    # The defaults are always trial 0, so tuning can only keep or improve them on valid.
+    study.enqueue_trial(cls.default_params(), skip_if_exists=True)
+    start = time.perf_counter()
+    study.optimize(objective, n_trials=config.n_trials, timeout=config.timeout_seconds)
+    seconds = time.perf_counter() - start
+    default_value = study.trials[0].value if study.trials[0].value is not None else float("nan")
+    best = {**cls.default_params(), **study.best_params}
+    table = pl.DataFrame(
+        {
+            "model": [name],
+            "params_json": [json.dumps(best, default=float)],
+            "best_ndcg_at_10": [float(study.best_value)],
+            "default_ndcg_at_10": [float(default_value)],
+            "n_trials": [len(study.trials)],
+            "seconds": [seconds],
+            "valid_users": [int(users.len())],
+            "tuned_at": [datetime.now(UTC).isoformat()],
+        }
+    )
+    trials = study.trials_dataframe(attrs=("number", "value", "params"))
+    log_to_mlflow(
+        context,
+        "tuning",
+        params=best,
+        metrics={"best_ndcg_at_10": study.best_value, "n_trials": len(study.trials),
+                 "seconds": seconds},
+        tags={"model": name},
+    )
+    context.add_output_metadata(
+        frame_metadata(
+            table,
+            best_params=best,
+            best_ndcg_at_10=float(study.best_value),
+            default_ndcg_at_10=float(default_value),
+            trials=MetadataValue.md(markdown_table(pl.from_pandas(trials), max_rows=30)),
+        )
+    )
+    return table
+
+
+def _tuned_params(warehouse: DuckDBResource, name: str) -> dict | None:
+    """The stored best parameters for ``name``, or None when it was never tuned."""
+    with warehouse.get_connection() as con:
+        exists = con.execute(
+            "select count(*) from information_schema.tables "
+            "where table_schema = ? and table_name = 'tuned_params'",
+            [DUCKDB_SCHEMA],
+        ).fetchone()[0]
+        if not exists:
+            return None
+        row = con.execute(
+            f"select params_json from {DUCKDB_SCHEMA}.tuned_params where model = ?", [name]
+        ).fetchone()
+    return json.loads(row[0]) if row else None
+
+
+@asset(
+    group_name=GROUP,
+    partitions_def=model_partitions,
+    pool=DUCKDB_POOL,
+    io_manager_key="model_io_manager",
+    # Tuning is optional: trained_model reads the best parameters when they exist, else defaults.
+    deps=["tuned_params"],
+    required_resource_keys={"mlflow"},
+    kinds={"duckdb"},
+)
+def trained_model(
+    context: AssetExecutionContext,
+    warehouse: DuckDBResource,
+    splits: pl.DataFrame,
+    item_catalog: pl.DataFrame,
+    category_tree: pl.DataFrame,
+) -> TrainedModel:
+    """One model fitted on train+valid, stored as a new version in ``recsys.model_store``."""
+    name = context.partition_key
+    tuned = _tuned_params(warehouse, name)
+    params = {**get_model_class(name).default_params(), **(tuned or {})}
+    data = build_training_data(
+        splits, item_catalog, category_tree, use_splits=FINAL_TRAINING_SPLITS
+    )
+    model = create_model(name, params)
+    start = time.perf_counter()
+    model.fit(data)
+    train_seconds = time.perf_counter() - start
+    info = {
+        "params_source": "tuned" if tuned else "defaults",
+        "users": len(data.user_ids),
+        "items": len(data.item_ids),
+        "interactions": int(data.user_item.nnz),
+        "trained_on": list(FINAL_TRAINING_SPLITS),
+        "trained_at": datetime.now(UTC).isoformat(),
+    }
+    size = len(model.to_bytes())
+    log_to_mlflow(
+        context,
+        "model",
+        params=params,
+        metrics={"train_seconds": train_seconds, "size_bytes": size,
+                 "users": info["users"], "items": info["items"]},
+        tags={"model": name},
+    )
+    context.add_output_metadata(
+        {
+            "train_seconds": train_seconds,
+            "params": MetadataValue.json(params),
+            "params_source": info["params_source"],
+            "users": info["users"],
+            "items": info["items"],
+            "interactions": info["interactions"],
+        }
+    )
+    return TrainedModel(name=name, model=model, train_seconds=train_seconds, info=info)
+
+
+@asset(
+    group_name=GROUP,
+    partitions_def=model_partitions,
+    pool=DUCKDB_POOL,
+    metadata={"partition_expr": "model"},
+    kinds={"duckdb", "polars"},
+)
+def eval_recommendations(
+    context: AssetExecutionContext, trained_model: TrainedModel, splits: pl.DataFrame
+) -> pl.DataFrame:
+    """Top-20 lists for every test user with history (``recsys.eval_recommendations``)."""
+    targets = holdout_targets(splits, FINAL_TRAINING_SPLITS, "test")
+    users = targets["user_id"].unique().sort().to_numpy()
+    start = time.perf_counter()
+    lists = recommend_lists(trained_model.model, users, trained_model.name, k=EVAL_K)
+    seconds = time.perf_counter() - start
+    context.add_output_metadata(
+        frame_metadata(
+            lists,
+            model_version=trained_model.version or -1,
+            users=len(users),
+            recommend_seconds=seconds,
+        )
+    )
+    return lists
+
+
+@asset(
+    group_name=GROUP,
+    partitions_def=model_partitions,
+    pool=DUCKDB_POOL,
+    metadata={"partition_expr": "model"},
+    required_resource_keys={"mlflow"},
+    kinds={"duckdb", "polars"},
+)
+def model_metrics(
+    context: AssetExecutionContext,
+    model_store: ModelStoreResource,
+    eval_recommendations: pl.DataFrame,
+    splits: pl.DataFrame,
+    item_catalog: pl.DataFrame,
+) -> pl.DataFrame:
+    """Ranking metrics @10/@20 computed from the stored lists (``recsys.model_metrics``)."""
+    name = context.partition_key
+    targets = holdout_targets(splits, FINAL_TRAINING_SPLITS, "test")
+    summary, _ = ranking_metrics(
+        eval_recommendations.select("user_id", "rank", "item_id"),
+        targets,
+        ks=(10, 20),
+        n_catalogue_items=item_catalog.height,
+    )
+    stored = model_store.store.load(name)
+    row = {
+        "model": name,
+        **{k: float(v) for k, v in summary.items() if k != "users_evaluated"},
+        "users_evaluated": int(summary["users_evaluated"]),
+        "train_seconds": float(stored.info.get("train_seconds", float("nan"))),
+        "model_version": stored.version,
+        "evaluated_at": datetime.now(UTC).isoformat(),
+    }
+    model_store.store.set_metrics(name, stored.version, {k: row[k] for k in summary})
+    table = pl.DataFrame([row])
+    log_to_mlflow(context, "test", metrics=summary, tags={"model": name})
+    context.add_output_metadata(
+        frame_metadata(table, **{k: float(v) for k, v in summary.items()})
+    )
+    return table
+
+
+@asset(
+    group_name=GROUP,
+    pool=DUCKDB_POOL,
+    deps=["trained_model"],
+    kinds={"duckdb", "polars"},
+)
+def session_metrics(
+    context: AssetExecutionContext, model_store: ModelStoreResource, splits: pl.DataFrame
+) -> pl.DataFrame:
+    """Next-item Recall@20 / MRR@20 over test sessions (the GRU4Rec papers' protocol)."""
+    from recsys_assets.core.models.registry import model_from_bytes
+
+    prefixes, targets = next_item_events(splits, split="test", max_events=50_000, seed=0)
+    rows = []
+    for name in SESSION_MODELS:
+        stored = model_store.store.load(name)
+        model = model_from_bytes(name, stored.payload)
+        start = time.perf_counter()
+        result = session_protocol(model.recommend_session, prefixes, targets, k=20)
+        rows.append(
+            {
+                "model": name,
+                "model_version": stored.version,
+                "recall_at_20": float(result["recall_at_20"]),
+                "mrr_at_20": float(result["mrr_at_20"]),
+                "n_events": int(result["n_events"]),
+                "seconds": time.perf_counter() - start,
+            }
+        )
+    table = pl.DataFrame(rows)
+    context.add_output_metadata(frame_metadata(table))
+    return table
+
+
+LEADERBOARD_COLUMNS = {
+    "precision_at_10": "P@10",
+    "recall_at_10": "R@10",
+    "ndcg_at_10": "NDCG@10",
+    "hit_rate_at_10": "HR@10",
+    "train_seconds": "train s",
+}
+
+
+@asset(
+    group_name=GROUP,
+    pool=DUCKDB_POOL,
+    ins={"model_metrics": AssetIn(), "session_metrics": AssetIn()},
+    kinds={"duckdb", "polars"},
+)
+def leaderboard(
+    context: AssetExecutionContext, model_metrics: pl.DataFrame, session_metrics: pl.DataFrame
+) -> pl.DataFrame:
+    """Every model side by side, best NDCG@10 first, with its lift over Popularity."""
+    session = session_metrics.select(
+        "model",
+        pl.col("recall_at_20").alias("session_recall_at_20"),
+        pl.col("mrr_at_20").alias("session_mrr_at_20"),
+    )
+    table = model_metrics.join(session, on="model", how="left").sort(
+        "ndcg_at_10", descending=True
+    )
+    baseline = table.filter(pl.col("model") == "popular")["ndcg_at_10"]
+    if baseline.len():
+        table = table.with_columns(
+            (pl.col("ndcg_at_10") / baseline[0]).alias("ndcg_at_10_vs_popular")
+        )
+    seed_table = table.select(
+        "model", *[pl.col(c).alias(label) for c, label in LEADERBOARD_COLUMNS.items()]
+    )
+    context.add_output_metadata(
+        frame_metadata(
+            table,
+            results=MetadataValue.md(markdown_table(seed_table, max_rows=20)),
+            all_metrics=MetadataValue.md(markdown_table(table, max_rows=20)),
+            best_model=str(table["model"][0]) if table.height else "",
+        )
+    )
+    return table
