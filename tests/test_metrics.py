@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import time
 
 import numpy as np
 import polars as pl
@@ -191,6 +190,12 @@ def test_duplicate_relevant_pairs_are_ignored():
         (pl.DataFrame({"user_id": [1, 1], "rank": [2, 2], "item_id": [5, 6]}), "'rank'"),
         (pl.DataFrame({"user_id": [1], "item_id": [5]}), "missing column"),
         (pl.DataFrame({"user_id": [1, None], "rank": [1, 2], "item_id": [5, 6]}), "row 1"),
+        (
+            pl.DataFrame(
+                {"model": ["a", "b"], "user_id": [1, 1], "rank": [1, 1], "item_id": [5, 6]}
+            ),
+            "several models",
+        ),
     ],
 )
 def test_bad_lists_are_rejected(lists_frame, message):
@@ -198,26 +203,35 @@ def test_bad_lists_are_rejected(lists_frame, message):
         ranking_metrics(lists_frame, rel({1: [5]}))
 
 
-def test_top_k_from_scores_orders_and_breaks_ties_by_lower_index():
+DTYPES = [np.float32, np.float64, np.int32, np.int64, np.uint8, np.float16]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_top_k_from_scores_orders_and_breaks_ties_by_lower_index(dtype):
     scores = np.array(
         [
-            [0.1, 0.9, 0.5, 0.9, 0.3],
-            [1.0, 1.0, 1.0, 1.0, 1.0],  # all tied: lowest indices win, in index order
-            [0.0, 2.0, 1.0, 1.0, 1.0],  # tie at the K boundary: columns 2 and 3, not 4
-        ]
+            [1, 9, 5, 9, 3],
+            [7, 7, 7, 7, 7],  # all tied: lowest indices win, in index order
+            [0, 20, 10, 10, 10],  # tie at the K boundary: columns 2 and 3, not 4
+        ],
+        dtype=dtype,
     )
     idx, vals = top_k_from_scores(scores, 3)
     assert idx.tolist() == [[1, 3, 2], [0, 1, 2], [1, 2, 3]]
-    assert vals.tolist() == [[0.9, 0.9, 0.5], [1.0, 1.0, 1.0], [2.0, 1.0, 1.0]]
-    assert idx.dtype == np.int64
+    assert vals.tolist() == [[9, 9, 5], [7, 7, 7], [20, 10, 10]]
+    assert idx.dtype == np.int64 and vals.dtype == dtype
 
 
-def test_top_k_from_scores_ties_match_a_stable_sort_on_random_data():
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_top_k_from_scores_ties_match_a_stable_sort_on_random_data(dtype):
     rng = np.random.default_rng(3)
-    scores = rng.integers(0, 4, size=(200, 50)).astype(np.float32)  # many ties
-    scores[:, 7] = -np.inf
+    low = 0 if dtype == np.uint8 else -2
+    scores = rng.integers(low, 3, size=(300, 50)).astype(dtype)  # many ties, negatives
+    if np.issubdtype(dtype, np.floating):
+        scores[:, 7] = -np.inf
+        scores[::2, 9] = -0.0  # equal to 0.0: must tie with it, not rank below
     idx, vals = top_k_from_scores(scores, 10)
-    expected = np.argsort(-scores, axis=1, kind="stable")[:, :10]
+    expected = np.argsort(-scores.astype(np.float64), axis=1, kind="stable")[:, :10]
     np.testing.assert_array_equal(idx, expected)
     np.testing.assert_array_equal(vals, np.take_along_axis(scores, expected, axis=1))
 
@@ -255,21 +269,3 @@ def test_scores_to_metrics_roundtrip():
     summary, _ = ranking_metrics(frame, rel({100: [0, 4]}), ks=(10,))
     assert summary["ndcg_at_10"] == pytest.approx(1.5 / (1 + L3))
     assert summary["map_at_10"] == pytest.approx(5 / 6)
-
-
-@pytest.mark.slow
-def test_ranking_metrics_speed_on_200k_users():
-    rng = np.random.default_rng(0)
-    n_users, k, n_items = 200_000, 20, 50_000
-    items = (np.arange(k)[None, :] * 997 + rng.integers(0, n_items, (n_users, 1))) % n_items
-    frame = lists_to_frame(np.arange(n_users), items, rng.random((n_users, k)), "m")
-    truth = pl.DataFrame(
-        {
-            "user_id": np.repeat(np.arange(n_users), 3),
-            "item_id": rng.integers(0, n_items, 3 * n_users),
-        }
-    )
-    start = time.perf_counter()
-    summary, _ = ranking_metrics(frame, truth, n_catalogue_items=n_items)
-    assert time.perf_counter() - start < 10  # ~0.5 s measured; generous for shared CI cores
-    assert summary["users_evaluated"] == n_users

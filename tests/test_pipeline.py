@@ -75,11 +75,15 @@ def test_rules_recover_planted_bundles(warehouse, pipeline_run):
         (pl.col("basket_type") == "transaction") & (pl.col("algorithm") == "fpgrowth")
     )
     assert rules.height > 0
-    found = [set(a) | set(c) for a, c in zip(rules["antecedents"], rules["consequents"], strict=True)]
+    found = [
+        set(a) | set(c) for a, c in zip(rules["antecedents"], rules["consequents"], strict=True)
+    ]
     in_bundle = sum(any(f <= b for b in bundles) for f in found)
     # Most high-lift transaction rules are planted bundles, not chance co-occurrences.
     top = rules.sort("lift", descending=True).head(20)
-    top_found = [set(a) | set(c) for a, c in zip(top["antecedents"], top["consequents"], strict=True)]
+    top_found = [
+        set(a) | set(c) for a, c in zip(top["antecedents"], top["consequents"], strict=True)
+    ]
     assert sum(any(f <= b for b in bundles) for f in top_found) >= 0.8 * len(top_found)
     assert in_bundle >= 5
     apriori = _table(warehouse, "association_rules").filter(

@@ -64,7 +64,7 @@ def expect_error(fn, *args, file: str, row: int | None, column: str | None, text
     return err
 
 
-# --- happy paths ------------------------------------------------------------------------------------
+# --- happy paths ---------------------------------------------------------------------------------
 
 
 def test_read_events_types_and_values(tmp_path):
@@ -91,8 +91,11 @@ def test_blank_lines_are_ignored_and_rows_keep_file_line_numbers(tmp_path):
 
 
 def test_columns_in_another_order_are_accepted(tmp_path):
-    path = write(tmp_path / "events.csv", "event,itemid,timestamp,visitorid,transactionid",
-                 ["view,5,1433221332117,7,"])
+    path = write(
+        tmp_path / "events.csv",
+        "event,itemid,timestamp,visitorid,transactionid",
+        ["view,5,1433221332117,7,"],
+    )
     df, _ = read_events(path)
     assert df.columns == list(RAW_EVENTS_SCHEMA)
     assert df.row(0) == (1433221332117, 7, "view", 5, None)
@@ -108,7 +111,9 @@ def test_crlf_line_endings(tmp_path):
 
 def test_read_item_properties_concatenates_files(tmp_path):
     p1 = write(tmp_path / "item_properties_part1.csv", PROPS_HEADER, GOOD_PROPS[:2])
-    p2 = write(tmp_path / "item_properties_part2.csv", PROPS_HEADER, GOOD_PROPS[2:] + GOOD_PROPS[2:])
+    p2 = write(
+        tmp_path / "item_properties_part2.csv", PROPS_HEADER, GOOD_PROPS[2:] + GOOD_PROPS[2:]
+    )
     df, reports = read_item_properties([p1, p2])
     assert df.schema == pl.Schema(RAW_PROPERTIES_SCHEMA)
     assert df["property"].to_list() == ["categoryid", "888", "790", "available"]
@@ -116,22 +121,39 @@ def test_read_item_properties_concatenates_files(tmp_path):
     assert [(r.rows_read, r.duplicates_dropped, r.rows) for r in reports] == [(2, 0, 2), (4, 2, 2)]
 
 
-def test_read_item_properties_filter_keeps_file_rows(tmp_path):
-    rows = [*GOOD_PROPS, "1431226800000,x,888,1"]  # bad itemid on line 6, a filtered-out property
-    path = write(tmp_path / "item_properties_part1.csv", PROPS_HEADER, rows)
+def test_read_item_properties_filter(tmp_path):
+    path = write(tmp_path / "item_properties_part1.csv", PROPS_HEADER, GOOD_PROPS + GOOD_PROPS[2:3])
     df, reports = read_item_properties([path], properties={"790", "available"})
     assert sorted(df["property"].to_list()) == ["790", "available"]
-    assert reports[0].rows_read == 2
-    # the unfiltered read does see the bad row, and names its line
-    expect_error(read_item_properties, [path], file="item_properties_part1.csv", row=6,
-                 column="itemid", text="'x' is not a numeric id")
+    assert [(r.rows_read, r.duplicates_dropped, r.rows) for r in reports] == [(3, 1, 2)]
+
+
+def test_filtered_read_still_rejects_unparsable_rows_of_other_properties(tmp_path):
+    rows = [*GOOD_PROPS, "1431226800000,x,888,1"]  # bad itemid on line 6, a filtered-out property
+    path = write(tmp_path / "item_properties_part1.csv", PROPS_HEADER, rows)
+    expect_error(
+        read_item_properties,
+        [path],
+        {"790"},
+        file="item_properties_part1.csv",
+        row=6,
+        column="itemid",
+        text="'x' is not a numeric id",
+    )
 
 
 def test_filtered_read_reports_original_line_numbers(tmp_path):
     rows = [*GOOD_PROPS, "99,460429,790,n1.000"]  # bad timestamp on line 6 of a kept property
     path = write(tmp_path / "item_properties_part1.csv", PROPS_HEADER, rows)
-    expect_error(read_item_properties, [path], {"790"}, file="item_properties_part1.csv", row=6,
-                 column="timestamp", text="'99' is not a Unix timestamp in milliseconds")
+    expect_error(
+        read_item_properties,
+        [path],
+        {"790"},
+        file="item_properties_part1.csv",
+        row=6,
+        column="timestamp",
+        text="'99' is not a Unix timestamp in milliseconds",
+    )
 
 
 def test_read_category_tree(tmp_path):
@@ -150,20 +172,32 @@ def test_validate_raw_dir_ok(tmp_path):
     validate_raw_dir(tmp_path)  # no error
 
 
-# --- missing / empty files and headers ----------------------------------------------------------------
+# --- missing / empty files and headers -----------------------------------------------------------
 
 
 def test_missing_file(tmp_path):
-    expect_error(read_events, tmp_path / "events.csv", file="events.csv", row=None, column=None,
-                 text="file not found")
+    expect_error(
+        read_events,
+        tmp_path / "events.csv",
+        file="events.csv",
+        row=None,
+        column=None,
+        text="file not found",
+    )
 
 
 def test_validate_raw_dir_names_the_missing_file(tmp_path):
     events_file(tmp_path, GOOD_EVENTS)
     write(tmp_path / "item_properties_part1.csv", PROPS_HEADER, GOOD_PROPS)
     write(tmp_path / "category_tree.csv", TREE_HEADER, GOOD_TREE)
-    expect_error(validate_raw_dir, tmp_path, file="item_properties_part2.csv", row=None,
-                 column=None, text="file not found")
+    expect_error(
+        validate_raw_dir,
+        tmp_path,
+        file="item_properties_part2.csv",
+        row=None,
+        column=None,
+        text="file not found",
+    )
 
 
 def test_validate_raw_dir_checks_headers(tmp_path):
@@ -171,8 +205,14 @@ def test_validate_raw_dir_checks_headers(tmp_path):
     write(tmp_path / "item_properties_part1.csv", PROPS_HEADER, GOOD_PROPS)
     write(tmp_path / "item_properties_part2.csv", PROPS_HEADER, GOOD_PROPS)
     write(tmp_path / "category_tree.csv", "categoryid,parent", GOOD_TREE)
-    expect_error(validate_raw_dir, tmp_path, file="category_tree.csv", row=1, column="parentid",
-                 text="missing column 'parentid'")
+    expect_error(
+        validate_raw_dir,
+        tmp_path,
+        file="category_tree.csv",
+        row=1,
+        column="parentid",
+        text="missing column 'parentid'",
+    )
 
 
 def test_validate_raw_dir_rejects_header_only_file(tmp_path):
@@ -180,169 +220,330 @@ def test_validate_raw_dir_rejects_header_only_file(tmp_path):
     write(tmp_path / "item_properties_part1.csv", PROPS_HEADER, GOOD_PROPS)
     write(tmp_path / "item_properties_part2.csv", PROPS_HEADER, GOOD_PROPS)
     write(tmp_path / "category_tree.csv", TREE_HEADER, GOOD_TREE)
-    expect_error(validate_raw_dir, tmp_path, file="events.csv", row=None, column=None,
-                 text="header but no data rows")
+    expect_error(
+        validate_raw_dir,
+        tmp_path,
+        file="events.csv",
+        row=None,
+        column=None,
+        text="header but no data rows",
+    )
 
 
 def test_zero_byte_file(tmp_path):
     path = tmp_path / "events.csv"
     path.write_bytes(b"")
-    expect_error(read_events, path, file="events.csv", row=None, column=None,
-                 text="empty (zero bytes)")
+    expect_error(
+        read_events, path, file="events.csv", row=None, column=None, text="empty (zero bytes)"
+    )
 
 
 def test_header_only_file(tmp_path):
-    expect_error(read_events, events_file(tmp_path, []), file="events.csv", row=None, column=None,
-                 text="header but no data rows")
+    expect_error(
+        read_events,
+        events_file(tmp_path, []),
+        file="events.csv",
+        row=None,
+        column=None,
+        text="header but no data rows",
+    )
 
 
 def test_header_only_category_tree(tmp_path):
     path = write(tmp_path / "category_tree.csv", TREE_HEADER, [])
-    expect_error(read_category_tree, path, file="category_tree.csv", row=None, column=None,
-                 text="header but no data rows")
+    expect_error(
+        read_category_tree,
+        path,
+        file="category_tree.csv",
+        row=None,
+        column=None,
+        text="header but no data rows",
+    )
 
 
 def test_missing_column(tmp_path):
-    path = events_file(tmp_path, ["1433221332117,257597,view,355908"],
-                       header="timestamp,visitorid,event,itemid")
-    expect_error(read_events, path, file="events.csv", row=1, column="transactionid",
-                 text="missing column 'transactionid'")
+    path = events_file(
+        tmp_path, ["1433221332117,257597,view,355908"], header="timestamp,visitorid,event,itemid"
+    )
+    expect_error(
+        read_events,
+        path,
+        file="events.csv",
+        row=1,
+        column="transactionid",
+        text="missing column 'transactionid'",
+    )
 
 
 def test_renamed_column(tmp_path):
-    path = events_file(tmp_path, GOOD_EVENTS, header="timestamp,visitor_id,event,itemid,transactionid")
-    expect_error(read_events, path, file="events.csv", row=1, column="visitorid",
-                 text="missing column 'visitorid'")
+    path = events_file(
+        tmp_path, GOOD_EVENTS, header="timestamp,visitor_id,event,itemid,transactionid"
+    )
+    expect_error(
+        read_events,
+        path,
+        file="events.csv",
+        row=1,
+        column="visitorid",
+        text="missing column 'visitorid'",
+    )
 
 
 def test_extra_column(tmp_path):
     path = events_file(tmp_path, [r + ",x" for r in GOOD_EVENTS], header=EVENTS_HEADER + ",extra")
-    expect_error(read_events, path, file="events.csv", row=1, column="extra",
-                 text="unexpected column 'extra'")
+    expect_error(
+        read_events,
+        path,
+        file="events.csv",
+        row=1,
+        column="extra",
+        text="unexpected column 'extra'",
+    )
 
 
 def test_row_with_too_many_fields(tmp_path):
     rows = [GOOD_EVENTS[0], GOOD_EVENTS[1] + ",oops", GOOD_EVENTS[2]]
-    expect_error(read_events, events_file(tmp_path, rows), file="events.csv", row=3, column=None,
-                 text="6 fields, expected 5")
+    expect_error(
+        read_events,
+        events_file(tmp_path, rows),
+        file="events.csv",
+        row=3,
+        column=None,
+        text="6 fields, expected 5",
+    )
 
 
-# --- bad values -----------------------------------------------------------------------------------
+# --- bad values ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("column, row_text, shown", [
-    ("visitorid", "1433221332117,abc,view,355908,", "'abc'"),
-    ("itemid", "1433221332117,257597,view,12.5,", "'12.5'"),
-    ("transactionid", "1433221332117,257597,transaction,355908,tx9", "'tx9'"),
-])
+@pytest.mark.parametrize(
+    "column, row_text, shown",
+    [
+        ("visitorid", "1433221332117,abc,view,355908,", "'abc'"),
+        ("itemid", "1433221332117,257597,view,12.5,", "'12.5'"),
+        ("transactionid", "1433221332117,257597,transaction,355908,tx9", "'tx9'"),
+    ],
+)
 def test_non_numeric_event_ids(tmp_path, column, row_text, shown):
     rows = [*GOOD_EVENTS[:3], row_text]
-    expect_error(read_events, events_file(tmp_path, rows), file="events.csv", row=5, column=column,
-                 text=f"{shown} is not a numeric id")
+    expect_error(
+        read_events,
+        events_file(tmp_path, rows),
+        file="events.csv",
+        row=5,
+        column=column,
+        text=f"{shown} is not a numeric id",
+    )
 
 
 def test_negative_id(tmp_path):
     rows = ["1433221332117,-4,view,355908,"]
-    expect_error(read_events, events_file(tmp_path, rows), file="events.csv", row=2,
-                 column="visitorid", text="(negative)")
+    expect_error(
+        read_events,
+        events_file(tmp_path, rows),
+        file="events.csv",
+        row=2,
+        column="visitorid",
+        text="(negative)",
+    )
 
 
 def test_empty_id(tmp_path):
     rows = [GOOD_EVENTS[0], "1433221332117,257597,view,,"]
-    expect_error(read_events, events_file(tmp_path, rows), file="events.csv", row=3,
-                 column="itemid", text="empty value")
+    expect_error(
+        read_events,
+        events_file(tmp_path, rows),
+        file="events.csv",
+        row=3,
+        column="itemid",
+        text="empty value",
+    )
 
 
 def test_non_numeric_timestamp(tmp_path):
     rows = [*GOOD_EVENTS[:2], "abc,257597,view,355908,"]
-    err = expect_error(read_events, events_file(tmp_path, rows), file="events.csv", row=4,
-                       column="timestamp", text="is not a Unix timestamp in milliseconds")
-    assert str(err).endswith("events.csv, row 4, column 'timestamp': "
-                             "'abc' is not a Unix timestamp in milliseconds")
+    err = expect_error(
+        read_events,
+        events_file(tmp_path, rows),
+        file="events.csv",
+        row=4,
+        column="timestamp",
+        text="is not a Unix timestamp in milliseconds",
+    )
+    assert str(err).endswith(
+        "events.csv, row 4, column 'timestamp': 'abc' is not a Unix timestamp in milliseconds"
+    )
 
 
 def test_timestamp_in_seconds(tmp_path):
     rows = [GOOD_EVENTS[0], "1433221332,257597,view,355908,"]
-    expect_error(read_events, events_file(tmp_path, rows), file="events.csv", row=3,
-                 column="timestamp", text="seconds instead of ms")
+    expect_error(
+        read_events,
+        events_file(tmp_path, rows),
+        file="events.csv",
+        row=3,
+        column="timestamp",
+        text="seconds instead of ms",
+    )
 
 
 def test_timestamp_after_2100(tmp_path):
     rows = ["4102444800000,257597,view,355908,"]
-    expect_error(read_events, events_file(tmp_path, rows), file="events.csv", row=2,
-                 column="timestamp", text="'4102444800000' is not a Unix timestamp")
+    expect_error(
+        read_events,
+        events_file(tmp_path, rows),
+        file="events.csv",
+        row=2,
+        column="timestamp",
+        text="'4102444800000' is not a Unix timestamp",
+    )
 
 
 def test_unknown_event_type(tmp_path):
     rows = [GOOD_EVENTS[0], "1433221332117,257597,click,355908,"]
-    expect_error(read_events, events_file(tmp_path, rows), file="events.csv", row=3,
-                 column="event", text="'click' is not an event type")
+    expect_error(
+        read_events,
+        events_file(tmp_path, rows),
+        file="events.csv",
+        row=3,
+        column="event",
+        text="'click' is not an event type",
+    )
 
 
 def test_transaction_without_transactionid(tmp_path):
     rows = [GOOD_EVENTS[0], "1433221332117,257597,transaction,355908,"]
-    expect_error(read_events, events_file(tmp_path, rows), file="events.csv", row=3,
-                 column="transactionid", text="transaction without a transactionid")
+    expect_error(
+        read_events,
+        events_file(tmp_path, rows),
+        file="events.csv",
+        row=3,
+        column="transactionid",
+        text="transaction without a transactionid",
+    )
 
 
 def test_transactionid_on_a_view_is_rejected(tmp_path):
     rows = ["1433221332117,257597,view,355908,17"]
-    expect_error(read_events, events_file(tmp_path, rows), file="events.csv", row=2,
-                 column="transactionid", text="only transactions carry one")
+    expect_error(
+        read_events,
+        events_file(tmp_path, rows),
+        file="events.csv",
+        row=2,
+        column="transactionid",
+        text="only transactions carry one",
+    )
 
 
 def test_first_bad_row_wins_across_columns(tmp_path):
     rows = [GOOD_EVENTS[0], "1433221332117,257597,click,355908,", "x,1,view,1,"]
-    expect_error(read_events, events_file(tmp_path, rows), file="events.csv", row=3,
-                 column="event", text="'click'")
+    expect_error(
+        read_events,
+        events_file(tmp_path, rows),
+        file="events.csv",
+        row=3,
+        column="event",
+        text="'click'",
+    )
 
 
 def test_properties_bad_timestamp(tmp_path):
-    path = write(tmp_path / "item_properties_part2.csv", PROPS_HEADER,
-                 [GOOD_PROPS[0], "1435460400,460429,categoryid,1338"])
-    expect_error(read_item_properties, [path], file="item_properties_part2.csv", row=3,
-                 column="timestamp", text="'1435460400' is not a Unix timestamp")
+    path = write(
+        tmp_path / "item_properties_part2.csv",
+        PROPS_HEADER,
+        [GOOD_PROPS[0], "1435460400,460429,categoryid,1338"],
+    )
+    expect_error(
+        read_item_properties,
+        [path],
+        file="item_properties_part2.csv",
+        row=3,
+        column="timestamp",
+        text="'1435460400' is not a Unix timestamp",
+    )
 
 
 def test_properties_non_numeric_itemid(tmp_path):
-    path = write(tmp_path / "item_properties_part1.csv", PROPS_HEADER,
-                 ["1435460400000,item7,categoryid,1338"])
-    expect_error(read_item_properties, [path], file="item_properties_part1.csv", row=2,
-                 column="itemid", text="'item7' is not a numeric id")
+    path = write(
+        tmp_path / "item_properties_part1.csv",
+        PROPS_HEADER,
+        ["1435460400000,item7,categoryid,1338"],
+    )
+    expect_error(
+        read_item_properties,
+        [path],
+        file="item_properties_part1.csv",
+        row=2,
+        column="itemid",
+        text="'item7' is not a numeric id",
+    )
 
 
 def test_category_tree_non_numeric_ids(tmp_path):
     path = write(tmp_path / "category_tree.csv", TREE_HEADER, ["1016,213", "213,", "5,root"])
-    expect_error(read_category_tree, path, file="category_tree.csv", row=4, column="parentid",
-                 text="'root' is not a numeric id")
+    expect_error(
+        read_category_tree,
+        path,
+        file="category_tree.csv",
+        row=4,
+        column="parentid",
+        text="'root' is not a numeric id",
+    )
     path = write(tmp_path / "category_tree.csv", TREE_HEADER, ["1016,213", "cat,", "213,"])
-    expect_error(read_category_tree, path, file="category_tree.csv", row=3, column="categoryid",
-                 text="'cat' is not a numeric id")
+    expect_error(
+        read_category_tree,
+        path,
+        file="category_tree.csv",
+        row=3,
+        column="categoryid",
+        text="'cat' is not a numeric id",
+    )
 
 
-# --- category tree structure --------------------------------------------------------------------------
+# --- category tree structure ---------------------------------------------------------------------
 
 
 def test_category_listed_twice_with_different_parents(tmp_path):
-    path = write(tmp_path / "category_tree.csv", TREE_HEADER,
-                 ["1016,213", "213,", "169,", "1016,213", "1016,169"])
-    err = expect_error(read_category_tree, path, file="category_tree.csv", row=6,
-                       column="parentid", text="category 1016 is listed twice")
+    path = write(
+        tmp_path / "category_tree.csv",
+        TREE_HEADER,
+        ["1016,213", "213,", "169,", "1016,213", "1016,169"],
+    )
+    err = expect_error(
+        read_category_tree,
+        path,
+        file="category_tree.csv",
+        row=6,
+        column="parentid",
+        text="category 1016 is listed twice",
+    )
     assert "213 on row 2" in err.reason
 
 
 def test_category_cycle_names_a_row_on_the_cycle(tmp_path):
     # 1 is a fine root with child 2; 3 -> 4 -> 5 -> 3 is a cycle, 6 hangs below it.
     rows = ["1,", "2,1", "6,3", "4,5", "3,4", "5,3"]
-    err = expect_error(read_category_tree, write(tmp_path / "category_tree.csv", TREE_HEADER, rows),
-                       file="category_tree.csv", row=5, column="parentid", text="parent cycle")
+    err = expect_error(
+        read_category_tree,
+        write(tmp_path / "category_tree.csv", TREE_HEADER, rows),
+        file="category_tree.csv",
+        row=5,
+        column="parentid",
+        text="parent cycle",
+    )
     assert "category 4 is in a parent cycle: 4 -> 5 -> 3 -> 4" in err.reason
 
 
 def test_category_self_parent_is_a_cycle(tmp_path):
     path = write(tmp_path / "category_tree.csv", TREE_HEADER, ["1,", "7,7"])
-    expect_error(read_category_tree, path, file="category_tree.csv", row=3, column="parentid",
-                 text="category 7 is in a parent cycle: 7 -> 7")
+    expect_error(
+        read_category_tree,
+        path,
+        file="category_tree.csv",
+        row=3,
+        column="parentid",
+        text="category 7 is in a parent cycle: 7 -> 7",
+    )
 
 
 def test_parent_not_listed_is_accepted(tmp_path):

@@ -106,8 +106,11 @@ def tuned_params(
         context,
         "tuning",
         params=best,
-        metrics={"best_ndcg_at_10": study.best_value, "n_trials": len(study.trials),
-                 "seconds": seconds},
+        metrics={
+            "best_ndcg_at_10": study.best_value,
+            "n_trials": len(study.trials),
+            "seconds": seconds,
+        },
         tags={"model": name},
     )
     context.add_output_metadata(
@@ -179,8 +182,12 @@ def trained_model(
         context,
         "model",
         params=params,
-        metrics={"train_seconds": train_seconds, "size_bytes": size,
-                 "users": info["users"], "items": info["items"]},
+        metrics={
+            "train_seconds": train_seconds,
+            "size_bytes": size,
+            "users": info["users"],
+            "items": info["items"],
+        },
         tags={"model": name},
     )
     context.add_output_metadata(
@@ -259,9 +266,7 @@ def model_metrics(
     model_store.store.set_metrics(name, stored.version, {k: row[k] for k in summary})
     table = pl.DataFrame([row])
     log_to_mlflow(context, "test", metrics=summary, tags={"model": name})
-    context.add_output_metadata(
-        frame_metadata(table, **{k: float(v) for k, v in summary.items()})
-    )
+    context.add_output_metadata(frame_metadata(table, **{k: float(v) for k, v in summary.items()}))
     return table
 
 
@@ -323,9 +328,7 @@ def leaderboard(
         pl.col("recall_at_20").alias("session_recall_at_20"),
         pl.col("mrr_at_20").alias("session_mrr_at_20"),
     )
-    table = model_metrics.join(session, on="model", how="left").sort(
-        "ndcg_at_10", descending=True
-    )
+    table = model_metrics.join(session, on="model", how="left").sort("ndcg_at_10", descending=True)
     baseline = table.filter(pl.col("model") == "popular")["ndcg_at_10"]
     if baseline.len():
         table = table.with_columns(

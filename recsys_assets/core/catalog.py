@@ -91,7 +91,7 @@ def category_tree_table(tree: pl.DataFrame) -> pl.DataFrame:
 
 
 def _parsed_value() -> pl.Expr:
-    raw = pl.col("value").str.strip_chars()
+    raw = pl.col("raw").str.strip_chars()
     category = raw.cast(pl.Int64, strict=False)
     return (
         pl.when(pl.col("property") == "categoryid")

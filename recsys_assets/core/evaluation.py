@@ -48,7 +48,9 @@ def recommend_lists(
         frames.append(lists_to_frame(users, recs.item_ids, recs.scores, model_name))
     if not frames:
         return lists_to_frame(
-            np.empty(0, np.int64), np.empty((0, k), np.int64), np.empty((0, k), np.float32),
+            np.empty(0, np.int64),
+            np.empty((0, k), np.int64),
+            np.empty((0, k), np.float32),
             model_name,
         )
     return pl.concat(frames)

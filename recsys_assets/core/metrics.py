@@ -43,8 +43,9 @@ EVAL_RECOMMENDATIONS_SCHEMA = {
     "score": pl.Float32,
 }
 
-# Rows of a score matrix handled at once while fixing ties: bounds the int32 cumsum scratch.
-_TIE_CHUNK_ELEMENTS = 1 << 23
+# Score-matrix elements handled at once by top_k_from_scores: bounds its scratch to ~64 MB.
+_CHUNK_ELEMENTS = 1 << 23
+_SMALL_DTYPES = (np.float16, np.float32, np.bool_, np.int8, np.uint8, np.int16, np.uint16)
 
 
 def metric_columns(ks: Sequence[int] = METRIC_KS) -> list[str]:
@@ -60,14 +61,20 @@ def ranking_metrics(
 ) -> tuple[dict[str, float], pl.DataFrame]:
     """Mean top-K metrics over the users of ``relevant`` and the per-user values.
 
-    ``recommendations``: ``user_id, rank, item_id`` (extra columns such as ``model``/``score`` are
-    ignored). ``relevant``: ``user_id, item_id`` ground-truth pairs (duplicates are dropped).
+    ``recommendations``: ``user_id, rank, item_id`` of one model (``score`` and a single-valued
+    ``model`` column are ignored). ``relevant``: ``user_id, item_id`` ground-truth pairs
+    (duplicates are dropped).
     Returns ``(summary, per_user)``; ``summary`` holds ``<metric>_at_<K>`` for every K, plus
     ``coverage_at_<max K>`` when ``n_catalogue_items`` is given and ``users_evaluated``;
     ``per_user`` holds ``user_id`` and one column per metric, sorted by ``user_id``.
     """
     ks = _check_ks(ks)
     k_max = max(ks)
+    if "model" in recommendations.columns and recommendations["model"].n_unique() > 1:
+        raise ValueError(
+            "recommendations: column 'model' holds several models "
+            f"{sorted(recommendations['model'].unique().to_list())}; pass one model's lists"
+        )
     recs = _id_columns(recommendations, "recommendations", ("user_id", "rank", "item_id"))
     rel = _id_columns(relevant, "relevant", ("user_id", "item_id")).unique()
     _check_lists(recs)
@@ -138,7 +145,9 @@ def top_k_from_scores(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarra
     Equal scores are ordered by lower column index, also at the top-K boundary, so the result
     never depends on ``argpartition``'s internal order. ``k`` is clipped to the number of
     columns. A 1-D ``scores`` is treated as one row and gives 1-D results. Use ``-inf`` (not NaN)
-    for items that must never be recommended.
+    for items that must never be recommended. Pass float32 (or narrower) scores where possible:
+    they take a path whose speed does not depend on ties; float64 rows full of equal values
+    (e.g. mostly zero) are several times slower.
     """
     scores = np.asarray(scores)
     one_row = scores.ndim == 1
@@ -158,28 +167,11 @@ def top_k_from_scores(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarra
             np.empty((n_rows, k), np.int64), np.empty((n_rows, k), scores.dtype), one_row
         )
 
-    idx = np.argpartition(scores, n_cols - k, axis=1)[:, n_cols - k :].astype(np.int64)
+    if _packable(scores.dtype) and n_cols < 1 << 32:
+        idx = _top_k_packed(scores, k)
+    else:
+        idx = _top_k_partition(scores, k)
     vals = np.take_along_axis(scores, idx, axis=1)
-    kth = vals.min(axis=1)
-    # argpartition picks an arbitrary subset of the items tied with the k-th value; those rows
-    # are redone so that the lowest column indices among the tied items win.
-    n_at_least = (scores >= kth[:, None]).sum(axis=1)
-    tied_rows = np.flatnonzero(n_at_least > k)
-    step = max(1, _TIE_CHUNK_ELEMENTS // n_cols)
-    for start in range(0, tied_rows.size, step):
-        rows = tied_rows[start : start + step]
-        block = scores[rows]
-        equal = block == kth[rows, None]
-        need = k - (block > kth[rows, None]).sum(axis=1)
-        chosen = (block > kth[rows, None]) | (
-            equal & (np.cumsum(equal, axis=1, dtype=np.int32) <= need[:, None])
-        )
-        idx[rows] = np.nonzero(chosen)[1].reshape(rows.size, k)
-    vals = np.take_along_axis(scores, idx, axis=1)
-    # lexsort: last key is primary; descending score, then ascending column.
-    order = np.lexsort((idx, _descending_key(vals)), axis=1)
-    idx = np.take_along_axis(idx, order, axis=1)
-    vals = np.take_along_axis(vals, order, axis=1)
     return _maybe_squeeze(idx, vals, one_row)
 
 
@@ -274,6 +266,64 @@ def _check_lists(recs: pl.DataFrame) -> None:
             f"recommendations: the list of user_id={row['user_id']} {problem}; "
             f"{bad.height} user(s) affected"
         )
+
+
+def _packable(dtype: np.dtype) -> bool:
+    return dtype.type in _SMALL_DTYPES or dtype.type in (np.int32, np.uint32)
+
+
+def _ordered_uint32(block: np.ndarray) -> np.ndarray:
+    """``block`` (a packable dtype) as uint32 keys with the same order and the same ties."""
+    if block.dtype == np.int32:
+        return block.view(np.uint32) ^ np.uint32(1 << 31)
+    if block.dtype == np.uint32:
+        return block
+    # + 0.0 turns -0.0 into +0.0: equal floats must map to equal keys.
+    bits = (block.astype(np.float32) + np.float32(0.0)).view(np.uint32)
+    # IEEE trick: flip all bits of negatives, only the sign bit of the rest.
+    return np.where(bits >> 31 == 1, ~bits, bits | np.uint32(1 << 31))
+
+
+def _top_k_packed(scores: np.ndarray, k: int) -> np.ndarray:
+    """Top-k columns, best first, through unique (score, reversed column) uint64 keys.
+
+    Unique keys make the selection exact under ties and keep argpartition fast: numpy's
+    introselect slows down ~10x on rows full of equal values (e.g. zero scores).
+    """
+    n_rows, n_cols = scores.shape
+    reversed_col = (n_cols - 1 - np.arange(n_cols, dtype=np.int64)).astype(np.uint64)
+    out = np.empty((n_rows, k), dtype=np.int64)
+    step = max(1, _CHUNK_ELEMENTS // n_cols)
+    for a in range(0, n_rows, step):
+        b = min(a + step, n_rows)
+        keys = (_ordered_uint32(scores[a:b]).astype(np.uint64) << np.uint64(32)) | reversed_col
+        top = np.take_along_axis(keys, np.argpartition(keys, n_cols - k, axis=1)[:, -k:], 1)
+        top = np.sort(top, axis=1)[:, ::-1]
+        out[a:b] = (n_cols - 1) - (top & np.uint64(0xFFFFFFFF)).astype(np.int64)
+    return out
+
+
+def _top_k_partition(scores: np.ndarray, k: int) -> np.ndarray:
+    """Top-k columns, best first, for 64-bit scores: argpartition, then exact tie repair."""
+    n_cols = scores.shape[1]
+    idx = np.argpartition(scores, n_cols - k, axis=1)[:, n_cols - k :].astype(np.int64)
+    kth = np.take_along_axis(scores, idx, axis=1).min(axis=1)
+    # argpartition picks an arbitrary subset of the items tied with the k-th value; those rows
+    # are redone so that the lowest column indices among the tied items win.
+    tied_rows = np.flatnonzero(np.count_nonzero(scores >= kth[:, None], axis=1) > k)
+    step = max(1, _CHUNK_ELEMENTS // n_cols)
+    for start in range(0, tied_rows.size, step):
+        rows = tied_rows[start : start + step]
+        block = scores[rows]
+        above = block > kth[rows, None]
+        equal = block == kth[rows, None]
+        need = k - above.sum(axis=1)
+        chosen = above | (equal & (np.cumsum(equal, axis=1, dtype=np.int32) <= need[:, None]))
+        idx[rows] = np.nonzero(chosen)[1].reshape(rows.size, k)
+    vals = np.take_along_axis(scores, idx, axis=1)
+    # lexsort: last key is primary; descending score, then ascending column.
+    order = np.lexsort((idx, _descending_key(vals)), axis=1)
+    return np.take_along_axis(idx, order, axis=1)
 
 
 def _descending_key(values: np.ndarray) -> np.ndarray:

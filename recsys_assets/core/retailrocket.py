@@ -95,7 +95,7 @@ def _read_header(path: Path) -> list[str]:
     if not first:
         raise RetailRocketFormatError(path, None, None, "file is empty (zero bytes)")
     line = first.decode("utf-8-sig", errors="replace").rstrip("\r\n")
-    return [name.strip() for name in next(csv.reader([line]), [])]
+    return next(csv.reader([line]), [])
 
 
 def _check_header(path: Path, expected: Sequence[str]) -> None:
@@ -396,7 +396,8 @@ def read_item_properties(
     """Read and validate the item-property snapshot files, concatenated in the given order.
 
     ``properties`` keeps only those property names; the filter is pushed into the CSV scan, so
-    rows of other properties are never materialised (and not value-checked either), and
+    rows of other properties are never materialised. Those rows are still parsed (a
+    non-numeric timestamp or itemid anywhere is an error) but not range-checked, and
     ``rows_read`` then counts only the rows that passed the filter. Duplicates are dropped
     within each file.
     """

@@ -20,9 +20,7 @@ def require_columns(frame: pl.DataFrame, columns: Iterable[str], table: str) -> 
         raise TypeError(f"{table}: expected a polars DataFrame, got {type(frame).__name__}")
     missing = [c for c in columns if c not in frame.columns]
     if missing:
-        raise ValueError(
-            f"{table}: missing column(s) {missing}; columns present: {frame.columns}"
-        )
+        raise ValueError(f"{table}: missing column(s) {missing}; columns present: {frame.columns}")
 
 
 def require_no_nulls(frame: pl.DataFrame, columns: Iterable[str], table: str) -> None:

@@ -119,9 +119,7 @@ def conversion_funnel(
             {"key": [""], **{c: [0] for c in list(FUNNEL_SCHEMA)[2:8]}}
         ).with_columns(pl.lit(None, pl.Float64).alias(c) for c in list(FUNNEL_SCHEMA)[8:])
     daily = _funnel_by_key(
-        events.with_columns(
-            key=pl.from_epoch("timestamp", time_unit="ms").dt.date().cast(pl.Utf8)
-        )
+        events.with_columns(key=pl.from_epoch("timestamp", time_unit="ms").dt.date().cast(pl.Utf8))
     ).sort("key")
 
     categorised = events.join(

@@ -167,9 +167,7 @@ def rfm_segments(
     )
     return (
         scored.with_columns(
-            rfm_score=pl.concat_str(
-                pl.col("r_score"), pl.col("f_score"), pl.col("m_score")
-            ),
+            rfm_score=pl.concat_str(pl.col("r_score"), pl.col("f_score"), pl.col("m_score")),
             segment=segment_of(pl.col("r_score"), pl.col("f_score"), pl.col("m_score")),
         )
         .cast(RFM_SCHEMA)

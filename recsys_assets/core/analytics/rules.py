@@ -88,14 +88,16 @@ def transaction_baskets(interactions: pl.DataFrame) -> pl.DataFrame:
 def session_baskets(
     interactions: pl.DataFrame, events: Sequence[str] = ("addtocart", "transaction")
 ) -> pl.DataFrame:
-    """One row per distinct (session, item) among ``events``: ``basket_id`` (= session_id), ``item_id``.
+    """Distinct (session, item) rows among ``events``: ``basket_id`` (= session_id), ``item_id``.
 
     The default counts carted or bought items: they say "wanted together" far more than views.
     """
     events = [events] if isinstance(events, str) else list(events)
     unknown = [e for e in events if e not in EVENT_TYPES]
     if unknown or not events:
-        raise ValueError(f"events: expected a non-empty subset of {list(EVENT_TYPES)}, got {events}")
+        raise ValueError(
+            f"events: expected a non-empty subset of {list(EVENT_TYPES)}, got {events}"
+        )
     check_interactions(interactions, ("item_id", "event", "session_id"))
     return (
         interactions.filter(pl.col("event").is_in(events))
@@ -195,7 +197,9 @@ def association_rules(
     with warnings.catch_warnings():
         # pandas 2.x builds Sparse[bool, 0] from a bool matrix and warns about the 0 fill value;
         # 0 == False, so the frame is exactly the boolean one-hot mlxtend wants.
-        warnings.filterwarnings("ignore", message=".*fill_value in SparseDtype", category=FutureWarning)
+        warnings.filterwarnings(
+            "ignore", message=".*fill_value in SparseDtype", category=FutureWarning
+        )
         onehot = pd.DataFrame.sparse.from_spmatrix(matrix, columns=pd.RangeIndex(n_items))
     if algorithm == "apriori":
         # mlxtend's default Apriori materialises a dense baskets × candidates matrix per level
