@@ -27,7 +27,9 @@ def conversion_funnel(
         frame_metadata(
             table,
             overall=MetadataValue.md(markdown_table(overall)),
-            funnel_plot=MetadataValue.md(plots.funnel_plot(table)),
+            funnel_plot=MetadataValue.md(
+                plots.figure_to_markdown(plots.plot_funnel(table), "Conversion funnel")
+            ),
         )
     )
     return table
@@ -42,7 +44,11 @@ def activity_heatmap(context: AssetExecutionContext, interactions: pl.DataFrame)
         frame_metadata(
             table,
             busiest_cells=MetadataValue.md(markdown_table(busiest)),
-            heatmap_plot=MetadataValue.md(plots.heatmap_plot(table)),
+            heatmap_plot=MetadataValue.md(
+                plots.figure_to_markdown(
+                    plots.plot_heatmap(table), "Events by weekday and hour (UTC)"
+                )
+            ),
         )
     )
     return table
@@ -61,7 +67,9 @@ def rfm_segments(
         frame_metadata(
             table,
             segments=MetadataValue.md(markdown_table(summary, max_rows=20)),
-            segment_plot=MetadataValue.md(plots.rfm_segments_plot(summary)),
+            segment_plot=MetadataValue.md(
+                plots.figure_to_markdown(plots.plot_rfm_segments(summary), "RFM segments")
+            ),
             monetary_known_share=float(table["monetary_known_share"].mean() or 0.0),
         )
     )

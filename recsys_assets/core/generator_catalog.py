@@ -80,14 +80,11 @@ def build_category_forest(rng: np.random.Generator, n_categories: int, n_roots: 
 def write_category_tree(forest: CategoryForest, out_dir: Path) -> int:
     """``category_tree.csv``: ``categoryid,parentid`` sorted by id, empty parent for roots."""
     parent_ids = np.where(forest.parent >= 0, forest.ids[np.maximum(forest.parent, 0)], 0)
-    df = pl.DataFrame(
-        {
-            "categoryid": forest.ids,
-            "parentid": pl.Series(parent_ids, dtype=pl.Int64).set(
-                pl.Series(forest.parent < 0), None
-            ),
-        }
-    ).sort("categoryid")
+    df = (
+        pl.DataFrame({"categoryid": forest.ids, "parentid": parent_ids, "p": forest.parent})
+        .select("categoryid", parentid=pl.when(pl.col("p") >= 0).then(pl.col("parentid")))
+        .sort("categoryid")
+    )
     df.write_csv(out_dir / CATEGORY_TREE_FILE, line_terminator="\n")
     return df.height
 

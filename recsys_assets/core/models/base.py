@@ -77,6 +77,7 @@ class Recommender(ABC):
     """Base class: see the module docstring. Subclasses set ``name`` and the abstract hooks."""
 
     name: ClassVar[str]
+    session_aware: ClassVar[bool] = False  # True when _score_sessions is implemented
 
     def __init__(self, **params: Any) -> None:
         defaults = self.default_params()
@@ -118,9 +119,9 @@ class Recommender(ABC):
         """
         return np.broadcast_to(self._popularity, (item_cols.size, self.n_items)).copy()
 
-    def _score_sessions(self, sessions: sp.csr_matrix) -> np.ndarray | None:
-        """Dense next-item scores from recency-weighted session rows; None = not session-aware."""
-        return None
+    def _score_sessions(self, sessions: sp.csr_matrix) -> np.ndarray:
+        """Dense next-item scores from recency-weighted session rows (session-aware models)."""
+        raise NotImplementedError(f"{type(self).__name__} has no session mode")
 
     def _session_decay(self) -> float:
         """Weight multiplier per step back in a session (1.0 = all items count the same)."""
@@ -268,10 +269,8 @@ class Recommender(ABC):
         matrix = self.session_matrix(sessions)
         has_items = np.diff(matrix.indptr) > 0
         out = self._empty(matrix.shape[0], width, fallback=np.ones(matrix.shape[0], bool))
-        aware = self._score_sessions(matrix[:0]) is not None
-        model_rows = np.flatnonzero(has_items) if aware else np.empty(0, np.int64)
+        model_rows = np.flatnonzero(has_items) if self.session_aware else np.empty(0, np.int64)
         out.fallback[model_rows] = False
-        pop_rows = np.flatnonzero(~out.fallback)
         pop_rows = np.flatnonzero(out.fallback)
         if exclude_seen:
             for start in range(0, pop_rows.size, batch_size):

@@ -1,0 +1,171 @@
+"""Build the serving bundle (every list the online service reads) from trained models.
+
+Personal lists are precomputed for the most recently active users known to the models (capped,
+so a full-scale publish fits its Redis memory budget); everyone else with a history is answered
+online from their history and the published neighbour lists, and everyone new from popularity.
+The lists come from the same ``recommend`` call as the offline evaluation, so the service's
+top-10 for a test user equals that model's ``eval_recommendations`` top-10.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+
+from recsys_serving.bundle import EVENT_CODES, ModelLists, ServingBundle
+
+
+@dataclass(frozen=True)
+class PublishedModel:
+    model: object  # a fitted Recommender
+    version: int
+    trained_at: str
+    metrics: dict[str, float]
+    params: dict
+
+
+@dataclass(frozen=True)
+class BundleLimits:
+    top_n: int = 100  # personal list length
+    similar_n: int = 20  # neighbours per item
+    history_len: int = 50  # most recent events per user
+    max_users: int = 200_000  # personal lists for at most this many most-recent users
+    max_similar_items: int = 50_000  # neighbour lists for at most this many most popular items
+    popular_n: int = 100
+    popular_per_category_n: int = 50
+    batch_size: int = 4096
+
+
+def build_serving_bundle(
+    models: Mapping[str, PublishedModel],
+    splits: pl.DataFrame,
+    catalog: pl.DataFrame,
+    default_model: str,
+    limits: BundleLimits = BundleLimits(),
+    ab_experiment: dict | None = None,
+) -> ServingBundle:
+    if default_model not in models:
+        raise ValueError(f"default model {default_model!r} is not among {sorted(models)}")
+    popularity = _popularity(splits)
+    return ServingBundle(
+        models=[_model_lists(name, pm, splits, popularity, limits) for name, pm in models.items()],
+        default_model=default_model,
+        **_popular_lists(popularity, catalog, limits),
+        **_history(splits, limits.history_len),
+        **_items(catalog),
+        ab_experiment=ab_experiment,
+    )
+
+
+def _popularity(splits: pl.DataFrame) -> pl.DataFrame:
+    """Weighted interaction mass per item over the whole period, most popular first."""
+    return (
+        splits.group_by("item_id")
+        .agg(pl.col("weight").sum().cast(pl.Float32).alias("score"))
+        .sort(["score", "item_id"], descending=[True, False])
+    )
+
+
+def _model_lists(
+    name: str,
+    pm: PublishedModel,
+    splits: pl.DataFrame,
+    popularity: pl.DataFrame,
+    limits: BundleLimits,
+) -> ModelLists:
+    model = pm.model
+    known = pl.Series("user_id", np.asarray(model.user_ids, dtype=np.int64))
+    recent = (
+        splits.filter(pl.col("user_id").is_in(known.implode()))
+        .group_by("user_id")
+        .agg(pl.col("timestamp").max().alias("last"))
+        .sort(["last", "user_id"], descending=[True, False])
+        .head(limits.max_users)
+    )
+    users = recent["user_id"].sort().to_numpy()
+    items = np.full((len(users), limits.top_n), -1, dtype=np.int64)
+    scores = np.full((len(users), limits.top_n), -np.inf, dtype=np.float32)
+    for start in range(0, len(users), limits.batch_size):
+        recs = model.recommend(users[start : start + limits.batch_size], k=limits.top_n)
+        width = recs.item_ids.shape[1]
+        items[start : start + len(recs), :width] = recs.item_ids
+        scores[start : start + len(recs), :width] = recs.scores
+
+    model_items = np.asarray(model.item_ids, dtype=np.int64)
+    ranked = popularity.filter(pl.col("item_id").is_in(pl.Series(model_items).implode()))
+    sim_ids = np.sort(ranked["item_id"].head(limits.max_similar_items).to_numpy())
+    sim_items = np.full((len(sim_ids), limits.similar_n), -1, dtype=np.int64)
+    sim_scores = np.full((len(sim_ids), limits.similar_n), -np.inf, dtype=np.float32)
+    for start in range(0, len(sim_ids), limits.batch_size):
+        recs = model.similar_items(sim_ids[start : start + limits.batch_size], k=limits.similar_n)
+        width = recs.item_ids.shape[1]
+        sim_items[start : start + len(recs), :width] = recs.item_ids
+        sim_scores[start : start + len(recs), :width] = recs.scores
+    return ModelLists(
+        name=name,
+        version=str(pm.version),
+        trained_at=pm.trained_at,
+        metrics=pm.metrics,
+        params=pm.params,
+        user_ids=users,
+        items=items,
+        scores=scores,
+        similar_item_ids=sim_ids,
+        similar_items=sim_items,
+        similar_scores=sim_scores,
+    )
+
+
+def _popular_lists(popularity: pl.DataFrame, catalog: pl.DataFrame, limits: BundleLimits) -> dict:
+    by_cat = (
+        popularity.join(catalog.select("item_id", "category_id"), on="item_id", how="inner")
+        .drop_nulls("category_id")
+        .sort(["category_id", "score", "item_id"], descending=[False, True, False])
+        .group_by("category_id", maintain_order=True)
+        .head(limits.popular_per_category_n)
+        .group_by("category_id", maintain_order=True)
+        .agg("item_id", "score")
+    )
+    per_category = {
+        int(c): (np.asarray(i, dtype=np.int64), np.asarray(s, dtype=np.float32))
+        for c, i, s in by_cat.iter_rows()
+    }
+    top = popularity.head(limits.popular_n)
+    return {
+        "popular_items": top["item_id"].to_numpy().astype(np.int64),
+        "popular_scores": top["score"].to_numpy().astype(np.float32),
+        "popular_by_category": per_category,
+    }
+
+
+def _history(splits: pl.DataFrame, history_len: int) -> dict:
+    codes = {name: i for i, name in enumerate(EVENT_CODES)}
+    recent = (
+        splits.select("user_id", "item_id", "event", "timestamp")
+        .sort(["user_id", "timestamp"], descending=[False, True])
+        .group_by("user_id", maintain_order=True)
+        .head(history_len)
+    )
+    users, counts = np.unique(recent["user_id"].to_numpy(), return_counts=True)
+    indptr = np.zeros(len(users) + 1, dtype=np.int64)
+    np.cumsum(counts, out=indptr[1:])
+    return {
+        "history_user_ids": users.astype(np.int64),
+        "history_indptr": indptr,
+        "history_items": recent["item_id"].to_numpy().astype(np.int64),
+        "history_events": recent["event"].replace_strict(codes, return_dtype=pl.Int8).to_numpy(),
+        "history_timestamps": recent["timestamp"].to_numpy().astype(np.int64),
+    }
+
+
+def _items(catalog: pl.DataFrame) -> dict:
+    cat = catalog.sort("item_id")
+    return {
+        "item_ids": cat["item_id"].to_numpy().astype(np.int64),
+        "item_category": cat["category_id"].fill_null(-1).to_numpy().astype(np.int64),
+        "item_price": cat["price"].cast(pl.Float64).to_numpy(),
+        "item_available": cat["available"].fill_null(-1).to_numpy().astype(np.int8),
+    }
