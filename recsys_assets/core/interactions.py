@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import polars as pl
 
+from recsys_assets.core.retailrocket import drop_exact_duplicates
 from recsys_assets.core.schemas import (
     DEFAULT_EVENT_WEIGHTS,
     DEFAULT_SESSION_GAP_MINUTES,
@@ -98,7 +99,7 @@ def clean_interactions(
         )
 
     rows_in = events.height
-    df = events.select(list(RAW_EVENTS_SCHEMA)).unique(maintain_order=True)
+    df = drop_exact_duplicates(events.select(list(RAW_EVENTS_SCHEMA)))
     duplicates = rows_in - df.height
 
     bots = bot_visitors(df, bot_rule)

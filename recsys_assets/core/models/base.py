@@ -90,6 +90,7 @@ class Recommender(ABC):
         self.params: dict[str, Any] = {**defaults, **params}
         self._validate_params()
         self._fitted = False
+        self._pop_order: np.ndarray | None = None
         self.fit_seconds: float | None = None
 
     # --- what a subclass provides -----------------------------------------------------------
@@ -133,6 +134,7 @@ class Recommender(ABC):
 
     def _validate_params(self) -> None:
         """Raise ValueError naming the field when a parameter value is out of range."""
+        return None
 
     def _state_arrays(self) -> dict[str, np.ndarray]:
         """Model-specific fitted arrays to serialise."""
@@ -140,6 +142,7 @@ class Recommender(ABC):
 
     def _load_state(self, arrays: dict[str, np.ndarray]) -> None:
         """Restore what ``_state_arrays`` wrote."""
+        return None
 
     # --- fitting ------------------------------------------------------------------------------
 
@@ -156,6 +159,7 @@ class Recommender(ABC):
         seen.sort_indices()
         self._seen = seen
         self._popularity = np.asarray(self._fallback_scores(data), dtype=np.float32)
+        self._pop_order = None
         self._fit(data)
         self._fitted = True
         self.fit_seconds = time.perf_counter() - start
@@ -292,7 +296,7 @@ class Recommender(ABC):
         return out
 
     def session_matrix(self, sessions: Sequence[np.ndarray]) -> sp.csr_matrix:
-        """(n_sessions, n_items) CSR of recency weights ``decay ** steps_back``; unknown ids dropped.
+        """(n_sessions, n_items) CSR of weights ``decay ** steps_back``; unknown ids dropped.
 
         Repeated items add up, so an item viewed twice counts more.
         """
@@ -340,7 +344,7 @@ class Recommender(ABC):
 
     def _popular_order(self) -> np.ndarray:
         # stable sort keeps the lower column first among equal popularity
-        if getattr(self, "_pop_order", None) is None:
+        if self._pop_order is None:
             self._pop_order = np.argsort(-self._popularity, kind="stable")
         return self._pop_order
 
