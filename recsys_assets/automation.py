@@ -1,7 +1,5 @@
 """Jobs, schedules and sensors that keep the graph fresh when the Dagster daemon runs."""
 
-from __future__ import annotations
-
 from dagster import (
     AssetKey,
     AssetSelection,
@@ -15,14 +13,11 @@ from dagster import (
 )
 from dagster_mlflow import end_mlflow_on_run_finished
 
-from recsys_assets.partitions import daily_partitions, model_partitions
-
 # New days of events arrive per partition; everything downstream is unpartitioned and rebuilt
 # from the whole history once the day has landed.
 ingest_job = define_asset_job(
     "ingest_job",
     selection=AssetSelection.assets("raw_events"),
-    partitions_def=daily_partitions,
     description="Load one day (or a range, as one run) of raw events into DuckDB.",
 )
 refresh_job = define_asset_job(
@@ -37,7 +32,6 @@ models_job = define_asset_job(
     selection=AssetSelection.assets(
         "tuned_params", "trained_model", "eval_recommendations", "model_metrics"
     ),
-    partitions_def=model_partitions,
     hooks={end_mlflow_on_run_finished},
     description="Tune, train, list and score one model (one partition per model).",
 )

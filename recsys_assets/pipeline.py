@@ -54,6 +54,7 @@ STAGES: tuple[Stage, ...] = (
         partitioned_by="models",
     ),
     Stage("leaderboard", ("session_metrics", "leaderboard")),
+    Stage("publish", ("serving_bundle",)),
 )
 
 
@@ -76,11 +77,24 @@ def run_stage(defs, instance: DagsterInstance, stage: Stage, partition_keys: lis
         tag_sets = [{}]
     for tags in tag_sets:
         result = job.execute_in_process(
-            instance=instance, asset_selection=selection, tags=tags, raise_on_error=False
+            instance=instance,
+            asset_selection=selection,
+            tags=tags,
+            raise_on_error=False,
+            # Step-by-step events stay in the instance (the UI shows them); the terminal gets
+            # warnings and errors only.
+            run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
         )
         end_active_mlflow_run()
         if not result.success:
-            raise SystemExit(f"stage '{stage.name}' failed ({tags or 'unpartitioned'})")
+            failures = [
+                f"{e.step_key}: {e.event_specific_data.error.message.strip()}"
+                for e in result.all_events
+                if e.is_step_failure
+            ]
+            raise SystemExit(
+                f"stage '{stage.name}' failed ({tags or 'unpartitioned'}):\n" + "\n".join(failures)
+            )
     return time.perf_counter() - start
 
 

@@ -59,3 +59,17 @@ class ModelStoreResource(ConfigurableResource):
     @property
     def store(self) -> ModelStore:
         return ModelStore(self.database, schema=self.schema_name)
+
+
+class RedisResource(ConfigurableResource):
+    """The Redis that the service reads (``REDIS_URL``), and the key prefix of this deployment."""
+
+    url: str
+    prefix: str = "recsys"
+
+    def client(self):
+        import redis
+
+        # Bytes responses: the layout stores packed arrays. Short timeouts: a missing Redis should
+        # fail the publish quickly with a clear message, not hang the run.
+        return redis.Redis.from_url(self.url, socket_timeout=10, socket_connect_timeout=3)

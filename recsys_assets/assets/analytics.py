@@ -1,7 +1,5 @@
 """Analytics over cleaned interactions: funnel, heat-map, RFM segments, association rules."""
 
-from __future__ import annotations
-
 import time
 
 import polars as pl

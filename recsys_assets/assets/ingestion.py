@@ -1,7 +1,5 @@
 """Raw RetailRocket files → DuckDB: events by day, the category tree, the item property history."""
 
-from __future__ import annotations
-
 import polars as pl
 from dagster import AssetExecutionContext, BackfillPolicy, MetadataValue, asset
 

@@ -1,7 +1,5 @@
 """Cleaned interactions and the temporal train/valid/test split."""
 
-from __future__ import annotations
-
 import polars as pl
 from dagster import AssetExecutionContext, Config, MetadataValue, asset
 

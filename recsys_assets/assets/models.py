@@ -5,19 +5,18 @@ keeps every version. Final models train on train+valid and are scored on test; t
 train and is scored on valid, so the test split is never seen before the final evaluation.
 """
 
-from __future__ import annotations
-
 import json
 import time
 from datetime import UTC, datetime
 
 import polars as pl
-from dagster import AssetExecutionContext, AssetIn, Config, MetadataValue, asset
+from dagster import AssetExecutionContext, AssetIn, Config, MetadataValue, ResourceParam, asset
 from dagster_duckdb import DuckDBResource
-from recsys_assets.core.models.registry import create_model, get_model_class
+from dagster_mlflow.resources import MlFlow
 
 from recsys_assets.core.evaluation import EVAL_K, evaluate, holdout_targets, recommend_lists
 from recsys_assets.core.metrics import ranking_metrics
+from recsys_assets.core.models.registry import create_model, get_model_class
 from recsys_assets.core.session_eval import next_item_events
 from recsys_assets.core.session_eval import session_metrics as session_protocol
 from recsys_assets.core.training_data import build_training_data
@@ -49,12 +48,12 @@ class TuningConfig(Config):
     partitions_def=model_partitions,
     pool=DUCKDB_POOL,
     metadata={"partition_expr": "model"},
-    required_resource_keys={"mlflow"},
     kinds={"optuna", "duckdb"},
 )
 def tuned_params(
     context: AssetExecutionContext,
     config: TuningConfig,
+    mlflow: ResourceParam[MlFlow],
     splits: pl.DataFrame,
     item_catalog: pl.DataFrame,
     category_tree: pl.DataFrame,
@@ -103,7 +102,7 @@ def tuned_params(
     )
     trials = study.trials_dataframe(attrs=("number", "value", "params"))
     log_to_mlflow(
-        context,
+        mlflow,
         "tuning",
         params=best,
         metrics={
@@ -148,12 +147,12 @@ def _tuned_params(warehouse: DuckDBResource, name: str) -> dict | None:
     io_manager_key="model_io_manager",
     # Tuning is optional: trained_model reads the best parameters when they exist, else defaults.
     deps=["tuned_params"],
-    required_resource_keys={"mlflow"},
     kinds={"duckdb"},
 )
 def trained_model(
     context: AssetExecutionContext,
     warehouse: DuckDBResource,
+    mlflow: ResourceParam[MlFlow],
     splits: pl.DataFrame,
     item_catalog: pl.DataFrame,
     category_tree: pl.DataFrame,
@@ -179,7 +178,7 @@ def trained_model(
     }
     size = len(model.to_bytes())
     log_to_mlflow(
-        context,
+        mlflow,
         "model",
         params=params,
         metrics={
@@ -235,12 +234,12 @@ def eval_recommendations(
     partitions_def=model_partitions,
     pool=DUCKDB_POOL,
     metadata={"partition_expr": "model"},
-    required_resource_keys={"mlflow"},
     kinds={"duckdb", "polars"},
 )
 def model_metrics(
     context: AssetExecutionContext,
     model_store: ModelStoreResource,
+    mlflow: ResourceParam[MlFlow],
     eval_recommendations: pl.DataFrame,
     splits: pl.DataFrame,
     item_catalog: pl.DataFrame,
@@ -265,7 +264,7 @@ def model_metrics(
     }
     model_store.store.set_metrics(name, stored.version, {k: row[k] for k in summary})
     table = pl.DataFrame([row])
-    log_to_mlflow(context, "test", metrics=summary, tags={"model": name})
+    log_to_mlflow(mlflow, "test", metrics=summary, tags={"model": name})
     context.add_output_metadata(frame_metadata(table, **{k: float(v) for k, v in summary.items()}))
     return table
 

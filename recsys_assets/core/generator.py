@@ -95,7 +95,7 @@ class GeneratorConfig:
     n_bots: int | None = None  # default: a few, growing with sqrt(scale)
     bot_events: int | None = None  # mean events per bot; default thousands at scale 1
     # Popularity: weight ∝ (rank fraction + offset)^-exponent over the active share of items.
-    active_share: float = 0.60
+    active_share: float = 0.61
     zipf_exponent: float = 1.05
     zipf_offset: float = 0.002
     # Taste (planted structure 1).
@@ -160,7 +160,7 @@ class PlantedStructure:
         return {
             "bundles": [list(b) for b in self.bundles],
             "transitions": {
-                "scope": "successors are other items of the same category (of its root if alone)",
+                "scope": "successors are other items of the same category (of its root when < 4)",
                 "n_items": len(self.next_item_ids),
                 "n_next": int(self.next_items.shape[1]) if self.next_items.ndim == 2 else 0,
                 "next_slot_probs": list(self.next_slot_probs),

@@ -204,7 +204,8 @@ def build_next_items(
     """The planted Markov chain: ``(N, n_next)`` item indices, -1 for items never viewed.
 
     Each active item's successors are other active items of its own category, drawn with a
-    flattened popularity; in a category with a single active item they come from its root.
+    flattened popularity; in a category with fewer than four active items they come from its
+    root instead, so that successors differ.
     """
     softened = items.weight**0.7
     by_cat = BlockSampler.build(items.category, softened, forest.n)
@@ -215,7 +216,7 @@ def build_next_items(
     own = np.broadcast_to(active[:, None], u.shape)
     from_cat = by_cat.draw_other(np.broadcast_to(cat[:, None], u.shape), u, own)
     from_root = by_root.draw_other(np.broadcast_to(items.root[active][:, None], u.shape), u, own)
-    small = (by_cat.size[cat] < 2)[:, None]
+    small = (by_cat.size[cat] < 4)[:, None]
     nxt = np.full((items.n, n_next), -1, dtype=np.int64)
     nxt[active] = np.where(small, from_root, from_cat)
     return nxt

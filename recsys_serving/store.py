@@ -1,0 +1,244 @@
+"""The service's view of Redis: the served version, per-version data and an LRU of decoded lists.
+
+Published versions never change, so everything decoded from one (meta, vocabularies, bucket
+bounds, item table, lists) is cached in process keyed by version. Only the small pointer/control
+state can change; it is trusted for ``state_ttl`` seconds and re-read at once when the pub/sub
+channel announces a new version, a rollback or an admin change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+import numpy as np
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.exceptions import RedisError
+
+from recsys_serving.cache import LRUCache
+from recsys_serving.redis_layout import (
+    HIST_FAMILY,
+    ItemTable,
+    LayoutReader,
+    LayoutState,
+    bucket_of,
+    decode_history,
+    decode_list,
+    decode_pairs,
+    rec_family,
+    sim_family,
+    validate_experiment,
+)
+from recsys_serving.settings import Settings
+
+log = logging.getLogger(__name__)
+_ABSENT = False  # cached marker for "no list for this id" (None means "not cached")
+
+
+class NotPublished(Exception):
+    """Nothing has been published under the prefix yet."""
+
+
+def make_redis(settings: Settings) -> Redis:
+    """An asyncio client with short timeouts, so a dead Redis fails requests fast (no retries)."""
+    pool = BlockingConnectionPool.from_url(
+        settings.redis_url,
+        max_connections=settings.redis_max_connections,
+        timeout=settings.redis_timeout,
+        socket_timeout=settings.redis_timeout,
+        socket_connect_timeout=settings.redis_timeout,
+    )
+    return Redis(connection_pool=pool)
+
+
+@dataclass
+class VersionData:
+    """Decoded, immutable parts of one published version (filled lazily)."""
+
+    version: str
+    meta: dict
+    families: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    items: ItemTable | None = None
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    @property
+    def models(self) -> dict[str, dict]:
+        return {m["name"]: m for m in self.meta["models"]}
+
+
+class RecsysStore:
+    """Cached reads of the published layout for one service process."""
+
+    def __init__(self, redis: Redis, settings: Settings):
+        self.redis = redis
+        self.settings = settings
+        self.reader = LayoutReader(redis, settings.prefix)
+        self.cache = LRUCache(settings.cache_size)
+        self._state: LayoutState | None = None
+        self._state_at = 0.0
+        self._state_lock = asyncio.Lock()
+        self._versions: OrderedDict[str, VersionData] = OrderedDict()
+        self.pubsub_connected = False
+        self.notifications = 0
+
+    # --- pointer and control state ------------------------------------------------------------
+    def invalidate(self) -> None:
+        self._state = None
+
+    async def state(self) -> LayoutState:
+        """Pointers and overrides; re-read when older than the TTL or invalidated."""
+        st = self._state
+        if st is not None and time.monotonic() - self._state_at < self.settings.state_ttl:
+            return st
+        async with self._state_lock:  # one refresh for a burst of requests
+            st = self._state
+            if st is not None and time.monotonic() - self._state_at < self.settings.state_ttl:
+                return st
+            st = await self.reader.state()
+            self._state, self._state_at = st, time.monotonic()
+            return st
+
+    async def current(self) -> tuple[LayoutState, VersionData]:
+        st = await self.state()
+        if st.current is None:
+            raise NotPublished(f"nothing published under prefix {self.settings.prefix!r} yet")
+        return st, await self.version(st.current)
+
+    async def version(self, version: str) -> VersionData:
+        vd = self._versions.get(version)
+        if vd is None:
+            meta = await self.reader.meta(version)
+            if meta is None:
+                self.invalidate()
+                raise NotPublished(f"version {version} has no meta (deleted or incomplete)")
+            vd = self._versions.setdefault(version, VersionData(version, meta))
+            while len(self._versions) > 3:  # current, previous and one being switched to
+                self._versions.popitem(last=False)
+        return vd
+
+    def default_model(self, st: LayoutState, vd: VersionData) -> str:
+        override = st.default_override()
+        return override if override in vd.models else vd.meta["default_model"]
+
+    def experiment(self, st: LayoutState, vd: VersionData) -> dict | None:
+        """The active A/B experiment: admin override, else environment, else the bundle's."""
+        for source, exp in (
+            ("control", st.ab_override()),
+            ("RECSYS_AB_EXPERIMENT", self.settings.ab_experiment),
+            ("bundle", vd.meta.get("ab_experiment")),
+        ):
+            if exp:
+                try:
+                    return validate_experiment(exp, vd.models, source)
+                except ValueError as exc:  # arms not in this version: serve without it
+                    log.warning("ignoring A/B experiment: %s", exc)
+                    return None
+        return None
+
+    # --- per-version data ---------------------------------------------------------------------
+    async def family(self, vd: VersionData, family: str) -> tuple[np.ndarray, np.ndarray] | None:
+        """(bucket bounds, vocabulary) of a family, or None when the version lacks it."""
+        if family not in vd.meta["families"]:
+            return None
+        got = vd.families.get(family)
+        if got is None:
+            async with vd.lock:
+                got = vd.families.get(family)
+                if got is None:
+                    bounds = await self.reader.bounds(vd.version, family)
+                    vocab = await self.reader.vocab(vd.version, family)
+                    got = vd.families[family] = (bounds, vocab)
+        return got
+
+    async def items(self, vd: VersionData) -> ItemTable:
+        if vd.items is None:
+            async with vd.lock:
+                if vd.items is None:
+                    vd.items = await self.reader.items(vd.version)
+        return vd.items
+
+    async def _lists(self, vd: VersionData, family: str, idents: list[int]) -> list:
+        """Decoded payloads for ids of one family (LRU first, the rest in one round trip)."""
+        fam = await self.family(vd, family)
+        if fam is None:
+            return [None] * len(idents)
+        bounds, vocab = fam
+        out: list = []
+        missing: list[int] = []
+        for ident in idents:  # a request's handful of ids
+            got = self.cache.get((vd.version, family, ident))
+            out.append(got)
+            if got is None:
+                missing.append(len(out) - 1)
+        if missing:
+            wanted = [(bucket_of(bounds, idents[i]), idents[i]) for i in missing]
+            if len(wanted) == 1:
+                found = [await self.reader.lookup(vd.version, family, *wanted[0])]
+            else:
+                found = await self.reader.lookup_many(vd.version, family, wanted)
+            for i, raw in zip(missing, found, strict=True):
+                if raw is None:
+                    value = _ABSENT
+                elif family == HIST_FAMILY:
+                    value = decode_history(raw)
+                else:
+                    value = decode_list(raw, vocab)
+                self.cache.put((vd.version, family, idents[i]), value)
+                out[i] = value
+        return [v if v is not _ABSENT else None for v in out]
+
+    async def user_list(self, vd: VersionData, model: str, user_id: int):
+        """(items, scores) of the user's personal list for ``model``, or None."""
+        return (await self._lists(vd, rec_family(model), [user_id]))[0]
+
+    async def similar_lists(self, vd: VersionData, model: str, item_ids: list[int]) -> list:
+        return await self._lists(vd, sim_family(model), item_ids)
+
+    async def history(self, vd: VersionData, user_id: int):
+        """(items, event codes, timestamps) newest first, or None."""
+        return (await self._lists(vd, HIST_FAMILY, [user_id]))[0]
+
+    async def popular(self, vd: VersionData, category: int | None):
+        key = (vd.version, "popular", category)
+        got = self.cache.get(key)
+        if got is None:
+            raw = await self.reader.popular(vd.version, category)
+            got = decode_pairs(raw) if raw else _ABSENT
+            self.cache.put(key, got)
+        return got if got is not _ABSENT else None
+
+    # --- pub/sub ------------------------------------------------------------------------------
+    def on_message(self, data: bytes | str) -> None:
+        text = data.decode() if isinstance(data, bytes) else str(data)
+        self.notifications += 1
+        if text == "flush":
+            self.cache.clear()
+        else:  # "version:<v>", "rollback:<v>", "control"
+            self.invalidate()
+
+    async def listen(self) -> None:
+        """Follow the channel forever; reconnect after Redis outages."""
+        channel = self.reader.keys.channel
+        while True:
+            pubsub = self.redis.pubsub()
+            try:
+                await pubsub.subscribe(channel)
+                self.pubsub_connected = True
+                self.invalidate()  # messages may have been missed while disconnected
+                while True:
+                    msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                    if msg is not None and msg.get("type") == "message":
+                        self.on_message(msg["data"])
+            except asyncio.CancelledError:
+                raise
+            except (RedisError, OSError) as exc:
+                log.debug("pub/sub disconnected: %s", exc)
+            finally:
+                self.pubsub_connected = False
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()
+            await asyncio.sleep(1.0)
