@@ -1,6 +1,6 @@
 """Write the synthetic RetailRocket data set (the embedded default) from the command line.
 
-    python -m recsys_assets.generate --scale 0.1 --out data/raw --seed 42
+python -m recsys_assets.generate --scale 0.1 --out data/raw --seed 42
 """
 
 from __future__ import annotations
@@ -17,15 +17,20 @@ def main(argv: list[str] | None = None) -> int:
         description="Write events.csv, item_properties_part{1,2}.csv, category_tree.csv "
         "(RetailRocket format) and generator_truth.json.",
     )
-    parser.add_argument("--scale", type=float, default=GeneratorConfig.scale,
-                        help="1.0 ≈ the real data set's counts (default %(default)s)")
+    parser.add_argument(
+        "--scale",
+        type=float,
+        default=GeneratorConfig.scale,
+        help="1.0 ≈ the real data set's counts (default %(default)s)",
+    )
     parser.add_argument("--out", default="data/raw", help="output folder (default %(default)s)")
     parser.add_argument("--seed", type=int, default=GeneratorConfig.seed)
     parser.add_argument("--start", default=GeneratorConfig.start, help="first day, UTC")
     parser.add_argument("--end", default=GeneratorConfig.end, help="last day, UTC (inclusive)")
     parser.add_argument("--bots", type=int, default=None, help="number of bot visitors")
-    parser.add_argument("--if-missing", action="store_true",
-                        help="do nothing when OUT/events.csv already exists")
+    parser.add_argument(
+        "--if-missing", action="store_true", help="do nothing when OUT/events.csv already exists"
+    )
     args = parser.parse_args(argv)
     try:
         config = GeneratorConfig(

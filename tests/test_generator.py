@@ -122,7 +122,9 @@ def test_counts_follow_the_scale_and_the_event_mix(generated, events):
     assert events["itemid"].n_unique() == pytest.approx(
         REAL_COUNTS["items_with_events"] * SCALE, rel=0.1
     )
-    assert generated.n_property_rows == pytest.approx(REAL_COUNTS["property_rows"] * SCALE, rel=0.05)
+    assert generated.n_property_rows == pytest.approx(
+        REAL_COUNTS["property_rows"] * SCALE, rel=0.05
+    )
 
 
 def test_timestamps_are_unix_ms_inside_the_period_with_weekly_and_daily_rhythm(events):
@@ -162,7 +164,7 @@ def test_heavy_tails_sessions_and_bots(events, truth):
     others = per_visitor.filter(~pl.col("visitorid").is_in(bots))["len"]
     assert others.max() < 1000
 
-    # Sessions: gaps inside a visitor's stream are mostly short; sessions are separated by long ones.
+    # Sessions: a visitor's gaps are mostly short; sessions are separated by long ones.
     gaps = (
         events.sort("visitorid", "timestamp")
         .with_columns(gap=pl.col("timestamp").diff().over("visitorid"))
@@ -178,7 +180,10 @@ def test_funnel_order(events):
     carts = events.filter(pl.col("event") == "addtocart").with_row_index("cart")
     preceded = (
         carts.join(views, on=["visitorid", "itemid"])
-        .filter((pl.col("vts") < pl.col("timestamp")) & (pl.col("timestamp") - pl.col("vts") < 30 * 60_000))
+        .filter(
+            (pl.col("vts") < pl.col("timestamp"))
+            & (pl.col("timestamp") - pl.col("vts") < 30 * 60_000)
+        )
         .get_column("cart")
         .n_unique()
     )
@@ -208,7 +213,9 @@ def test_funnel_order(events):
 
 
 def test_category_tree_is_an_acyclic_forest_of_depth_at_least_two(generated, properties):
-    tree = pl.read_csv(generated.out_dir / CATEGORY_TREE_FILE, schema_overrides={"parentid": pl.Int64})
+    tree = pl.read_csv(
+        generated.out_dir / CATEGORY_TREE_FILE, schema_overrides={"parentid": pl.Int64}
+    )
     assert tree["categoryid"].is_unique().all()
     parent = dict(zip(tree["categoryid"].to_list(), tree["parentid"].to_list(), strict=True))
     assert all(p is None or p in parent for p in parent.values())
@@ -231,7 +238,8 @@ def test_weekly_property_snapshots(generated, events, properties):
     sizes = [properties.filter(pl.col("timestamp") > 0).height]  # sanity: parsed
     assert sizes[0] == generated.n_property_rows
     per_file = [
-        sum(1 for _ in open(generated.out_dir / name, encoding="utf-8")) - 1 for name in PROPERTIES_FILES
+        sum(1 for _ in open(generated.out_dir / name, encoding="utf-8")) - 1
+        for name in PROPERTIES_FILES
     ]
     assert 0.4 < per_file[0] / sum(per_file) < 0.6
 
@@ -240,9 +248,11 @@ def test_weekly_property_snapshots(generated, events, properties):
     # Every item has category, availability and price at its first snapshot.
     first = properties.group_by("itemid").agg(first=pl.col("timestamp").min())
     at_first = properties.join(first, on="itemid").filter(pl.col("timestamp") == pl.col("first"))
-    have = at_first.filter(pl.col("property").is_in(["categoryid", "available", "790"])).group_by(
-        "itemid"
-    ).agg(pl.col("property").n_unique())
+    have = (
+        at_first.filter(pl.col("property").is_in(["categoryid", "available", "790"]))
+        .group_by("itemid")
+        .agg(pl.col("property").n_unique())
+    )
     assert have.height == first.height and (have["property"] == 3).all()
     assert events["itemid"].is_in(first["itemid"].implode()).all()
 
@@ -279,7 +289,9 @@ def test_planted_bundles_are_bought_together_far_above_chance(events, truth):
 def test_planted_transitions_are_followed_far_above_chance(events, truth):
     successors = {int(k): set(v) for k, v in truth["transitions"]["sample_most_popular"].items()}
     pairs = (
-        events.filter((pl.col("event") == "view") & ~pl.col("visitorid").is_in(truth["bot_visitor_ids"]))
+        events.filter(
+            (pl.col("event") == "view") & ~pl.col("visitorid").is_in(truth["bot_visitor_ids"])
+        )
         .sort("visitorid", "timestamp")
         .with_columns(
             nxt=pl.col("itemid").shift(-1).over("visitorid"),
@@ -291,15 +303,24 @@ def test_planted_transitions_are_followed_far_above_chance(events, truth):
     a, b = pairs["itemid"].to_numpy(), pairs["nxt"].to_numpy()
     assert len(a) > 500
     hit = np.mean([y in successors[x] for x, y in zip(a, b, strict=True)])
-    chance = np.mean([y in successors[x] for x, y in zip(a, np.random.default_rng(0).permutation(b), strict=True)])
+    chance = np.mean(
+        [
+            y in successors[x]
+            for x, y in zip(a, np.random.default_rng(0).permutation(b), strict=True)
+        ]
+    )
     assert hit > 0.35 and hit > 10 * chance
 
 
 def test_planted_taste_users_stay_in_their_root_categories(events, properties, generated):
-    cat = properties.filter(pl.col("property") == "categoryid").group_by("itemid").agg(
-        cat=pl.col("value").first().cast(pl.Int64)
+    cat = (
+        properties.filter(pl.col("property") == "categoryid")
+        .group_by("itemid")
+        .agg(cat=pl.col("value").first().cast(pl.Int64))
     )
-    tree = pl.read_csv(generated.out_dir / CATEGORY_TREE_FILE, schema_overrides={"parentid": pl.Int64})
+    tree = pl.read_csv(
+        generated.out_dir / CATEGORY_TREE_FILE, schema_overrides={"parentid": pl.Int64}
+    )
     parent = dict(zip(tree["categoryid"].to_list(), tree["parentid"].to_list(), strict=True))
 
     def root(c: int) -> int:
@@ -310,9 +331,12 @@ def test_planted_taste_users_stay_in_their_root_categories(events, properties, g
     roots = cat.with_columns(root=pl.col("cat").map_elements(root, return_dtype=pl.Int64))
     views = events.filter(pl.col("event") == "view").join(roots, on="itemid")
     # First views of sessions are where taste acts; compare a visitor's two most distant views.
-    per_user = views.sort("timestamp").group_by("visitorid").agg(
-        first=pl.col("root").first(), last=pl.col("root").last(), n=pl.len()
-    ).filter(pl.col("n").is_between(3, 900))
+    per_user = (
+        views.sort("timestamp")
+        .group_by("visitorid")
+        .agg(first=pl.col("root").first(), last=pl.col("root").last(), n=pl.len())
+        .filter(pl.col("n").is_between(3, 900))
+    )
     same = (per_user["first"] == per_user["last"]).mean()
     market = views.group_by("root").len()["len"].to_numpy() / views.height
     assert same > 2 * float((market**2).sum())  # far above two random views sharing a root

@@ -69,6 +69,7 @@ from recsys_assets.core.schemas import (
 )
 
 TRUTH_FILE = "generator_truth.json"
+ITEMS_PER_TRANSACTION = 1.3  # real file: 22,457 rows for 17,672 transaction ids
 
 # The real RetailRocket counts: scale 1.0 aims at these.
 REAL_COUNTS = {
@@ -114,7 +115,9 @@ class GeneratorConfig:
 
     def __post_init__(self) -> None:
         def bad(name: str, expected: str) -> None:
-            raise ValueError(f"GeneratorConfig.{name}: expected {expected}, got {getattr(self, name)!r}")
+            raise ValueError(
+                f"GeneratorConfig.{name}: expected {expected}, got {getattr(self, name)!r}"
+            )
 
         if not self.scale > 0:
             bad("scale", "a positive number")
@@ -123,7 +126,11 @@ class GeneratorConfig:
                 bad(name, "a value in [0, 1]")
         if self.p_chain + self.p_repeat > 1:
             bad("p_repeat", f"p_chain + p_repeat <= 1 (p_chain={self.p_chain})")
-        if not self.next_slot_probs or min(self.next_slot_probs) < 0 or sum(self.next_slot_probs) <= 0:
+        if (
+            not self.next_slot_probs
+            or min(self.next_slot_probs) < 0
+            or sum(self.next_slot_probs) <= 0
+        ):
             bad("next_slot_probs", "non-negative weights with a positive sum")
         if self.n_bots is not None and self.n_bots < 0:
             bad("n_bots", "a count >= 0")
@@ -149,16 +156,21 @@ class PlantedStructure:
     p_chain: float
     p_repeat: float
     bot_visitor_ids: list[int]
+    bundle_purchases: list[int] = field(default_factory=list)  # planted purchases per bundle
     step_counts: dict[str, int] = field(default_factory=dict)  # realised steps after the first
 
     def successors(self) -> dict[int, set[int]]:
         """Item id → set of its planted successor ids."""
-        return {int(i): set(map(int, row)) for i, row in zip(self.next_item_ids, self.next_items, strict=True)}
+        return {
+            int(i): set(map(int, row))
+            for i, row in zip(self.next_item_ids, self.next_items, strict=True)
+        }
 
     def summary(self, n_sample_items: int = 1000) -> dict:
         """JSON-ready summary; successors only for the first ``n_sample_items`` (most popular)."""
         return {
             "bundles": [list(b) for b in self.bundles],
+            "bundle_purchases": self.bundle_purchases,
             "transitions": {
                 "scope": "successors are other items of the same category (of its root when < 4)",
                 "n_items": len(self.next_item_ids),
@@ -171,7 +183,8 @@ class PlantedStructure:
                 "sample_most_popular": {
                     str(int(i)): [int(x) for x in row]
                     for i, row in zip(
-                        self.next_item_ids[:n_sample_items], self.next_items[:n_sample_items],
+                        self.next_item_ids[:n_sample_items],
+                        self.next_items[:n_sample_items],
                         strict=True,
                     )
                 },
@@ -196,8 +209,9 @@ class GeneratedDataset:
 
     def summary(self) -> str:
         return (
-            f"{self.n_events:,} events ({self.n_views:,} views, {self.n_addtocarts:,} add-to-carts, "
-            f"{self.n_transactions:,} transactions), {self.n_visitors:,} visitors, "
+            f"{self.n_events:,} events ({self.n_views:,} views, "
+            f"{self.n_addtocarts:,} add-to-carts, {self.n_transactions:,} transactions), "
+            f"{self.n_visitors:,} visitors, "
             f"{self.n_items:,} items with events, {self.n_property_rows:,} property rows, "
             f"{self.n_categories:,} categories, {len(self.truth.bundles)} bundles, "
             f"{len(self.truth.bot_visitor_ids)} bots -> {self.out_dir} in {self.seconds:.1f} s"
@@ -220,12 +234,19 @@ class _Targets:
     bundles: int
 
 
+def _default_bot_events(scale: float, views: int) -> int:
+    """Thousands of events per bot at scale 1, hundreds at small scales (still over the
+    cleaning rule's 200 an hour); never more than a tenth of all views per bot."""
+    return max(1, min(max(300, round(4000 * scale**0.35)), views // 10))
+
+
 def _targets(cfg: GeneratorConfig) -> _Targets:
     s = cfg.scale
     roots = max(4, round(REAL_COUNTS["root_categories"] * s**0.35))
     items = max(round(REAL_COUNTS["items"] * s), 60)
+    views = max(round(REAL_COUNTS["views"] * s), 200)
     return _Targets(
-        views=max(round(REAL_COUNTS["views"] * s), 200),
+        views=views,
         carts=max(round(REAL_COUNTS["addtocarts"] * s), 12),
         transactions=max(round(REAL_COUNTS["transactions"] * s), 6),
         visitors=max(round(REAL_COUNTS["visitors"] * s), 50),
@@ -235,7 +256,7 @@ def _targets(cfg: GeneratorConfig) -> _Targets:
         roots=roots,
         property_rows=round(REAL_COUNTS["property_rows"] * s),
         bots=cfg.n_bots if cfg.n_bots is not None else max(1, round(10 * s**0.5)),
-        bot_events=cfg.bot_events if cfg.bot_events is not None else max(300, round(4000 * s**0.35)),
+        bot_events=cfg.bot_events if cfg.bot_events is not None else _default_bot_events(s, views),
         bundles=cfg.n_bundles if cfg.n_bundles is not None else max(5, round(250 * s)),
     )
 
@@ -257,15 +278,22 @@ def generate_dataset(
 
     forest = build_category_forest(r_tree, tg.categories, tg.roots)
     items = build_items(
-        r_items, forest, tg.items, min(tg.active_items, tg.items),
-        zipf_exponent=cfg.zipf_exponent, zipf_offset=cfg.zipf_offset, n_factors=cfg.n_factors,
+        r_items,
+        forest,
+        tg.items,
+        min(tg.active_items, tg.items),
+        zipf_exponent=cfg.zipf_exponent,
+        zipf_offset=cfg.zipf_offset,
+        n_factors=cfg.n_factors,
     )
     next_items = build_next_items(r_next, forest, items, len(cfg.next_slot_probs))
 
     # Bundle purchases come out of the cart and transaction budgets (each member: view, cart, buy).
     bundles = build_bundles(r_bundles, forest, items, tg.bundles)
-    picks = bundle_picks(r_bundles, bundles, round(cfg.bundle_share * tg.transactions / 1.3))
-    sizes = np.array([len(bundles.members[p]) for p in picks], dtype=np.int64)
+    picks = bundle_picks(
+        r_bundles, bundles, round(cfg.bundle_share * tg.transactions / ITEMS_PER_TRANSACTION)
+    )
+    sizes = bundles.size[picks]
     keep = np.cumsum(sizes) <= min(tg.transactions, tg.carts) // 2
     picks, bundle_rows = picks[keep], int(sizes[keep].sum())
 
@@ -280,18 +308,33 @@ def generate_dataset(
             f"{n_regular} ordinary visitors after {tg.bots} bots; lower n_bots/bot_events"
         )
     behaviour = Behaviour(
-        p_chain=cfg.p_chain, p_repeat=cfg.p_repeat, next_slot_probs=tuple(cfg.next_slot_probs),
-        taste_strength=cfg.taste_strength, taste_candidates=cfg.taste_candidates,
+        p_chain=cfg.p_chain,
+        p_repeat=cfg.p_repeat,
+        next_slot_probs=tuple(cfg.next_slot_probs),
+        taste_strength=cfg.taste_strength,
+        taste_candidates=cfg.taste_candidates,
         explore=cfg.explore,
     )
     views = generate_views(
-        r_views, period=period, forest=forest, items=items, next_items=next_items,
-        n_visitors=n_regular, n_views=n_views, n_factors=cfg.n_factors, behaviour=behaviour,
+        r_views,
+        period=period,
+        forest=forest,
+        items=items,
+        next_items=next_items,
+        n_visitors=n_regular,
+        n_views=n_views,
+        n_factors=cfg.n_factors,
+        behaviour=behaviour,
         bot_events=bot_events,
     )
     funnel = generate_funnel(
-        r_funnel, views, items, bundles, picks,
-        n_carts=tg.carts - bundle_rows, n_purchased=tg.transactions - bundle_rows,
+        r_funnel,
+        views,
+        items,
+        bundles,
+        picks,
+        n_carts=tg.carts - bundle_rows,
+        n_purchased=tg.transactions - bundle_rows,
     )
 
     # Assemble, pull sessions that run past the end back inside the period, map to ids.
@@ -309,31 +352,39 @@ def generate_dataset(
     tx_ids = r_funnel.permutation(funnel.n_transactions).astype(np.int64)
     txid = np.where(tx >= 0, tx_ids[np.maximum(tx, 0)], -1)
     order = np.lexsort((code, vid, ts))
-    events = pl.DataFrame({
-        "timestamp": ts[order],
-        "visitorid": vid[order],
-        "event": pl.Series(list(EVENT_TYPES)).gather(code[order]),
-        "itemid": items.ids[item[order]],
-        "transactionid": txid[order],
-    }).with_columns(transactionid=pl.when(pl.col("transactionid") >= 0).then(pl.col("transactionid")))
+    events = pl.DataFrame(
+        {
+            "timestamp": ts[order],
+            "visitorid": vid[order],
+            "event": pl.Series(list(EVENT_TYPES)).gather(code[order]),
+            "itemid": items.ids[item[order]],
+            "transactionid": txid[order],
+        }
+    ).with_columns(
+        transactionid=pl.when(pl.col("transactionid") >= 0).then(pl.col("transactionid"))
+    )
 
     n_categories = write_category_tree(forest, out)
     prop_rows = write_item_properties(r_props, forest, items, period, out, tg.property_rows)
 
     active = np.flatnonzero(items.weight > 0)
     active = active[np.argsort(-items.weight[active], kind="stable")]
-    after_first = np.r_[False, views.session[1:] == views.session[:-1]] & ~views.session_is_bot[views.session]
+    after_first = (
+        np.r_[False, views.session[1:] == views.session[:-1]] & ~views.session_is_bot[views.session]
+    )
     steps = np.bincount(views.step[after_first], minlength=3)
     truth = PlantedStructure(
-        bundles=[tuple(int(x) for x in items.ids[m]) for m in bundles.members],
+        bundles=[tuple(int(items.ids[x]) for x in m) for m in bundles.as_lists()],
         next_item_ids=items.ids[active],
         next_items=items.ids[next_items[active]],
         next_slot_probs=tuple(cfg.next_slot_probs),
         p_chain=cfg.p_chain,
         p_repeat=cfg.p_repeat,
         bot_visitor_ids=sorted(int(x) for x in visitor_ids[n_regular:]),
+        bundle_purchases=np.bincount(picks, minlength=len(bundles)).tolist(),
         step_counts={
-            "chain": int(steps[STEP_CHAIN]), "repeat": int(steps[STEP_REPEAT]),
+            "chain": int(steps[STEP_CHAIN]),
+            "repeat": int(steps[STEP_REPEAT]),
             "fresh": int(steps[STEP_FRESH]),
         },
     )
@@ -358,11 +409,16 @@ def generate_dataset(
         ),
         "config": asdict(cfg),
         "counts": {
-            "events": result.n_events, "views": result.n_views,
-            "addtocarts": result.n_addtocarts, "transactions": result.n_transactions,
-            "transaction_ids": funnel.n_transactions, "visitors": result.n_visitors,
-            "items_with_events": result.n_items, "items": items.n,
-            "property_rows": result.n_property_rows, "property_snapshots": prop_rows["snapshots"],
+            "events": result.n_events,
+            "views": result.n_views,
+            "addtocarts": result.n_addtocarts,
+            "transactions": result.n_transactions,
+            "transaction_ids": funnel.n_transactions,
+            "visitors": result.n_visitors,
+            "items_with_events": result.n_items,
+            "items": items.n,
+            "property_rows": result.n_property_rows,
+            "property_snapshots": prop_rows["snapshots"],
             "categories": n_categories,
         },
         **truth.summary(),

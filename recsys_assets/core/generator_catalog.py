@@ -38,7 +38,9 @@ class CategoryForest:
         return int((self.parent < 0).sum())
 
 
-def build_category_forest(rng: np.random.Generator, n_categories: int, n_roots: int) -> CategoryForest:
+def build_category_forest(
+    rng: np.random.Generator, n_categories: int, n_roots: int
+) -> CategoryForest:
     """A forest of ``n_roots`` trees, ``n_categories`` nodes in all, depth up to 4 (at least 2)."""
     if n_categories < n_roots + 3:
         raise ValueError(
@@ -73,7 +75,9 @@ def build_category_forest(rng: np.random.Generator, n_categories: int, n_roots: 
     is_leaf = np.ones(n_categories, dtype=bool)
     is_leaf[parent[parent >= 0]] = False
     # Real ids are a sparse-ish range (0..1698 for 1,669 categories) in no particular order.
-    ids = rng.choice(int(n_categories * 1.02) + 2, size=n_categories, replace=False).astype(np.int64)
+    ids = rng.choice(int(n_categories * 1.02) + 2, size=n_categories, replace=False).astype(
+        np.int64
+    )
     return CategoryForest(ids=ids, parent=parent, depth=depth, root=root, is_leaf=is_leaf)
 
 
@@ -179,7 +183,8 @@ def build_items(
     centroid = rng.normal(0.0, 1.0, (n_cat, n_factors))
     root_centroid = centroid[forest.root]
     factors = (
-        0.55 * centroid[category] + 0.45 * root_centroid[category]
+        0.55 * centroid[category]
+        + 0.45 * root_centroid[category]
         + 0.6 * rng.normal(0.0, 1.0, (n_items, n_factors))
     ).astype(np.float32)
 
@@ -193,8 +198,13 @@ def build_items(
     )
     ids = rng.choice(int(n_items * 1.12) + 10, size=n_items, replace=False).astype(np.int64)
     return ItemCatalog(
-        ids=ids, category=category, root=root, weight=weight, factors=factors,
-        log_price=log_price, cartability=cartability,
+        ids=ids,
+        category=category,
+        root=root,
+        weight=weight,
+        factors=factors,
+        log_price=log_price,
+        cartability=cartability,
     )
 
 

@@ -23,11 +23,23 @@ EVENT_VIEW, EVENT_CART, EVENT_TRANSACTION = 0, 1, 2
 
 @dataclass(frozen=True)
 class Bundles:
-    members: list[np.ndarray]  # item indices of each bundle
-    weight: np.ndarray  # relative chance that a bundle purchase is this bundle
+    members: np.ndarray  # (B, 3) item indices of each bundle, -1 padded
+    weight: np.ndarray  # (B,) relative chance that a bundle purchase is this bundle
 
     def __len__(self) -> int:
         return len(self.members)
+
+    @property
+    def size(self) -> np.ndarray:
+        return (self.members >= 0).sum(axis=1)
+
+    def items_of(self, picks: np.ndarray) -> np.ndarray:
+        """Members of the bundles ``picks``, concatenated in order."""
+        rows = self.members[picks]
+        return rows[rows >= 0]
+
+    def as_lists(self) -> list[list[int]]:
+        return [[int(x) for x in row if x >= 0] for row in self.members]
 
 
 def build_bundles(
@@ -55,12 +67,14 @@ def build_bundles(
         if len(group) < 2 or used.intersection(group):
             continue  # overlapping bundles would blur what "the" bundle of an item is
         used.update(group)
-        members.append(np.array(group, dtype=np.int64))
+        members.append(group + [-1] * (3 - len(group)))
         if len(members) == n_bundles:
             break
     rank = rng.permutation(len(members))
     weight = (rank + 1.0) ** -0.3
-    return Bundles(members=members, weight=weight / weight.sum())
+    return Bundles(
+        members=np.array(members, dtype=np.int64).reshape(-1, 3), weight=weight / weight.sum()
+    )
 
 
 @dataclass
@@ -96,7 +110,9 @@ def bundle_picks(rng: np.random.Generator, bundles: Bundles, n_purchases: int) -
         return np.empty(0, dtype=np.int64)
     counts = np.floor(n_purchases * bundles.weight).astype(np.int64)
     rest = n_purchases - int(counts.sum())
-    counts += np.bincount(rng.choice(len(bundles), size=rest, p=bundles.weight), minlength=len(bundles))
+    counts += np.bincount(
+        rng.choice(len(bundles), size=rest, p=bundles.weight), minlength=len(bundles)
+    )
     return rng.permutation(np.repeat(np.arange(len(bundles)), counts))
 
 
@@ -138,19 +154,19 @@ def generate_funnel(
         sess_key = np.log(rng.random(n_sessions)) / np.maximum(sess_buyer, 1e-12)
     cart_key = sess_key[cart_session] + 1e-9 * rng.random(len(carted))
     cart_key[rng.random(len(carted)) < 0.15] = -np.inf  # carts left behind in a buying session
-    bought = np.sort(np.argpartition(-cart_key, n_purchased - 1)[:n_purchased]) if n_purchased else (
-        np.empty(0, dtype=np.int64)
+    bought = (
+        np.sort(np.argpartition(-cart_key, n_purchased - 1)[:n_purchased])
+        if n_purchased
+        else (np.empty(0, dtype=np.int64))
     )
 
     # --- bundle purchases: hosted by sessions of shoppers who buy ---------------------------
     host_w = np.where(views.session_is_bot, 0.0, sess_buyer)
     hosts = _top_k_weighted(rng, host_w, len(picks))
     hosts = hosts[rng.permutation(len(hosts))]
-    sizes = np.array([len(bundles.members[p]) for p in picks], dtype=np.int64)
+    sizes = bundles.size[picks]
     b_session = np.repeat(hosts, sizes)
-    b_item = np.concatenate([bundles.members[p] for p in picks]) if len(picks) else (
-        np.empty(0, dtype=np.int64)
-    )
+    b_item = bundles.items_of(picks)
     last_view = np.full(n_sessions, np.iinfo(np.int64).min)
     np.maximum.at(last_view, views.session, views.ts)
     step = rng.integers(20 * SEC_MS, 120 * SEC_MS, len(b_item))
@@ -175,10 +191,14 @@ def generate_funnel(
         session=np.concatenate([cart_session, b_session, b_session, tx_session]),
         item=np.concatenate([cart_item, b_item, b_item, tx_item]),
         ts=np.concatenate([cart_ts, b_view_ts, b_cart_ts, tx_ts]),
-        event=np.concatenate([
-            np.full(len(carted), EVENT_CART), np.full(n_b, EVENT_VIEW),
-            np.full(n_b, EVENT_CART), np.full(n_tx_rows, EVENT_TRANSACTION),
-        ]).astype(np.int8),
+        event=np.concatenate(
+            [
+                np.full(len(carted), EVENT_CART),
+                np.full(n_b, EVENT_VIEW),
+                np.full(n_b, EVENT_CART),
+                np.full(n_tx_rows, EVENT_TRANSACTION),
+            ]
+        ).astype(np.int8),
         transaction=np.concatenate([np.full(len(carted) + 2 * n_b, -1), tx_index]),
         n_transactions=len(buying),
     )

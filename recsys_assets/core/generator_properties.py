@@ -75,7 +75,9 @@ def _hashed_rows(
 ) -> tuple[np.ndarray, np.ndarray, pl.Series, pl.Series]:
     """(item index, property index, value) of every hashed-property row, by item; and the
     property names the index refers to."""
-    names = [str(i) for i in range(N_PROPERTY_NAMES) if str(i) not in (PROPERTY_PRICE, *CORE_PROPERTIES)]
+    names = [
+        str(i) for i in range(N_PROPERTY_NAMES) if str(i) not in (PROPERTY_PRICE, *CORE_PROPERTIES)
+    ]
     all_names = [*CORE_PROPERTIES, *names]
     n_items, n_core = items.n, len(CORE_PROPERTIES)
     extra = rng.poisson(max(n_extra, 0.0), n_items)
@@ -83,7 +85,9 @@ def _hashed_rows(
     extra_prop = n_core + np.searchsorted(
         np.cumsum(pool_p) / pool_p.sum(), rng.random(int(extra.sum())), side="right"
     ).clip(0, len(names) - 1)
-    item = np.concatenate([np.repeat(np.arange(n_items), n_core), np.repeat(np.arange(n_items), extra)])
+    item = np.concatenate(
+        [np.repeat(np.arange(n_items), n_core), np.repeat(np.arange(n_items), extra)]
+    )
     prop = np.concatenate([np.tile(np.arange(n_core), n_items), extra_prop])
     key = np.unique(item.astype(np.int64) * len(all_names) + prop)  # drops repeats, sorts by item
     item, prop = key // len(all_names), key % len(all_names)
@@ -93,7 +97,8 @@ def _hashed_rows(
     # Values are shared between items (a Zipf head per property), as hashed values are.
     rank = np.searchsorted(
         np.cumsum((np.arange(n_vocab) + 1.0) ** -1.0) / np.sum((np.arange(n_vocab) + 1.0) ** -1.0),
-        rng.random(len(key)), side="right",
+        rng.random(len(key)),
+        side="right",
     ).clip(0, n_vocab - 1)
     value_idx = (rank + prop * 7919) % n_vocab
     category_like = prop == 0
@@ -113,12 +118,15 @@ def write_item_properties(
     snaps = snapshot_times(period)
     n, n_w = items.n, len(snaps)
 
-    first = np.where(
-        rng.random(n) < LATE_ITEM_SHARE, rng.integers(1, n_w, n), 0
-    ) if n_w > 1 else np.zeros(n, dtype=np.int64)
+    first = (
+        np.where(rng.random(n) < LATE_ITEM_SHARE, rng.integers(1, n_w, n), 0)
+        if n_w > 1
+        else np.zeros(n, dtype=np.int64)
+    )
     move_week = np.where(
         (rng.random(n) < CATEGORY_MOVE_SHARE) & (first < n_w - 1),
-        rng.integers(np.minimum(first + 1, n_w - 1), n_w), -1,
+        rng.integers(np.minimum(first + 1, n_w - 1), n_w),
+        -1,
     )
     leaf_sampler = BlockSampler.build(forest.root, np.where(forest.is_leaf, 1.0, 0.0), forest.n)
     moved_to = leaf_sampler.draw_other(items.root, rng.random(n), items.category)
@@ -132,7 +140,9 @@ def write_item_properties(
     del jumps
     flips = rng.random((n, n_w)) < AVAILABILITY_FLIP_RATE
     flips[:, 0] = False
-    available = ((rng.random(n) < 0.8)[:, None] ^ (np.cumsum(flips, axis=1) % 2 == 1)).astype(np.int8)
+    available = ((rng.random(n) < 0.8)[:, None] ^ (np.cumsum(flips, axis=1) % 2 == 1)).astype(
+        np.int8
+    )
     del flips
 
     fixed_rows = 3 * n + 2 * int((n_w - 1 - first).sum()) + int((move_week >= 0).sum())
@@ -152,26 +162,34 @@ def write_item_properties(
             moved = np.flatnonzero(move_week == w)
             hashed = np.flatnonzero(h_first == w)
             parts = [
-                pl.DataFrame({
-                    "item": np.concatenate([new, moved]),
-                    "property": PROPERTY_CATEGORY,
-                    "value": pl.Series(
-                        np.concatenate([cat_ids[items.category[new]], cat_ids[moved_to[moved]]])
-                    ).cast(pl.Utf8),
-                }),
-                pl.DataFrame({
-                    "item": seen, "property": PROPERTY_AVAILABLE,
-                    "value": pl.Series(available[seen, w]).cast(pl.Utf8),
-                }),
+                pl.DataFrame(
+                    {
+                        "item": np.concatenate([new, moved]),
+                        "property": PROPERTY_CATEGORY,
+                        "value": pl.Series(
+                            np.concatenate([cat_ids[items.category[new]], cat_ids[moved_to[moved]]])
+                        ).cast(pl.Utf8),
+                    }
+                ),
+                pl.DataFrame(
+                    {
+                        "item": seen,
+                        "property": PROPERTY_AVAILABLE,
+                        "value": pl.Series(available[seen, w]).cast(pl.Utf8),
+                    }
+                ),
                 pl.DataFrame({"item": seen, "p": price[seen, w]}).select(
-                    "item", property=pl.lit(PROPERTY_PRICE),
+                    "item",
+                    property=pl.lit(PROPERTY_PRICE),
                     value=pl.format("n{}.000", pl.col("p")),
                 ),
-                pl.DataFrame({
-                    "item": h_item[hashed],
-                    "property": names.gather(h_prop[hashed]),
-                    "value": h_value.gather(hashed),
-                }),
+                pl.DataFrame(
+                    {
+                        "item": h_item[hashed],
+                        "property": names.gather(h_prop[hashed]),
+                        "value": h_value.gather(hashed),
+                    }
+                ),
             ]
             week = pl.concat(parts, how="vertical_relaxed").sort("item", maintain_order=True)
             week = week.select(
@@ -181,8 +199,14 @@ def write_item_properties(
                 value=pl.col("value"),
             )
             to_first = pl.Series(rng.random(week.height) < 0.5)
-            for k, (f, part) in enumerate(((f1, week.filter(to_first)), (f2, week.filter(~to_first)))):
+            for k, (f, part) in enumerate(
+                ((f1, week.filter(to_first)), (f2, week.filter(~to_first)))
+            ):
                 part.write_csv(f, include_header=(w == 0), line_terminator="\n")
                 rows[k] += part.height
-    return {PROPERTIES_FILES[0]: rows[0], PROPERTIES_FILES[1]: rows[1], "total": sum(rows),
-            "snapshots": n_w}
+    return {
+        PROPERTIES_FILES[0]: rows[0],
+        PROPERTIES_FILES[1]: rows[1],
+        "total": sum(rows),
+        "snapshots": n_w,
+    }

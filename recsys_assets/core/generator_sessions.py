@@ -37,8 +37,8 @@ STEP_FRESH, STEP_CHAIN, STEP_REPEAT = 0, 1, 2
 _HOURS = np.arange(24)
 HOUR_PROFILE = (
     0.25
-    + np.exp(-(((_HOURS - 20 + 12) % 24 - 12) / 3.2) ** 2)
-    + 0.35 * np.exp(-(((_HOURS - 14 + 12) % 24 - 12) / 2.5) ** 2)
+    + np.exp(-((((_HOURS - 20 + 12) % 24 - 12) / 3.2) ** 2))
+    + 0.35 * np.exp(-((((_HOURS - 14 + 12) % 24 - 12) / 2.5) ** 2))
 )
 # Monday … Sunday: busiest early in the week, Saturday quietest.
 WEEKDAY_PROFILE = np.array([1.08, 1.07, 1.02, 0.98, 0.90, 0.80, 0.92])
@@ -131,7 +131,9 @@ def draw_counts(rng: np.random.Generator, n: int, total: int, max_value: int) ->
     """``n`` heavy-tailed counts ≥ 1 summing to exactly ``total`` (most are 1 or 2)."""
     if total < n:
         raise ValueError(f"cannot spread {total} events over {n} sessions (need one each)")
-    cdf = truncated_zeta_cdf(_zeta_exponent_for_mean(max(total / n, 1.0 + 1e-9), max_value), max_value)
+    cdf = truncated_zeta_cdf(
+        _zeta_exponent_for_mean(max(total / n, 1.0 + 1e-9), max_value), max_value
+    )
     counts = np.searchsorted(cdf, rng.random(n), side="right").astype(np.int64) + 1
     counts = np.minimum(counts, max_value)
     diff = total - int(counts.sum())
@@ -185,8 +187,12 @@ def segment_cumsum(values: np.ndarray, offsets: np.ndarray, lengths: np.ndarray)
 
 
 def _taste_roots(
-    rng: np.random.Generator, visitor: np.ndarray, pref_root: np.ndarray, pref_cum: np.ndarray,
-    root_cdf: np.ndarray, explore: float,
+    rng: np.random.Generator,
+    visitor: np.ndarray,
+    pref_root: np.ndarray,
+    pref_cum: np.ndarray,
+    root_cdf: np.ndarray,
+    explore: float,
 ) -> np.ndarray:
     n = len(visitor)
     slot = (rng.random(n)[:, None] > pref_cum[visitor]).sum(axis=1)
@@ -199,8 +205,13 @@ def _taste_roots(
 
 
 def _fresh_picks(
-    rng: np.random.Generator, roots: np.ndarray, visitor_factors: np.ndarray,
-    items: ItemCatalog, by_root: BlockSampler, behaviour: Behaviour, chunk: int = 1 << 17,
+    rng: np.random.Generator,
+    roots: np.ndarray,
+    visitor_factors: np.ndarray,
+    items: ItemCatalog,
+    by_root: BlockSampler,
+    behaviour: Behaviour,
+    chunk: int = 1 << 17,
 ) -> np.ndarray:
     """Sampling-importance resampling of one item per row: popularity proposes, taste decides."""
     out = np.empty(len(roots), dtype=np.int64)
@@ -265,7 +276,8 @@ def generate_views(
     # --- what kind of step each view is ----------------------------------------------------
     u = rng.random(n_e)
     step = np.where(
-        u < behaviour.p_chain, STEP_CHAIN,
+        u < behaviour.p_chain,
+        STEP_CHAIN,
         np.where(u < behaviour.p_chain + behaviour.p_repeat, STEP_REPEAT, STEP_FRESH),
     ).astype(np.int8)
     step[(pos == 0) | ev_bot] = STEP_FRESH
@@ -308,10 +320,17 @@ def generate_views(
     duration = within[offsets + length - 1]
     raw_start = draw_times(rng, cdf, period, n_s)
     bot_s = np.flatnonzero(is_bot)
-    raw_start[bot_s] = period.start_ms + rng.integers(0, period.end_ms - period.start_ms, len(bot_s))
+    raw_start[bot_s] = period.start_ms + rng.integers(
+        0, period.end_ms - period.start_ms, len(bot_s)
+    )
     start = schedule_sessions(sess_visitor, raw_start, duration, period)
     ts = start[session] + within
     return Views(
-        session_visitor=sess_visitor, session_length=length, session_is_bot=is_bot,
-        session=session, item=item, ts=ts, step=step,
+        session_visitor=sess_visitor,
+        session_length=length,
+        session_is_bot=is_bot,
+        session=session,
+        item=item,
+        ts=ts,
+        step=step,
     )

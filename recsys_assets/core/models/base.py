@@ -245,16 +245,19 @@ class Recommender(ABC):
         self._fill_popular(out, np.flatnonzero(~known), width)
         idx = np.flatnonzero(known)
         if idx.size:
-            self_mask = sp.csr_matrix(
-                (np.ones(idx.size, np.float32), (np.arange(idx.size), cols[idx])),
-                shape=(idx.size, self.n_items),
-            )
-            pos = np.arange(idx.size)
-            top_cols, top_vals = self._dense_topk(
-                pos, lambda p: self._score_items(cols[idx[p]]), width, self_mask
-            )
+            top_cols, top_vals = self._similar_rows(cols[idx], width)
             self._put(out, idx, top_cols, top_vals)
         return out
+
+    def _similar_rows(self, item_cols: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
+        """(cols, scores) of the items most similar to ``item_cols``, through ``_score_items``."""
+        self_mask = sp.csr_matrix(
+            (np.ones(item_cols.size, np.float32), (np.arange(item_cols.size), item_cols)),
+            shape=(item_cols.size, self.n_items),
+        )
+        return self._dense_topk(
+            np.arange(item_cols.size), lambda p: self._score_items(item_cols[p]), width, self_mask
+        )
 
     def recommend_session(
         self,
@@ -286,14 +289,18 @@ class Recommender(ABC):
         for start in range(0, model_rows.size, batch_size):
             idx = model_rows[start : start + batch_size]
             sub = matrix[idx]
-            cols, vals = self._dense_topk(
-                np.arange(idx.size),
-                lambda p, sub=sub: self._score_sessions(sub[p]),
-                width,
-                sub if exclude_seen else None,
-            )
+            cols, vals = self._session_topk(sub, width, sub if exclude_seen else None)
             self._put(out, idx, cols, vals)
         return out
+
+    def _session_topk(
+        self, sessions: sp.csr_matrix, width: int, exclude: sp.csr_matrix | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(cols, scores) for session rows, through dense ``_score_sessions``."""
+        return self._dense_topk(
+            np.arange(sessions.shape[0]), lambda p: self._score_sessions(sessions[p]), width,
+            exclude,
+        )
 
     def session_matrix(self, sessions: Sequence[np.ndarray]) -> sp.csr_matrix:
         """(n_sessions, n_items) CSR of weights ``decay ** steps_back``; unknown ids dropped.

@@ -13,8 +13,9 @@ import numpy as np
 import scipy.sparse as sp
 
 from recsys_assets.core.models.als import WEIGHTINGS, weight_interactions
-from recsys_assets.core.models.base import Recommender, normalize_rows
+from recsys_assets.core.models.base import Recommender
 from recsys_assets.core.models.serialization import csr_from_arrays, csr_to_arrays
+from recsys_assets.core.models.topk import topk_candidates
 from recsys_assets.core.training_data import TrainingData
 
 if TYPE_CHECKING:
@@ -35,22 +36,31 @@ def cosine_neighbours(
     from implicit._nearest_neighbours import all_pairs_knn
 
     n_items = user_item.shape[1]
-    item_unit = normalize_rows(user_item.T.tocsr())  # unit-length item columns
-    unit = item_unit.T.tocsr().astype(np.float64)  # all_pairs_knn takes doubles only
-    # all_pairs_knn keeps the item itself among its K, so ask for one more and drop it
+    m = user_item.tocsr()
+    norms = np.sqrt(np.bincount(m.indices, weights=np.square(m.data, dtype=np.float64),
+                                minlength=n_items))
+    norms[norms == 0] = 1.0
+    # unit-length item columns, in doubles (all_pairs_knn takes nothing else)
+    unit = sp.csr_matrix((m.data / norms[m.indices], m.indices, m.indptr), shape=m.shape)
+    # all_pairs_knn counts the item itself among its K, so ask for one more and drop it
     sim = all_pairs_knn(unit, k + 1, show_progress=False, num_threads=num_threads).tocsr()
-    sim = sim.tocoo()
-    keep = (sim.row != sim.col) & (sim.data > 0)
-    r, c, v = sim.row[keep], sim.col[keep], sim.data[keep]
-    # if the item was not among its own K+1 (no interactions), K+1 others may remain
-    order = np.lexsort((c, -v, r))
-    r, c, v = r[order], c[order], v[order]
-    starts = np.searchsorted(r, np.arange(n_items))
-    rank = np.arange(r.size) - starts[r]
-    top = rank < k
-    out = sp.csr_matrix(
-        (v[top].astype(np.float32), (r[top], c[top])), shape=(n_items, n_items)
-    )
+    row = np.repeat(np.arange(n_items), np.diff(sim.indptr))
+    keep = (row != sim.indices) & (sim.data > 0)
+    row, col, val = row[keep], sim.indices[keep], sim.data[keep]
+    # an item tied at cosine 1 with others may have lost its own slot: k + 1 neighbours remain
+    counts = np.bincount(row, minlength=n_items)
+    over = np.flatnonzero(counts > k)
+    if over.size:
+        in_over = np.isin(row, over)
+        o_row, o_col, o_val = row[in_over], col[in_over], val[in_over]
+        order = np.lexsort((o_col, -o_val, o_row))
+        o_row, o_col, o_val = o_row[order], o_col[order], o_val[order]
+        rank = np.arange(o_row.size) - np.searchsorted(o_row, o_row)
+        top = rank < k
+        row = np.concatenate([row[~in_over], o_row[top]])
+        col = np.concatenate([col[~in_over], o_col[top]])
+        val = np.concatenate([val[~in_over], o_val[top]])
+    out = sp.csr_matrix((val.astype(np.float32), (row, col)), shape=(n_items, n_items))
     out.sort_indices()
     return out
 
@@ -101,6 +111,37 @@ class ItemKNNRecommender(Recommender):
 
     def _score(self, user_rows: np.ndarray) -> np.ndarray:
         return self._scores_from(self._seen[user_rows])
+
+    def _sparse_topk(
+        self, weights: sp.csr_matrix, width: int, exclude: sp.csr_matrix | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        # a history reaches a few hundred items through its neighbours; every other item scores
+        # only the popularity tie-break, so rank the reached ones plus a short popular list
+        reached = (weights @ self.similarity).tocsr()
+        rows = np.repeat(np.arange(reached.shape[0]), np.diff(reached.indptr))
+        vals = reached.data.astype(np.float32) + self._tiebreak[reached.indices]
+        return topk_candidates(
+            reached.shape[0], rows, reached.indices, vals, self.n_items, width, exclude,
+            prior=self._tiebreak, prior_order=self._popular_order(),
+        )
+
+    def _recommend_rows(
+        self, user_rows: np.ndarray, width: int, exclude_seen: bool
+    ) -> tuple[np.ndarray, np.ndarray]:
+        history = self._seen[user_rows]
+        return self._sparse_topk(history, width, history if exclude_seen else None)
+
+    def _session_topk(
+        self, sessions: sp.csr_matrix, width: int, exclude: sp.csr_matrix | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        return self._sparse_topk(sessions, width, exclude)
+
+    def _similar_rows(self, item_cols: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
+        neighbours = self.similarity[item_cols]
+        rows = np.repeat(np.arange(item_cols.size), np.diff(neighbours.indptr))
+        return topk_candidates(
+            item_cols.size, rows, neighbours.indices, neighbours.data, self.n_items, width
+        )
 
     def _score_sessions(self, sessions: sp.csr_matrix) -> np.ndarray:
         return self._scores_from(sessions)

@@ -9,6 +9,7 @@ numpy selection, so the answer is the same as a full stable sort would give.
 from __future__ import annotations
 
 import numpy as np
+import scipy.sparse as sp
 
 # -FLT_MAX and below mean "excluded" (implicit's topk marks filtered items with -FLT_MAX)
 EXCLUDED = float(np.finfo(np.float32).min)
@@ -69,3 +70,56 @@ def _finish(cols: np.ndarray, vals: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     cols = np.where(excluded, -1, cols).astype(np.int64)
     vals = np.where(excluded, np.float32(-np.inf), vals)
     return cols, vals
+
+
+def topk_candidates(
+    n_rows: int,
+    rows: np.ndarray,
+    cols: np.ndarray,
+    vals: np.ndarray,
+    n_cols: int,
+    width: int,
+    exclude: sp.csr_matrix | None = None,
+    prior: np.ndarray | None = None,
+    prior_order: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-``width`` per row when only a few entries of each row differ from a prior.
+
+    The score of (r, j) is ``vals`` where (r, j) is a candidate (no duplicates), else
+    ``prior[j]`` (or excluded when ``prior`` is None). Candidate values must be >= their prior:
+    then only the ``width + n_excluded(r)`` best prior columns can beat the candidates, so a row
+    is ranked over its candidates plus that short list instead of the whole catalogue.
+    ``prior_order`` lists columns by prior descending, ties by column ascending.
+    """
+    m = n_cols
+    rows = rows.astype(np.int64, copy=False)
+    cols = cols.astype(np.int64, copy=False)
+    vals = vals.astype(np.float32, copy=False)
+    keys = rows * m + cols
+    n_excl = np.zeros(n_rows, np.int64) if exclude is None else np.diff(exclude.indptr)
+    if prior is not None:
+        take = np.minimum(width + n_excl, m)
+        p_rows = np.repeat(np.arange(n_rows, dtype=np.int64), take)
+        offset = np.arange(p_rows.size) - np.repeat(np.cumsum(take) - take, take)
+        p_cols = prior_order[offset].astype(np.int64)
+        p_keys = p_rows * m + p_cols
+        fresh = ~np.isin(p_keys, keys, kind="sort")
+        rows = np.concatenate([rows, p_rows[fresh]])
+        cols = np.concatenate([cols, p_cols[fresh]])
+        vals = np.concatenate([vals, prior[p_cols[fresh]].astype(np.float32)])
+        keys = np.concatenate([keys, p_keys[fresh]])
+    if exclude is not None and exclude.nnz:
+        e_rows = np.repeat(np.arange(n_rows, dtype=np.int64), n_excl)
+        keep = ~np.isin(keys, e_rows * m + exclude.indices, kind="sort")
+        rows, cols, vals = rows[keep], cols[keep], vals[keep]
+    keep = vals > EXCLUDED
+    rows, cols, vals = rows[keep], cols[keep], vals[keep]
+    order = np.lexsort((cols, -vals, rows))
+    rows, cols, vals = rows[order], cols[order], vals[order]
+    rank = np.arange(rows.size) - np.searchsorted(rows, rows, side="left")
+    top = rank < width
+    out_cols = np.full((n_rows, width), -1, dtype=np.int64)
+    out_vals = np.full((n_rows, width), -np.inf, dtype=np.float32)
+    out_cols[rows[top], rank[top]] = cols[top]
+    out_vals[rows[top], rank[top]] = vals[top]
+    return out_cols, out_vals

@@ -1,0 +1,111 @@
+"""The Litestar application: ``create_app()`` builds it, ``app`` is what ASGI servers load.
+
+    litestar --app recsys_serving.app:app run        # or: uvicorn recsys_serving.app:app
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+from litestar import Litestar, MediaType, Request, Response
+from litestar.plugins.jinja import JinjaTemplateEngine
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.openapi import OpenAPIConfig
+from litestar.template import TemplateConfig
+from redis.exceptions import RedisError
+
+from recsys_serving.controllers.cache import CacheController
+from recsys_serving.controllers.deps import provide_service, provide_store
+from recsys_serving.controllers.feedback import FeedbackController
+from recsys_serving.controllers.health import HealthController
+from recsys_serving.controllers.items import ItemsController
+from recsys_serving.controllers.models import ExperimentController, ModelsController
+from recsys_serving.controllers.page import PageController
+from recsys_serving.controllers.recommend import RecommendController
+from recsys_serving.service import RecommenderService
+from recsys_serving.settings import Settings
+from recsys_serving.store import NotPublished, RecsysStore, make_redis
+
+log = logging.getLogger(__name__)
+TEMPLATES = Path(__file__).parent / "templates"
+
+
+def _redis_down(_: Request, exc: Exception) -> Response:
+    return Response(
+        {"status_code": 503, "detail": f"Redis unavailable: {exc.__class__.__name__}: {exc}"},
+        status_code=503,
+        media_type=MediaType.JSON,
+    )
+
+
+def _not_published(_: Request, exc: Exception) -> Response:
+    return Response({"status_code": 503, "detail": str(exc)}, status_code=503)
+
+
+def _format_time(seconds: int) -> str:
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%d %H:%M")
+
+
+def _template_engine(engine: JinjaTemplateEngine) -> None:
+    engine.engine.filters["datetime"] = _format_time
+
+
+def create_app(settings: Settings | None = None) -> Litestar:
+    """Build the service for ``settings`` (default: from the environment). No I/O until startup."""
+    settings = settings or Settings.from_env()
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        redis = make_redis(settings)
+        store = RecsysStore(redis, settings)
+        app.state.store = store
+        app.state.service = RecommenderService(store)
+        listener = asyncio.create_task(store.listen()) if settings.listen_pubsub else None
+        try:
+            yield
+        finally:
+            if listener is not None:
+                listener.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await listener
+            with contextlib.suppress(Exception):
+                await redis.aclose(close_connection_pool=True)
+
+    return Litestar(
+        route_handlers=[
+            HealthController,
+            RecommendController,
+            ItemsController,
+            ModelsController,
+            ExperimentController,
+            CacheController,
+            FeedbackController,
+            PageController,
+        ],
+        dependencies={
+            "service": Provide(provide_service, sync_to_thread=False),
+            "store": Provide(provide_store, sync_to_thread=False),
+        },
+        lifespan=[lifespan],
+        state=State({"settings": settings}),
+        exception_handlers={RedisError: _redis_down, NotPublished: _not_published},
+        openapi_config=OpenAPIConfig(
+            title="recsys serving",
+            version="1.0.0",
+            path="/schema",
+            description="Recommendations served from the versions the Dagster graph publishes.",
+        ),
+        template_config=TemplateConfig(
+            directory=TEMPLATES, engine=JinjaTemplateEngine, engine_callback=_template_engine
+        ),
+    )
+
+
+app = create_app()

@@ -1,0 +1,1 @@
+"""One Litestar controller per domain; all of them delegate to :class:`RecommenderService`."""

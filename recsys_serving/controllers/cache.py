@@ -1,0 +1,42 @@
+"""The in-process list cache: counters, Redis memory, flush (admin)."""
+
+from __future__ import annotations
+
+from litestar import Controller, get, post
+from redis.exceptions import RedisError
+
+from recsys_serving.controllers.deps import Store, admin_guard
+from recsys_serving.schemas import CacheFlushResponse, CacheStats
+
+
+class CacheController(Controller):
+    path = "/api/v1/cache"
+    tags = ["cache"]
+
+    @get("/stats", summary="Hits, misses, hit rate, keys and Redis memory")
+    async def stats(self, store: Store) -> CacheStats:
+        s = store.cache.stats()
+        mem = keys = version = None
+        try:
+            info = await store.redis.info("memory")
+            keys = await store.redis.dbsize()
+            mem = info
+            version = (await store.state()).current
+        except RedisError:
+            pass
+        return CacheStats(
+            **s,
+            version=version,
+            redis_used_memory=int(mem["used_memory"]) if mem else None,
+            redis_used_memory_human=str(mem["used_memory_human"]) if mem else None,
+            redis_keys=keys,
+        )
+
+    @post("/flush", status_code=200, guards=[admin_guard], summary="Empty the list cache")
+    async def flush(self, store: Store) -> CacheFlushResponse:
+        flushed = store.cache.clear()
+        try:  # other workers flush on the channel message
+            await store.reader.announce("flush")
+        except RedisError:
+            pass
+        return CacheFlushResponse(flushed=flushed)

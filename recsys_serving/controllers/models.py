@@ -1,0 +1,49 @@
+"""Published models, the served default and the A/B experiment (changes need the admin token)."""
+
+from __future__ import annotations
+
+from litestar import Controller, delete, get, post
+
+from recsys_serving.controllers.deps import admin_guard
+from recsys_serving.controllers.deps import Service
+from recsys_serving.schemas import DefaultModelRequest, ExperimentRequest, ModelsResponse
+
+
+class ModelsController(Controller):
+    path = "/api/v1/models"
+    tags = ["models"]
+
+    @get("/", summary="Published models with version and metrics")
+    async def models(self, service: Service) -> ModelsResponse:
+        return await service.models()
+
+    @post("/default", status_code=200, guards=[admin_guard], summary="Switch the default model")
+    async def set_default(
+        self, data: DefaultModelRequest, service: Service
+    ) -> ModelsResponse:
+        return await service.set_default_model(data.model)
+
+
+class ExperimentController(Controller):
+    path = "/api/v1/experiment"
+    tags = ["models"]
+
+    @get("/", summary="The active A/B experiment (null when none)")
+    async def get_experiment(self, service: Service) -> ModelsResponse:
+        return await service.models()
+
+    @post("/", status_code=200, guards=[admin_guard], summary="Start or change the A/B experiment")
+    async def set_experiment(
+        self, data: ExperimentRequest, service: Service
+    ) -> ModelsResponse:
+        exp = {
+            "name": data.name,
+            "control": data.control,
+            "treatment": data.treatment,
+            "treatment_share": data.treatment_share,
+        }
+        return await service.set_experiment(exp)
+
+    @delete("/", status_code=200, guards=[admin_guard], summary="Drop the admin experiment")
+    async def clear_experiment(self, service: Service) -> ModelsResponse:
+        return await service.set_experiment(None)

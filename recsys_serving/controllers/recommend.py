@@ -1,0 +1,27 @@
+"""Recommendations: personal (with A/B arms), cold start and session based."""
+
+from __future__ import annotations
+
+from litestar import Controller, post
+
+from recsys_serving.controllers.deps import Service
+from recsys_serving.schemas import ColdRequest, RecommendRequest, RecommendResponse, SessionRequest
+
+
+class RecommendController(Controller):
+    path = "/api/v1/recommend"
+    tags = ["recommend"]
+
+    @post("/", status_code=200, summary="Top-N for a user (cold-start answer when unknown)")
+    async def recommend(
+        self, data: RecommendRequest, service: Service
+    ) -> RecommendResponse:
+        return await service.recommend(data.user_id, data.n_recommendations, data.model)
+
+    @post("/cold", status_code=200, summary="No history: popular, per category or around items")
+    async def cold(self, data: ColdRequest, service: Service) -> RecommendResponse:
+        return await service.cold(data.n_recommendations, data.category_id, data.item_ids, data.model)
+
+    @post("/session", status_code=200, summary="From recently viewed item ids (newest last)")
+    async def session(self, data: SessionRequest, service: Service) -> RecommendResponse:
+        return await service.session(data.item_ids, data.n_recommendations, data.model, data.user_id)

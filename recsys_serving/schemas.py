@@ -1,0 +1,176 @@
+"""Request and response bodies (msgspec: validated on the way in, documented in /schema)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import msgspec
+from msgspec import Meta
+
+from recsys_serving.settings import MAX_RECOMMENDATIONS
+
+Id = Annotated[int, Meta(ge=0, le=2**53, description="non-negative integer id")]
+N = Annotated[
+    int, Meta(ge=1, le=MAX_RECOMMENDATIONS, description=f"1..{MAX_RECOMMENDATIONS}")
+]
+ModelName = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")]
+ItemIds = Annotated[list[Id], Meta(max_length=50)]
+Source = Literal["personal", "popular", "popular_category", "session", "similar"]
+FeedbackEvent = Literal["impression", "click", "view", "addtocart", "transaction"]
+
+
+class _In(msgspec.Struct, forbid_unknown_fields=True):
+    pass
+
+
+class RecommendRequest(_In):
+    user_id: Id
+    n_recommendations: N = 10
+    model: ModelName | None = None
+
+
+class ColdRequest(_In):
+    n_recommendations: N = 10
+    category_id: Id | None = None
+    item_ids: ItemIds | None = None
+    model: ModelName | None = None
+
+
+class SessionRequest(_In):
+    item_ids: Annotated[list[Id], Meta(min_length=1, max_length=50)]
+    n_recommendations: N = 10
+    model: ModelName | None = None
+    user_id: Id | None = None
+
+
+class SimilarRequest(_In):
+    n_recommendations: N = 10
+    model: ModelName | None = None
+
+
+class FeedbackRequest(_In):
+    user_id: Id
+    item_id: Id
+    event: FeedbackEvent
+    model: ModelName | None = None
+    rank: Annotated[int, Meta(ge=1, le=1000)] | None = None
+    timestamp: Annotated[int, Meta(ge=0)] | None = None  # Unix ms; server time when omitted
+
+
+class DefaultModelRequest(_In):
+    model: ModelName
+
+
+class ExperimentRequest(_In):
+    name: Annotated[str, Meta(min_length=1, max_length=64)]
+    control: ModelName
+    treatment: ModelName
+    treatment_share: Annotated[float, Meta(ge=0.0, le=1.0)] = 0.5
+
+
+class Item(msgspec.Struct):
+    item_id: int
+    score: float
+    rank: int
+    category_id: int | None = None
+    price: float | None = None
+    available: bool | None = None
+
+
+class RecommendResponse(msgspec.Struct):
+    version: str
+    model: str | None
+    model_version: str | None
+    source: Source
+    cold_start: bool
+    items: list[Item]
+    user_id: int | None = None
+    arm: str | None = None
+    experiment: str | None = None
+
+
+class SimilarResponse(msgspec.Struct):
+    item_id: int
+    version: str
+    model: str | None
+    model_version: str | None
+    source: Source
+    items: list[Item]
+
+
+class PopularResponse(msgspec.Struct):
+    version: str
+    category_id: int | None
+    source: Source
+    items: list[Item]
+
+
+class HistoryEntry(msgspec.Struct):
+    item_id: int
+    event: str
+    timestamp: int
+    category_id: int | None = None
+    price: float | None = None
+
+
+class HistoryResponse(msgspec.Struct):
+    user_id: int
+    version: str
+    known: bool
+    items: list[HistoryEntry]
+
+
+class ModelInfo(msgspec.Struct):
+    name: str
+    version: str
+    trained_at: str
+    metrics: dict
+    params: dict
+    n_users: int
+    has_similar: bool
+    is_default: bool
+
+
+class ModelsResponse(msgspec.Struct):
+    version: str
+    previous: str | None
+    created_at: str | None
+    published_at: str | None
+    default_model: str
+    experiment: dict | None
+    models: list[ModelInfo]
+
+
+class FeedbackResponse(msgspec.Struct):
+    id: str
+    version: str | None
+    model: str | None
+    experiment: str | None
+    arm: str | None
+
+
+class HealthResponse(msgspec.Struct):
+    status: Literal["ok", "degraded"]
+    redis: bool
+    version: str | None = None
+    previous: str | None = None
+    models: list[str] = msgspec.field(default_factory=list)
+    default_model: str | None = None
+    pubsub: bool = False
+    detail: str | None = None
+
+
+class CacheStats(msgspec.Struct):
+    hits: int
+    misses: int
+    hit_rate: float
+    keys: int
+    capacity: int
+    version: str | None
+    redis_used_memory: int | None
+    redis_used_memory_human: str | None
+    redis_keys: int | None
+
+
+class CacheFlushResponse(msgspec.Struct):
+    flushed: int

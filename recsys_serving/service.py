@@ -1,0 +1,347 @@
+"""What each endpoint does, on top of :class:`RecsysStore` (controllers and the page are thin)."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+
+import numpy as np
+from litestar.exceptions import NotFoundException, ValidationException
+
+from recsys_serving.bundle import EVENT_CODES
+from recsys_serving.redis_layout import ItemTable, LayoutState
+from recsys_serving.schemas import (
+    HistoryEntry,
+    HistoryResponse,
+    Item,
+    ModelInfo,
+    ModelsResponse,
+    PopularResponse,
+    RecommendResponse,
+    SimilarResponse,
+)
+from recsys_serving.store import RecsysStore, VersionData
+
+SESSION_DECAY = 0.8  # weight of a viewed item halves about every three newer views
+
+
+def field_error(field: str, message: str, source: str = "body") -> ValidationException:
+    """A 400 whose body names the field, like Litestar's own validation errors."""
+    return ValidationException(
+        detail=f"Validation failed: {field}: {message}",
+        extra=[{"key": field, "message": message, "source": source}],
+    )
+
+
+def assign_arm(experiment: dict, user_id: int) -> str:
+    """'treatment' or 'control', stable for (experiment name, user) across processes and runs."""
+    digest = hashlib.blake2b(f"{experiment['name']}:{user_id}".encode(), digest_size=8).digest()
+    u = int.from_bytes(digest, "big") / 2.0**64
+    return "treatment" if u < experiment["treatment_share"] else "control"
+
+
+def item_rows(table: ItemTable, items: np.ndarray, scores: np.ndarray) -> list[Item]:
+    """Response items with catalogue metadata (unknown values as null)."""
+    pos = table.lookup(items)
+    known = pos >= 0
+    p = np.where(known, pos, 0)
+    cat = table.category[p] if len(table.ids) else np.zeros(len(items), np.int64)
+    price = table.price[p] if len(table.ids) else np.full(len(items), np.nan, np.float32)
+    avail = table.available[p] if len(table.ids) else np.full(len(items), -1, np.int8)
+    cat_l = np.where(known & (cat >= 0), cat, -1).tolist()
+    price_l = np.where(known, np.round(price.astype(np.float64), 2), np.nan).tolist()
+    avail_l = np.where(known, avail, -1).tolist()
+    score_l = np.round(scores.astype(np.float64), 6).tolist()
+    return [
+        Item(
+            item_id=i,
+            score=s,
+            rank=r + 1,
+            category_id=c if c >= 0 else None,
+            price=pr if pr == pr else None,
+            available=bool(a) if a >= 0 else None,
+        )
+        for r, (i, s, c, pr, a) in enumerate(
+            zip(items.tolist(), score_l, cat_l, price_l, avail_l, strict=True)
+        )
+    ]
+
+
+def combine_neighbours(
+    lists: list, weights: np.ndarray, exclude: np.ndarray, n: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Sum weighted neighbour scores over several items' similar lists; top ``n``."""
+    parts = [(g[0], g[1] * w) for g, w in zip(lists, weights, strict=True) if g is not None]
+    if not parts:
+        return np.zeros(0, np.int64), np.zeros(0, np.float32)
+    items = np.concatenate([p[0] for p in parts])
+    scores = np.concatenate([p[1] for p in parts]).astype(np.float64)
+    uniq, inv = np.unique(items, return_inverse=True)
+    total = np.bincount(inv, weights=scores, minlength=len(uniq))
+    keep = ~np.isin(uniq, exclude)
+    uniq, total = uniq[keep], total[keep]
+    top = np.argsort(-total, kind="stable")[:n]
+    return uniq[top], total[top].astype(np.float32)
+
+
+class RecommenderService:
+    """Endpoint logic; raises Litestar HTTP exceptions for client errors."""
+
+    def __init__(self, store: RecsysStore):
+        self.store = store
+
+    @property
+    def settings(self):
+        return self.store.settings
+
+    def _model(self, vd: VersionData, name: str, field: str = "model") -> dict:
+        models = vd.models
+        if name not in models:
+            raise field_error(field, f"model {name!r} is not published (have {sorted(models)})")
+        return models[name]
+
+    def _similar_model(self, st: LayoutState, vd: VersionData, requested: str | None) -> str | None:
+        """The model whose neighbour lists answer item-based requests."""
+        if requested is not None:
+            if not self._model(vd, requested)["has_similar"]:
+                raise field_error("model", f"model {requested!r} has no similar-items lists")
+            return requested
+        default = self.store.default_model(st, vd)
+        if vd.models[default]["has_similar"]:
+            return default
+        return next((m for m, info in vd.models.items() if info["has_similar"]), None)
+
+    async def _popular_response(
+        self, vd: VersionData, n: int, category: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray, str]:
+        if category is not None:
+            got = await self.store.popular(vd, category)
+            if got is not None:
+                return got[0][:n], got[1][:n], "popular_category"
+        items, scores = await self.store.popular(vd, None) or (np.zeros(0, np.int64),) * 2
+        return items[:n], scores[:n], "popular"
+
+    async def _session_items(
+        self, st: LayoutState, vd: VersionData, item_ids: list[int], n: int, model: str | None
+    ) -> tuple[np.ndarray, np.ndarray, str | None]:
+        sim_model = self._similar_model(st, vd, model)
+        if sim_model is None:
+            return np.zeros(0, np.int64), np.zeros(0, np.float32), None
+        lists = await self.store.similar_lists(vd, sim_model, item_ids)
+        weights = SESSION_DECAY ** np.arange(len(item_ids))[::-1]  # newest (last) weighs 1
+        items, scores = combine_neighbours(lists, weights, np.asarray(item_ids), n)
+        return items, scores, sim_model
+
+    async def recommend(self, user_id: int, n: int, model: str | None) -> RecommendResponse:
+        st, vd = await self.store.current()
+        arm = experiment = None
+        if model is not None:
+            self._model(vd, model)
+        else:
+            exp = self.store.experiment(st, vd)
+            if exp is not None:
+                arm, experiment = assign_arm(exp, user_id), exp["name"]
+                model = exp[arm]
+            else:
+                model = self.store.default_model(st, vd)
+        info = vd.models[model]
+        got = await self.store.user_list(vd, model, user_id)
+        source, cold = "personal", False
+        if got is not None:
+            items, scores = got[0][:n], got[1][:n]
+        else:  # no published list: recent history as a session, else popular
+            cold = True
+            hist = await self.store.history(vd, user_id)
+            items = np.zeros(0, np.int64)
+            if hist is not None and len(hist[0]):
+                recent = hist[0][:20][::-1].tolist()  # oldest .. newest
+                items, scores, _ = await self._session_items(st, vd, recent, n, None)
+                source = "session"
+            if not len(items):
+                items, scores, source = await self._popular_response(vd, n)
+        return RecommendResponse(
+            version=vd.version,
+            model=model,
+            model_version=info["version"],
+            source=source,
+            cold_start=cold,
+            items=item_rows(await self.store.items(vd), items, scores),
+            user_id=user_id,
+            arm=arm,
+            experiment=experiment,
+        )
+
+    async def cold(
+        self, n: int, category: int | None, item_ids: list[int] | None, model: str | None
+    ) -> RecommendResponse:
+        st, vd = await self.store.current()
+        items = np.zeros(0, np.int64)
+        used = None
+        if item_ids:
+            items, scores, used = await self._session_items(st, vd, item_ids, n, model)
+            source = "similar"
+        elif model is not None:
+            self._model(vd, model)
+        if not len(items):
+            items, scores, source = await self._popular_response(vd, n, category)
+        return RecommendResponse(
+            version=vd.version,
+            model=used,
+            model_version=vd.models[used]["version"] if used else None,
+            source=source,
+            cold_start=True,
+            items=item_rows(await self.store.items(vd), items, scores),
+        )
+
+    async def session(
+        self, item_ids: list[int], n: int, model: str | None, user_id: int | None
+    ) -> RecommendResponse:
+        st, vd = await self.store.current()
+        items, scores, used = await self._session_items(st, vd, item_ids, n, model)
+        source = "session"
+        if not len(items):
+            items, scores, source = await self._popular_response(vd, n)
+        return RecommendResponse(
+            version=vd.version,
+            model=used,
+            model_version=vd.models[used]["version"] if used else None,
+            source=source,
+            cold_start=source != "session",
+            items=item_rows(await self.store.items(vd), items, scores),
+            user_id=user_id,
+        )
+
+    async def similar(self, item_id: int, n: int, model: str | None) -> SimilarResponse:
+        st, vd = await self.store.current()
+        table = await self.store.items(vd)
+        used = self._similar_model(st, vd, model)
+        got = (await self.store.similar_lists(vd, used, [item_id]))[0] if used else None
+        if got is not None:
+            items, scores, source = got[0][:n], got[1][:n], "similar"
+        else:
+            pos = int(table.lookup(np.asarray([item_id]))[0])
+            if pos < 0:
+                raise NotFoundException(f"item {item_id} is not in the published catalogue")
+            category = int(table.category[pos])
+            items, scores, source = await self._popular_response(
+                vd, n + 1, category if category >= 0 else None
+            )
+            keep = items != item_id
+            items, scores = items[keep][:n], scores[keep][:n]
+        return SimilarResponse(
+            item_id=item_id,
+            version=vd.version,
+            model=used,
+            model_version=vd.models[used]["version"] if used else None,
+            source=source,
+            items=item_rows(table, items, scores),
+        )
+
+    async def popular(self, category: int | None, n: int) -> PopularResponse:
+        _, vd = await self.store.current()
+        if category is not None and category not in set(vd.meta["popular_categories"]):
+            raise NotFoundException(f"category {category} has no published popular list")
+        items, scores, source = await self._popular_response(vd, n, category)
+        return PopularResponse(
+            version=vd.version,
+            category_id=category,
+            source=source,
+            items=item_rows(await self.store.items(vd), items, scores),
+        )
+
+    async def history(self, user_id: int, n: int) -> HistoryResponse:
+        _, vd = await self.store.current()
+        got = await self.store.history(vd, user_id)
+        if got is None:
+            return HistoryResponse(user_id=user_id, version=vd.version, known=False, items=[])
+        items, events, ts = (a[:n] for a in got)
+        rows = item_rows(await self.store.items(vd), items, np.zeros(len(items), np.float32))
+        return HistoryResponse(
+            user_id=user_id,
+            version=vd.version,
+            known=True,
+            items=[
+                HistoryEntry(
+                    item_id=r.item_id,
+                    event=EVENT_CODES[e],
+                    timestamp=t,
+                    category_id=r.category_id,
+                    price=r.price,
+                )
+                for r, e, t in zip(rows, events.tolist(), ts.tolist(), strict=True)
+            ],
+        )
+
+    async def models(self) -> ModelsResponse:
+        st, vd = await self.store.current()
+        default = self.store.default_model(st, vd)
+        return ModelsResponse(
+            version=vd.version,
+            previous=st.previous,
+            created_at=vd.meta.get("created_at"),
+            published_at=vd.meta.get("published_at"),
+            default_model=default,
+            experiment=self.store.experiment(st, vd),
+            models=[
+                ModelInfo(
+                    name=m["name"],
+                    version=m["version"],
+                    trained_at=m["trained_at"],
+                    metrics=m["metrics"],
+                    params=m["params"],
+                    n_users=m["n_users"],
+                    has_similar=m["has_similar"],
+                    is_default=m["name"] == default,
+                )
+                for m in vd.meta["models"]
+            ],
+        )
+
+    async def set_default_model(self, model: str) -> ModelsResponse:
+        _, vd = await self.store.current()
+        self._model(vd, model)
+        await self.store.reader.set_default_model(vd.version, model)
+        self.store.invalidate()
+        return await self.models()
+
+    async def set_experiment(self, exp: dict | None) -> ModelsResponse:
+        _, vd = await self.store.current()
+        if exp is not None:
+            for arm in ("control", "treatment"):
+                self._model(vd, exp[arm], arm)
+        await self.store.reader.set_ab_experiment(exp)
+        self.store.invalidate()
+        return await self.models()
+
+    async def feedback(
+        self, user_id: int, item_id: int, event: str, model: str | None, rank, ts
+    ) -> dict:
+        st = await self.store.state()
+        version = st.current
+        experiment = arm = None
+        if version is not None:
+            vd = await self.store.version(version)
+            exp = self.store.experiment(st, vd)
+            if exp is not None:
+                arm, experiment = assign_arm(exp, user_id), exp["name"]
+                model = model or exp[arm]
+            model = model or self.store.default_model(st, vd)
+        fields = {
+            "user_id": str(user_id),
+            "item_id": str(item_id),
+            "event": event,
+            "timestamp": str(ts if ts is not None else int(time.time() * 1000)),
+            "model": model or "",
+            "version": version or "",
+            "experiment": experiment or "",
+            "arm": arm or "",
+            "rank": "" if rank is None else str(rank),
+        }
+        entry = await self.store.reader.append_feedback(fields, self.settings.feedback_maxlen)
+        return {
+            "id": entry,
+            "version": version,
+            "model": model,
+            "experiment": experiment,
+            "arm": arm,
+        }
