@@ -1,6 +1,6 @@
 """The Litestar application: ``create_app()`` builds it, ``app`` is what ASGI servers load.
 
-    litestar --app recsys_serving.app:app run        # or: uvicorn recsys_serving.app:app
+litestar --app recsys_serving.app:app run        # or: uvicorn recsys_serving.app:app
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from litestar import Litestar, MediaType, Request, Response
-from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
+from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.template import TemplateConfig
 from redis.exceptions import RedisError
 

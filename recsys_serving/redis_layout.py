@@ -347,7 +347,9 @@ def event_codes(events: np.ndarray) -> np.ndarray:
         codes[names == name] = i
     if (codes < 0).any():
         bad = int(np.flatnonzero(codes < 0)[0])
-        raise ValueError(f"history_events[{bad}]: unknown event {names[bad]!r} (want {EVENT_CODES})")
+        raise ValueError(
+            f"history_events[{bad}]: unknown event {names[bad]!r} (want one of {EVENT_CODES})"
+        )
     return codes
 
 
@@ -490,7 +492,9 @@ def validate_experiment(exp: dict | None, models: Iterable[str], where: str) -> 
         raise ValueError(f"{where}: missing field(s) {sorted(missing)}")
     for arm in ("control", "treatment"):
         if exp[arm] not in names:
-            raise ValueError(f"{where}.{arm}: model {exp[arm]!r} is not published ({sorted(names)})")
+            raise ValueError(
+                f"{where}.{arm}: model {exp[arm]!r} is not published ({sorted(names)})"
+            )
     share = exp["treatment_share"]
     if isinstance(share, bool) or not isinstance(share, int | float) or not 0 <= share <= 1:
         raise ValueError(f"{where}.treatment_share: must be a number in [0, 1], got {share!r}")
@@ -811,7 +815,9 @@ def publish_bundle(
     w.flush()
     mem1 = int(redis.info("memory")["used_memory"])
     switch = redis.register_script(SWITCH_LUA)
-    old = switch(keys=[keys.current, keys.previous, keys.meta(version)], args=[version, keys.channel])
+    old = switch(
+        keys=[keys.current, keys.previous, keys.meta(version)], args=[version, keys.channel]
+    )
     deleted = delete_stale_versions(redis, prefix)
     return PublishReport(
         version=version,
@@ -853,9 +859,7 @@ def rollback(redis, prefix: str = "recsys") -> str:
     """Serve the previous version again (the current one becomes previous); returns it."""
     keys = Keys(prefix)
     script = redis.register_script(ROLLBACK_LUA)
-    return _text(
-        script(keys=[keys.current, keys.previous], args=[f"{prefix}:v:", keys.channel])
-    )
+    return _text(script(keys=[keys.current, keys.previous], args=[f"{prefix}:v:", keys.channel]))
 
 
 def read_meta(redis, prefix: str = "recsys", version: str | None = None) -> dict | None:

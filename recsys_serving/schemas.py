@@ -10,9 +10,7 @@ from msgspec import Meta
 from recsys_serving.settings import MAX_RECOMMENDATIONS
 
 Id = Annotated[int, Meta(ge=0, le=2**53, description="non-negative integer id")]
-N = Annotated[
-    int, Meta(ge=1, le=MAX_RECOMMENDATIONS, description=f"1..{MAX_RECOMMENDATIONS}")
-]
+N = Annotated[int, Meta(ge=1, le=MAX_RECOMMENDATIONS, description=f"1..{MAX_RECOMMENDATIONS}")]
 ModelName = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")]
 ItemIds = Annotated[list[Id], Meta(max_length=50)]
 Source = Literal["personal", "popular", "popular_category", "session", "similar"]

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dagster import AssetKey, BackfillPolicyType, DailyPartitionsDefinition
+from dagster import AssetKey, DailyPartitionsDefinition
+from dagster._core.definitions.backfill_policy import BackfillPolicyType
 
 
 def test_definitions_load_and_graph_shape():
@@ -21,6 +22,13 @@ def test_definitions_load_and_graph_shape():
         "activity_heatmap",
         "rfm_segments",
         "association_rules",
+        "tuned_params",
+        "trained_model",
+        "eval_recommendations",
+        "model_metrics",
+        "session_metrics",
+        "leaderboard",
+        "serving_bundle",
     }
     assert expected <= keys
 
@@ -35,11 +43,13 @@ def test_definitions_load_and_graph_shape():
     assert AssetKey("splits") in graph.get(AssetKey("item_catalog")).parent_keys
     assert AssetKey("interactions") in graph.get(AssetKey("association_rules")).parent_keys
 
+    models = graph.get(AssetKey("trained_model")).partitions_def.get_partition_keys()
+    assert {"popular", "als", "item_knn", "content_based"} <= set(models)
+    assert AssetKey("trained_model") in graph.get(AssetKey("eval_recommendations")).parent_keys
+
     # Every asset writes to the DuckDB file, so every asset is in the single-slot pool.
-    for key in graph.get_all_asset_keys():
-        node = graph.get(key)
-        if node.is_materializable:
-            assert node.pool == "duckdb", key
+    for assets_def in defs.assets:
+        assert assets_def.op.pool == "duckdb", assets_def.keys
 
 
 def test_dagster_yaml_limits_pools_to_one_slot():
@@ -56,5 +66,6 @@ def test_jobs_schedules_sensors_resolve():
 
     assert defs.resolve_job_def("ingest_job").partitions_def is not None
     assert defs.resolve_job_def("refresh_job") is not None
+    assert defs.resolve_job_def("models_job").partitions_def is not None
     assert defs.resolve_schedule_def("ingest_job_schedule") is not None
     assert defs.resolve_sensor_def("refresh_after_ingest") is not None

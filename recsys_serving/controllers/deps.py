@@ -33,14 +33,15 @@ def path_id(raw: str, name: str) -> int:
 
 
 def admin_guard(connection: ASGIConnection, _: BaseRouteHandler) -> None:
-    """Admin endpoints need ``Authorization: Bearer $RECSYS_ADMIN_TOKEN``; refused if it is unset."""
+    """Admin endpoints need ``Authorization: Bearer $RECSYS_ADMIN_TOKEN``; refused when unset."""
     token = connection.app.state.settings.admin_token
     if not token:
         raise PermissionDeniedException(
             "admin endpoints are disabled: RECSYS_ADMIN_TOKEN is not set on the server"
         )
     scheme, _, given = connection.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
+    ok = hmac.compare_digest(given.strip().encode(), token.encode())
+    if scheme.lower() != "bearer" or not ok:
         raise NotAuthorizedException(
             "admin token required: send 'Authorization: Bearer <RECSYS_ADMIN_TOKEN>'"
         )

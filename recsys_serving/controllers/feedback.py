@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from litestar import Controller, post
+from litestar.params import JSONBody
 
 from recsys_serving.controllers.deps import Service
 from recsys_serving.schemas import FeedbackRequest, FeedbackResponse
@@ -13,7 +14,7 @@ class FeedbackController(Controller):
     tags = ["feedback"]
 
     @post("/", status_code=202, summary="Record an impression/click/addtocart/transaction")
-    async def feedback(self, data: FeedbackRequest, service: Service) -> FeedbackResponse:
+    async def feedback(self, data: JSONBody[FeedbackRequest], service: Service) -> FeedbackResponse:
         out = await service.feedback(
             data.user_id, data.item_id, data.event, data.model, data.rank, data.timestamp
         )

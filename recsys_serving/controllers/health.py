@@ -20,7 +20,7 @@ class HealthController(Controller):
             await store.redis.ping()
         except (RedisError, OSError) as exc:
             store.invalidate()
-            body = HealthResponse(status="degraded", redis=False, detail=f"Redis unreachable: {exc}")
+            body = HealthResponse("degraded", False, detail=f"Redis unreachable: {exc}")
             return Response(body, status_code=503)
         try:
             st, vd = await store.current()

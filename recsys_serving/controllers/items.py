@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Annotated
 
 from litestar import Controller, get, post
-from litestar.params import Parameter
+from litestar.params import FromPath, JSONBody, QueryParameter
 
-from recsys_serving.controllers.deps import Service
+from recsys_serving.controllers.deps import Service, path_id
 from recsys_serving.schemas import (
     HistoryResponse,
     PopularResponse,
@@ -16,35 +16,36 @@ from recsys_serving.schemas import (
 )
 from recsys_serving.settings import MAX_RECOMMENDATIONS
 
-IdParam = Annotated[int, Parameter(ge=0, le=2**53)]
-NParam = Annotated[int, Parameter(ge=1, le=MAX_RECOMMENDATIONS)]
+NParam = Annotated[int, QueryParameter(ge=1, le=MAX_RECOMMENDATIONS)]
 
 
 class ItemsController(Controller):
     path = "/api/v1"
     tags = ["items"]
 
-    @post("/similar/{item_id:int}", status_code=200, summary="Items similar to one item")
+    # ids are taken as text so that "abc" or "-3" get a 400 naming the field, not a 404
+    @post("/similar/{item_id:str}", status_code=200, summary="Items similar to one item")
     async def similar(
-        self,
-        item_id: IdParam,
-        service: Service,
-        data: SimilarRequest | None = None,
+        self, item_id: FromPath[str], service: Service, data: JSONBody[SimilarRequest | None] = None
     ) -> SimilarResponse:
         data = data or SimilarRequest()
-        return await service.similar(item_id, data.n_recommendations, data.model)
+        item = path_id(item_id, "item_id")
+        return await service.similar(item, data.n_recommendations, data.model)
 
     @get("/popular", summary="Most popular items, optionally within a category")
     async def popular(
         self,
         service: Service,
-        category_id: Annotated[int | None, Parameter(ge=0, le=2**53)] = None,
+        category_id: Annotated[int | None, QueryParameter(ge=0, le=2**53)] = None,
         n: NParam = 10,
     ) -> PopularResponse:
         return await service.popular(category_id, n)
 
-    @get("/users/{user_id:int}/history", summary="A user's recent events, newest first")
+    @get("/users/{user_id:str}/history", summary="A user's recent events, newest first")
     async def history(
-        self, user_id: IdParam, service: Service, n: Annotated[int, Parameter(ge=1, le=50)] = 50
+        self,
+        user_id: FromPath[str],
+        service: Service,
+        n: Annotated[int, QueryParameter(ge=1, le=50)] = 50,
     ) -> HistoryResponse:
-        return await service.history(user_id, n)
+        return await service.history(path_id(user_id, "user_id"), n)

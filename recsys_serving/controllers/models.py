@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from litestar import Controller, delete, get, post
+from litestar.params import JSONBody
 
-from recsys_serving.controllers.deps import admin_guard
-from recsys_serving.controllers.deps import Service
+from recsys_serving.controllers.deps import Service, admin_guard
 from recsys_serving.schemas import DefaultModelRequest, ExperimentRequest, ModelsResponse
 
 
@@ -19,7 +19,7 @@ class ModelsController(Controller):
 
     @post("/default", status_code=200, guards=[admin_guard], summary="Switch the default model")
     async def set_default(
-        self, data: DefaultModelRequest, service: Service
+        self, data: JSONBody[DefaultModelRequest], service: Service
     ) -> ModelsResponse:
         return await service.set_default_model(data.model)
 
@@ -34,7 +34,7 @@ class ExperimentController(Controller):
 
     @post("/", status_code=200, guards=[admin_guard], summary="Start or change the A/B experiment")
     async def set_experiment(
-        self, data: ExperimentRequest, service: Service
+        self, data: JSONBody[ExperimentRequest], service: Service
     ) -> ModelsResponse:
         exp = {
             "name": data.name,

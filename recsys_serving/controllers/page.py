@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from litestar import Controller, get
 from litestar.exceptions import HTTPException, ValidationException
+from litestar.params import FromQuery
 from litestar.response import Template
 from redis.exceptions import RedisError
 
+from recsys_serving.controllers.deps import Service
 from recsys_serving.store import NotPublished
 
 
@@ -32,10 +34,10 @@ class PageController(Controller):
     async def index(
         self,
         service: Service,
-        user_id: str | None = None,
-        model: str | None = None,
-        item_id: str | None = None,
-        n: str | None = None,
+        user_id: FromQuery[str | None] = None,
+        model: FromQuery[str | None] = None,
+        item_id: FromQuery[str | None] = None,
+        n: FromQuery[str | None] = None,
     ) -> Template:
         ctx: dict = {"user_id": user_id or "", "model": model or "", "error": None}
         status = 200

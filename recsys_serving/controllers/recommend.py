@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from litestar import Controller, post
+from litestar.params import JSONBody
 
 from recsys_serving.controllers.deps import Service
 from recsys_serving.schemas import ColdRequest, RecommendRequest, RecommendResponse, SessionRequest
@@ -14,14 +15,16 @@ class RecommendController(Controller):
 
     @post("/", status_code=200, summary="Top-N for a user (cold-start answer when unknown)")
     async def recommend(
-        self, data: RecommendRequest, service: Service
+        self, data: JSONBody[RecommendRequest], service: Service
     ) -> RecommendResponse:
         return await service.recommend(data.user_id, data.n_recommendations, data.model)
 
     @post("/cold", status_code=200, summary="No history: popular, per category or around items")
-    async def cold(self, data: ColdRequest, service: Service) -> RecommendResponse:
-        return await service.cold(data.n_recommendations, data.category_id, data.item_ids, data.model)
+    async def cold(self, data: JSONBody[ColdRequest], service: Service) -> RecommendResponse:
+        d = data
+        return await service.cold(d.n_recommendations, d.category_id, d.item_ids, d.model)
 
     @post("/session", status_code=200, summary="From recently viewed item ids (newest last)")
-    async def session(self, data: SessionRequest, service: Service) -> RecommendResponse:
-        return await service.session(data.item_ids, data.n_recommendations, data.model, data.user_id)
+    async def session(self, data: JSONBody[SessionRequest], service: Service) -> RecommendResponse:
+        d = data
+        return await service.session(d.item_ids, d.n_recommendations, d.model, d.user_id)
