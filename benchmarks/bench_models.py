@@ -154,12 +154,11 @@ def main(argv: list[str] | None = None) -> None:
     t = time.perf_counter()
     splits, catalog, tree = synthetic_frames(args.scale)
     print(f"generated {splits.height:,} events in {time.perf_counter() - t:.1f}s", flush=True)
-    sec, data = timed(lambda: build_training_data(splits, catalog, tree), args.repeats)
+    sec, data = timed(lambda f=(splits, catalog, tree): build_training_data(*f), args.repeats)
     m = data.user_item
     print(f"matrix {m.shape[0]:,} users × {m.shape[1]:,} items, nnz {m.nnz:,}; "
           f"max user nnz {np.diff(m.indptr).max():,}", flush=True)
     rows.append(("build_training_data", sec, ""))
-    del splits
 
     rng = np.random.default_rng(1)
     users = data.user_ids[rng.choice(data.n_users, min(args.users, data.n_users), replace=False)]
@@ -176,7 +175,7 @@ def main(argv: list[str] | None = None) -> None:
             rows.append(("  implicit ALS direct fit", direct, ""))
             note = f"direct/wrapper {direct / sec:.2f}"
         if name == "item_knn":
-            direct, _ = timed(lambda: implicit_cosine_direct(data, model.params["k"]),
+            direct, _ = timed(lambda k=model.params["k"]: implicit_cosine_direct(data, k),
                               args.repeats)
             rows.append(("  implicit CosineRecommender direct fit", direct, ""))
             note = f"direct/wrapper {direct / sec:.2f}"

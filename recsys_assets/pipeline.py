@@ -60,7 +60,7 @@ STAGES: tuple[Stage, ...] = (
 
 def run_stage(defs, instance: DagsterInstance, stage: Stage, partition_keys: list[str]) -> float:
     """Execute one stage as one Dagster run (one run per partition for per-model stages)."""
-    job = defs.get_implicit_global_asset_job_def()
+    job = defs.resolve_implicit_global_asset_job_def()
     selection = [AssetKey(a) for a in stage.assets]
     start = time.perf_counter()
     tag_sets: list[dict[str, str]]

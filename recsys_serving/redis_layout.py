@@ -281,7 +281,7 @@ def encode_lists(codes: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.
     m = mono[:, None] & (jp < n_pairs[:, None])
     out[(body[:, None] + jp)[m]] = pairs[m]
     exc_rank = np.cumsum(exc, axis=1) - 1
-    out[(body + n_pairs)[:, None] + exc_rank][exc] = drop[exc].astype(np.uint8)
+    out[((body + n_pairs)[:, None] + exc_rank)[exc]] = drop[exc].astype(np.uint8)
     # other rows: one byte per score
     m = ~mono[:, None] & valid
     out[(body[:, None] + np.arange(width))[m]] = q[m].astype(np.uint8)
@@ -728,6 +728,10 @@ def _scan_versions(redis, keys: Keys) -> dict[str, list[bytes]]:
     return found
 
 
+def _version_key(version: str) -> tuple:
+    return (0, int(version), "") if version.isdigit() else (1, 0, version)
+
+
 def delete_stale_versions(redis, prefix: str = "recsys", keep: Iterable[str] = ()) -> list[str]:
     """Delete every version except current, previous and ``keep``; returns the deleted ones."""
     keys = Keys(prefix)
@@ -741,7 +745,7 @@ def delete_stale_versions(redis, prefix: str = "recsys", keep: Iterable[str] = (
             redis.unlink(*names[a : a + 1000])
         redis.hdel(keys.control, control_default_field(version))
         deleted.append(version)
-    return sorted(deleted)
+    return sorted(deleted, key=_version_key)
 
 
 def publish_bundle(
@@ -765,7 +769,7 @@ def publish_bundle(
     validate_bundle(bundle)
     t0 = time.perf_counter()
     keys = Keys(prefix)
-    delete_stale_versions(redis, prefix)  # partial keys of a publish that died half-way
+    stale = delete_stale_versions(redis, prefix)  # partial keys of a publish that died half-way
     mem0 = int(redis.info("memory")["used_memory"])
     version = str(redis.incr(keys.seq))
     w = _Writer(redis, on_progress, batch_bytes, batch_keys)
@@ -818,7 +822,7 @@ def publish_bundle(
     old = switch(
         keys=[keys.current, keys.previous, keys.meta(version)], args=[version, keys.channel]
     )
-    deleted = delete_stale_versions(redis, prefix)
+    deleted = sorted(set(stale) | set(delete_stale_versions(redis, prefix)), key=_version_key)
     return PublishReport(
         version=version,
         previous=old.decode() if old else None,

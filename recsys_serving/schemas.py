@@ -81,7 +81,7 @@ class RecommendResponse(msgspec.Struct):
     model_version: str | None
     source: Source
     cold_start: bool
-    items: list[Item]
+    recommendations: list[Item]
     user_id: int | None = None
     arm: str | None = None
     experiment: str | None = None
@@ -93,7 +93,7 @@ class SimilarResponse(msgspec.Struct):
     model: str | None
     model_version: str | None
     source: Source
-    items: list[Item]
+    similar_items: list[Item]
 
 
 class PopularResponse(msgspec.Struct):
@@ -115,7 +115,7 @@ class HistoryResponse(msgspec.Struct):
     user_id: int
     version: str
     known: bool
-    items: list[HistoryEntry]
+    events: list[HistoryEntry]
 
 
 class ModelInfo(msgspec.Struct):

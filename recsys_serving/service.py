@@ -165,7 +165,7 @@ class RecommenderService:
             model_version=info["version"],
             source=source,
             cold_start=cold,
-            items=item_rows(await self.store.items(vd), items, scores),
+            recommendations=item_rows(await self.store.items(vd), items, scores),
             user_id=user_id,
             arm=arm,
             experiment=experiment,
@@ -190,7 +190,7 @@ class RecommenderService:
             model_version=vd.models[used]["version"] if used else None,
             source=source,
             cold_start=True,
-            items=item_rows(await self.store.items(vd), items, scores),
+            recommendations=item_rows(await self.store.items(vd), items, scores),
         )
 
     async def session(
@@ -207,7 +207,7 @@ class RecommenderService:
             model_version=vd.models[used]["version"] if used else None,
             source=source,
             cold_start=source != "session",
-            items=item_rows(await self.store.items(vd), items, scores),
+            recommendations=item_rows(await self.store.items(vd), items, scores),
             user_id=user_id,
         )
 
@@ -234,7 +234,7 @@ class RecommenderService:
             model=used,
             model_version=vd.models[used]["version"] if used else None,
             source=source,
-            items=item_rows(table, items, scores),
+            similar_items=item_rows(table, items, scores),
         )
 
     async def popular(self, category: int | None, n: int) -> PopularResponse:
@@ -253,14 +253,14 @@ class RecommenderService:
         _, vd = await self.store.current()
         got = await self.store.history(vd, user_id)
         if got is None:
-            return HistoryResponse(user_id=user_id, version=vd.version, known=False, items=[])
+            return HistoryResponse(user_id=user_id, version=vd.version, known=False, events=[])
         items, events, ts = (a[:n] for a in got)
         rows = item_rows(await self.store.items(vd), items, np.zeros(len(items), np.float32))
         return HistoryResponse(
             user_id=user_id,
             version=vd.version,
             known=True,
-            items=[
+            events=[
                 HistoryEntry(
                     item_id=r.item_id,
                     event=EVENT_CODES[e],

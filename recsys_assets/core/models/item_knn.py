@@ -103,6 +103,8 @@ class ItemKNNRecommender(Recommender):
         top = float(self._popularity.max()) if self._popularity.size else 0.0
         scale = POPULARITY_TIEBREAK / top if top > 0 else 0.0
         self._tiebreak = (self._popularity * scale).astype(np.float32)
+        # ranked on the float32 tie-break itself, so rounding ties order by column as required
+        self._tiebreak_order = np.argsort(-self._tiebreak, kind="stable")
 
     def _scores_from(self, weights: sp.csr_matrix) -> np.ndarray:
         scores = (weights @ self.similarity).toarray()
@@ -122,7 +124,7 @@ class ItemKNNRecommender(Recommender):
         vals = reached.data.astype(np.float32) + self._tiebreak[reached.indices]
         return topk_candidates(
             reached.shape[0], rows, reached.indices, vals, self.n_items, width, exclude,
-            prior=self._tiebreak, prior_order=self._popular_order(),
+            prior=self._tiebreak, prior_order=self._tiebreak_order,
         )
 
     def _recommend_rows(

