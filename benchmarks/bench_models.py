@@ -17,6 +17,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
 import numpy as np
 import polars as pl
@@ -72,10 +73,14 @@ def synthetic_frames(scale: float, seed: int = 0) -> tuple[pl.DataFrame, ...]:
     # items: heavy-tailed popularity over a random id order
     p = 1.0 / (np.arange(n_items) + 20.0) ** 0.95
     item = rng.permutation(n_items)[rng.choice(n_items, n_events, p=p / p.sum())]
-    ts = np.sort(rng.integers(0, 138 * DAY, n_events))
-    ts = ts[rng.permutation(n_events)]
+    ts = rng.integers(0, 138 * DAY, n_events)
     order = np.lexsort((ts, user))
     user, item, ts = user[order], item[order], ts[order]
+    # 40 % of follow-up events revisit the user's previous item (view → cart → buy, re-views):
+    # about 0.8 distinct user-item pairs per event, as in RetailRocket
+    again = np.r_[False, (user[1:] == user[:-1]) & (rng.random(n_events - 1) < 0.4)]
+    last_new = np.maximum.accumulate(np.where(~again, np.arange(n_events), 0))
+    item = item[last_new]
     new_session = np.r_[True, (user[1:] != user[:-1]) | (rng.random(n_events - 1) < 0.3)]
     event = rng.choice(np.array(["view", "addtocart", "transaction"]), n_events,
                        p=[0.967, 0.025, 0.008])
@@ -141,12 +146,58 @@ def implicit_cosine_direct(data: TrainingData, k: int):
     return model
 
 
+def scipy_cosine_neighbours(user_item, k: int, block: int = 20_000):
+    """The alternative to implicit's all_pairs_knn: blocked sparse X.T @ X + per-row top-k.
+
+    Kept here only to re-measure the choice made in item_knn.py (``--compare-scipy-knn``).
+    """
+    import scipy.sparse as sp
+
+    n_items = user_item.shape[1]
+    norms = np.sqrt(np.bincount(user_item.indices, weights=user_item.data.astype(float) ** 2,
+                                minlength=n_items))
+    norms[norms == 0] = 1.0
+    unit = sp.csr_matrix((user_item.data / norms[user_item.indices], user_item.indices,
+                          user_item.indptr), shape=user_item.shape)
+    item_users = unit.T.tocsr()
+    parts = []
+    for start in range(0, n_items, block):  # a loop over ~12 item blocks, not over items
+        prod = (item_users[start : start + block] @ unit).tocoo()
+        keep = prod.row + start != prod.col
+        r, c, v = prod.row[keep], prod.col[keep], prod.data[keep]
+        order = np.lexsort((c, -v, r))
+        r, c, v = r[order], c[order], v[order]
+        top = np.arange(r.size) - np.searchsorted(r, r) < k
+        parts.append(sp.csr_matrix((v[top], (r[top], c[top])),
+                                   shape=(min(block, n_items - start), n_items)))
+    return sp.vstack(parts).tocsr()
+
+
+def _same_neighbour_values(a, b) -> float:
+    """Share of rows whose sorted neighbour cosines agree (ids may differ among equal cosines)."""
+    def sorted_rows(m):
+        m = m.tocsr()
+        row = np.repeat(np.arange(m.shape[0]), np.diff(m.indptr))
+        order = np.lexsort((-m.data, row))
+        return np.diff(m.indptr), m.data[order].astype(np.float64)
+
+    (la, va), (lb, vb) = sorted_rows(a), sorted_rows(b)
+    same_len = la == lb
+    row = np.repeat(np.flatnonzero(same_len), la[same_len])
+    differs = ~np.isclose(va[np.repeat(same_len, la)], vb[np.repeat(same_len, lb)], rtol=1e-5)
+    bad = ~same_len
+    bad[row[differs]] = True
+    return float(1 - bad.mean())
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--scale", type=float, default=1.0)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--users", type=int, default=100_000, help="users to recommend top-20 for")
     ap.add_argument("--models", default="popular,als,item_knn,content_based")
+    ap.add_argument("--compare-scipy-knn", action="store_true",
+                    help="also time the scipy.sparse kNN alternative once (slow: minutes)")
     args = ap.parse_args(argv)
     models = args.models.split(",")
     rows: list[tuple[str, float, str]] = []
@@ -162,11 +213,14 @@ def main(argv: list[str] | None = None) -> None:
 
     rng = np.random.default_rng(1)
     users = data.user_ids[rng.choice(data.n_users, min(args.users, data.n_users), replace=False)]
-    fitted = {}
+    # warm-up: the first implicit call pays for thread pools and lazy imports; keep that out of
+    # whichever of wrapper/direct happens to run first
+    small = replace(data, user_item=data.user_item[:2000], user_ids=data.user_ids[:2000])
+    create_model("als", {"iterations": 1}).fit(small)
+    implicit_als_direct(small, 64, 1, 0.05, 2.0)
     for name in models:
         sec, model = timed(lambda name=name: create_model(name).fit(data), args.repeats)
-        fitted[name] = model
-        note = ""
+        note, n_before = "", len(rows)
         if name == "als":
             p = model.params
             direct, _ = timed(lambda p=p: implicit_als_direct(
@@ -179,8 +233,14 @@ def main(argv: list[str] | None = None) -> None:
                               args.repeats)
             rows.append(("  implicit CosineRecommender direct fit", direct, ""))
             note = f"direct/wrapper {direct / sec:.2f}"
-        rows.insert(len(rows) - (1 if note else 0), (f"{name} fit", sec, note))
-        print(rows[-1] if not note else rows[-2], flush=True)
+            if args.compare_scipy_knn:
+                own, sim = timed(lambda k=model.params["k"]: scipy_cosine_neighbours(
+                    data.user_item, k), 1)
+                same = _same_neighbour_values(model.similarity, sim)
+                rows.append(("  scipy.sparse kNN alternative (1 run)", own,
+                             f"same neighbour cosines in {same:.1%} of items"))
+        rows[n_before:n_before] = [(f"{name} fit", sec, note)]
+        print(rows[n_before], flush=True)
         sec, _ = timed(lambda model=model: model.recommend(users, k=20), args.repeats)
         rows.append((f"{name} recommend top-20 × {users.size:,}", sec,
                      f"{users.size / sec:,.0f} users/s"))

@@ -98,10 +98,21 @@ def run_stage(defs, instance: DagsterInstance, stage: Stage, partition_keys: lis
     return time.perf_counter() - start
 
 
+def _quiet_library_warnings() -> None:
+    """Beta/deprecation notices from dagster-mlflow and friends say nothing to a user of recsys."""
+    import warnings
+
+    from dagster import BetaWarning, PreviewWarning
+
+    for category in (BetaWarning, PreviewWarning, DeprecationWarning, FutureWarning):
+        warnings.filterwarnings("ignore", category=category)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs="*", help="run only the stages with these names")
     args = parser.parse_args(argv)
+    _quiet_library_warnings()
 
     from recsys_assets.definitions import defs
     from recsys_assets.partitions import daily_partitions, model_partitions

@@ -231,6 +231,8 @@ def test_round_trip_bytes(name, fitted, data):
     np.testing.assert_array_equal(
         model.similar_items(items, k=5).item_ids, loaded.similar_items(items, k=5).item_ids
     )
+    any_model = Recommender.from_bytes(blob)
+    assert type(any_model) is type(model)
     other = next(n for n in MODELS if n != name)
     with pytest.raises(ValueError, match=f"hold a '{name}' model"):
         get_model_class(other).from_bytes(blob)
@@ -246,6 +248,8 @@ def test_similar_items(name, fitted, data):
     for query, row in zip(items[:30], recs.item_ids[:30], strict=True):
         assert query not in row
     assert (recs.item_ids[:30, 0] >= 0).all()
+    np.testing.assert_array_equal(model.similar_items(items, k=10, batch_size=4).item_ids,
+                                  recs.item_ids)
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -386,3 +390,18 @@ def test_to_frame(fitted, data):
 
 def test_item_knn_is_registered_class():
     assert MODEL_REGISTRY["item_knn"] is ItemKNNRecommender
+
+
+def test_cosine_neighbours_with_identical_items():
+    from recsys_assets.core.models.item_knn import cosine_neighbours
+
+    # items 0, 1, 2 have identical users (cosine 1 ties with the item itself), item 3 half-overlaps
+    m = sp.csr_matrix(np.array([[1, 1, 1, 1], [2, 2, 2, 0], [0, 0, 0, 0]], dtype=np.float32))
+    sim = cosine_neighbours(m, k=1)
+    for i in range(4):
+        row = sim[i]
+        assert row.nnz == 1 and i not in row.indices
+    assert sim[0].data[0] == pytest.approx(1.0)
+    assert sim[3].data[0] == pytest.approx(1 / np.sqrt(5))
+    full = cosine_neighbours(m, k=5)
+    assert np.diff(full.indptr).tolist() == [3, 3, 3, 3]

@@ -18,6 +18,9 @@ import polars as pl
 from recsys_serving.bundle import EVENT_CODES, ModelLists, ServingBundle
 
 
+NO_NEIGHBOUR_MODELS = frozenset({"popular"})
+
+
 @dataclass(frozen=True)
 class PublishedModel:
     model: object  # a fitted Recommender
@@ -96,7 +99,10 @@ def _model_lists(
 
     model_items = np.asarray(model.item_ids, dtype=np.int64)
     ranked = popularity.filter(pl.col("item_id").is_in(pl.Series(model_items).implode()))
-    sim_ids = np.sort(ranked["item_id"].head(limits.max_similar_items).to_numpy())
+    # Popularity has no notion of item neighbours: its "similar items" would be the same global
+    # list for every item, so none are published and the service uses another model's.
+    n_similar = 0 if name in NO_NEIGHBOUR_MODELS else limits.max_similar_items
+    sim_ids = np.sort(ranked["item_id"].head(n_similar).to_numpy())
     sim_items = np.full((len(sim_ids), limits.similar_n), -1, dtype=np.int64)
     sim_scores = np.full((len(sim_ids), limits.similar_n), -np.inf, dtype=np.float32)
     for start in range(0, len(sim_ids), limits.batch_size):

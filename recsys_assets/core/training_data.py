@@ -128,8 +128,9 @@ def build_training_data(
     item_ids = np.union1d(events["item_id"].to_numpy(), catalog["item_id"].to_numpy())
     reference_ms = int(events["timestamp"].max())
 
-    # time order (ties broken by user, item) so event arrays and sessions are deterministic
-    events = events.sort(["timestamp", "user_id", "item_id"])
+    # time order (ties broken by user, item, then input order) so event arrays and sessions
+    # are deterministic
+    events = events.sort(["timestamp", "user_id", "item_id"], maintain_order=True)
     ev_user = lookup_index(user_ids, events["user_id"].to_numpy()).astype(np.int32)
     ev_item = lookup_index(item_ids, events["item_id"].to_numpy()).astype(np.int32)
     ev_time = events["timestamp"].to_numpy().astype(np.int64)

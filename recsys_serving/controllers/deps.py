@@ -3,16 +3,25 @@
 from __future__ import annotations
 
 import hmac
+import re
+from typing import TypeVar
 
+import msgspec
+from litestar import Request
 from litestar.connection import ASGIConnection
 from litestar.datastructures import State
 from litestar.di import NamedDependency
-from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
+from litestar.exceptions import (
+    NotAuthorizedException,
+    PermissionDeniedException,
+    ValidationException,
+)
 from litestar.handlers.base import BaseRouteHandler
 
 from recsys_serving.service import RecommenderService, field_error
 from recsys_serving.store import RecsysStore
 
+T = TypeVar("T")
 Service = NamedDependency[RecommenderService]
 Store = NamedDependency[RecsysStore]
 
@@ -23,6 +32,32 @@ def provide_service(state: State) -> RecommenderService:
 
 def provide_store(state: State) -> RecsysStore:
     return state.store
+
+
+_AT_FIELD = re.compile(r"at `\$\.([A-Za-z_][A-Za-z0-9_]*)")
+_NAMED_FIELD = re.compile(r"field `([^`]+)`")
+
+
+async def strict_body(request: Request, schema: type[T], *, optional: bool = False) -> T:
+    """Decode the JSON body strictly: ``"11"`` is not an int (Litestar itself coerces it).
+
+    Errors are 400s naming the field, shaped like Litestar's own validation errors.
+    """
+    raw = await request.body()
+    if optional and not raw.strip():
+        return schema()
+    try:
+        return msgspec.json.decode(raw, type=schema)
+    except msgspec.ValidationError as exc:
+        text = str(exc)
+        found = _AT_FIELD.search(text) or _NAMED_FIELD.search(text)
+        key = found.group(1) if found else "body"
+        raise ValidationException(
+            detail=f"Validation failed for {request.method} {request.url.path}: {key}: {text}",
+            extra=[{"key": key, "message": text, "source": "body"}],
+        ) from exc
+    except msgspec.DecodeError as exc:
+        raise ValidationException(detail=f"JSON is malformed: {exc}") from exc
 
 
 def path_id(raw: str, name: str) -> int:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from litestar import Controller, post
+from litestar import Controller, Request, post
 from litestar.params import JSONBody
 
-from recsys_serving.controllers.deps import Service
+from recsys_serving.controllers.deps import Service, strict_body
 from recsys_serving.schemas import FeedbackRequest, FeedbackResponse
 
 
@@ -14,8 +14,9 @@ class FeedbackController(Controller):
     tags = ["feedback"]
 
     @post("/", status_code=202, summary="Record an impression/click/addtocart/transaction")
-    async def feedback(self, data: JSONBody[FeedbackRequest], service: Service) -> FeedbackResponse:
-        out = await service.feedback(
-            data.user_id, data.item_id, data.event, data.model, data.rank, data.timestamp
-        )
+    async def feedback(
+        self, request: Request, data: JSONBody[FeedbackRequest], service: Service
+    ) -> FeedbackResponse:
+        d = await strict_body(request, FeedbackRequest)
+        out = await service.feedback(d.user_id, d.item_id, d.event, d.model, d.rank, d.timestamp)
         return FeedbackResponse(**out)

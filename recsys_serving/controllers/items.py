@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from litestar import Controller, get, post
+from litestar import Controller, Request, get, post
 from litestar.params import FromPath, JSONBody, QueryParameter
 
-from recsys_serving.controllers.deps import Service, path_id
+from recsys_serving.controllers.deps import Service, path_id, strict_body
 from recsys_serving.schemas import (
     HistoryResponse,
     PopularResponse,
@@ -26,11 +26,15 @@ class ItemsController(Controller):
     # ids are taken as text so that "abc" or "-3" get a 400 naming the field, not a 404
     @post("/similar/{item_id:str}", status_code=200, summary="Items similar to one item")
     async def similar(
-        self, item_id: FromPath[str], service: Service, data: JSONBody[SimilarRequest | None] = None
+        self,
+        request: Request,
+        item_id: FromPath[str],
+        service: Service,
+        data: JSONBody[SimilarRequest | None] = None,
     ) -> SimilarResponse:
-        data = data or SimilarRequest()
         item = path_id(item_id, "item_id")
-        return await service.similar(item, data.n_recommendations, data.model)
+        d = await strict_body(request, SimilarRequest, optional=True)
+        return await service.similar(item, d.n_recommendations, d.model)
 
     @get("/popular", summary="Most popular items, optionally within a category")
     async def popular(

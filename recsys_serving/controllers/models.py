@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from litestar import Controller, delete, get, post
+from litestar import Controller, Request, delete, get, post
 from litestar.params import JSONBody
 
-from recsys_serving.controllers.deps import Service, admin_guard
+from recsys_serving.controllers.deps import Service, admin_guard, strict_body
 from recsys_serving.schemas import DefaultModelRequest, ExperimentRequest, ModelsResponse
 
 
@@ -19,9 +19,10 @@ class ModelsController(Controller):
 
     @post("/default", status_code=200, guards=[admin_guard], summary="Switch the default model")
     async def set_default(
-        self, data: JSONBody[DefaultModelRequest], service: Service
+        self, request: Request, data: JSONBody[DefaultModelRequest], service: Service
     ) -> ModelsResponse:
-        return await service.set_default_model(data.model)
+        d = await strict_body(request, DefaultModelRequest)
+        return await service.set_default_model(d.model)
 
 
 class ExperimentController(Controller):
@@ -34,13 +35,14 @@ class ExperimentController(Controller):
 
     @post("/", status_code=200, guards=[admin_guard], summary="Start or change the A/B experiment")
     async def set_experiment(
-        self, data: JSONBody[ExperimentRequest], service: Service
+        self, request: Request, data: JSONBody[ExperimentRequest], service: Service
     ) -> ModelsResponse:
+        d = await strict_body(request, ExperimentRequest)
         exp = {
-            "name": data.name,
-            "control": data.control,
-            "treatment": data.treatment,
-            "treatment_share": data.treatment_share,
+            "name": d.name,
+            "control": d.control,
+            "treatment": d.treatment,
+            "treatment_share": d.treatment_share,
         }
         return await service.set_experiment(exp)
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from litestar import Controller, post
+from litestar import Controller, Request, post
 from litestar.params import JSONBody
 
-from recsys_serving.controllers.deps import Service
+from recsys_serving.controllers.deps import Service, strict_body
 from recsys_serving.schemas import ColdRequest, RecommendRequest, RecommendResponse, SessionRequest
+
+# ``data`` documents the body in /schema; ``strict_body`` re-reads it without type coercion.
 
 
 class RecommendController(Controller):
@@ -15,16 +17,21 @@ class RecommendController(Controller):
 
     @post("/", status_code=200, summary="Top-N for a user (cold-start answer when unknown)")
     async def recommend(
-        self, data: JSONBody[RecommendRequest], service: Service
+        self, request: Request, data: JSONBody[RecommendRequest], service: Service
     ) -> RecommendResponse:
-        return await service.recommend(data.user_id, data.n_recommendations, data.model)
+        d = await strict_body(request, RecommendRequest)
+        return await service.recommend(d.user_id, d.n_recommendations, d.model)
 
     @post("/cold", status_code=200, summary="No history: popular, per category or around items")
-    async def cold(self, data: JSONBody[ColdRequest], service: Service) -> RecommendResponse:
-        d = data
+    async def cold(
+        self, request: Request, data: JSONBody[ColdRequest], service: Service
+    ) -> RecommendResponse:
+        d = await strict_body(request, ColdRequest)
         return await service.cold(d.n_recommendations, d.category_id, d.item_ids, d.model)
 
     @post("/session", status_code=200, summary="From recently viewed item ids (newest last)")
-    async def session(self, data: JSONBody[SessionRequest], service: Service) -> RecommendResponse:
-        d = data
+    async def session(
+        self, request: Request, data: JSONBody[SessionRequest], service: Service
+    ) -> RecommendResponse:
+        d = await strict_body(request, SessionRequest)
         return await service.session(d.item_ids, d.n_recommendations, d.model, d.user_id)

@@ -50,7 +50,7 @@ def hand_bundle(shift: int = 0) -> ServingBundle:
         scores=np.array([[0.4, 0.3, 0.2, 0.1], [4, 3, 2, 1]], f32),
         similar_item_ids=np.array([10, 20, 30]),
         similar_items=np.array([[20, 30, -1], [10, 40, 50], [10, -1, -1]]),
-        similar_scores=np.array([[0.9, 0.5, 0], [0.8, 0.6, 0.4], [0.7, 0, 0]], f32),
+        similar_scores=np.array([[0.9, 0.6, 0], [0.8, 0.6, 0.4], [0.7, 0, 0]], f32),
     )
     return ServingBundle(
         models=[als, knn],
@@ -104,3 +104,14 @@ def prefix(r):
 @pytest.fixture
 def bundle():
     return hand_bundle()
+
+
+@pytest.fixture
+def make_bundle():
+    """The hand-made bundle builder (``make_bundle(shift=1)`` for a different second one)."""
+    return hand_bundle
+
+
+@pytest.fixture
+def admin_token():
+    return ADMIN

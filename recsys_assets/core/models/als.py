@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
@@ -97,7 +98,7 @@ class ALSRecommender(Recommender):
             model.fit(matrix, show_progress=False)
         self.user_factors = np.ascontiguousarray(model.user_factors, dtype=np.float32)
         self.item_factors = np.ascontiguousarray(model.item_factors, dtype=np.float32)
-        self._item_unit = None
+        self._item_unit: np.ndarray | None = None
 
     def _score(self, user_rows: np.ndarray) -> np.ndarray:
         return self.user_factors[user_rows] @ self.item_factors.T
@@ -105,20 +106,43 @@ class ALSRecommender(Recommender):
     def _recommend_rows(
         self, user_rows: np.ndarray, width: int, exclude_seen: bool
     ) -> tuple[np.ndarray, np.ndarray]:
-        # implicit's fused, multi-threaded blocked matmul + heap top-k is ~5x faster than a dense
-        # (users × catalogue) block; one extra candidate reveals ties at the cut-off, and only
-        # those rare rows are redone exactly through the dense path.
+        exclude = self._seen[user_rows] if exclude_seen else None
+        return self._factor_topk(
+            self.item_factors, self.user_factors[user_rows], width, exclude,
+            lambda idx: Recommender._recommend_rows(self, user_rows[idx], width, exclude_seen),
+        )
+
+    def _similar_rows(self, item_cols: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
+        unit = self._unit_item_factors()
+        itself = sp.csr_matrix(
+            (np.ones(item_cols.size, np.float32), (np.arange(item_cols.size), item_cols)),
+            shape=(item_cols.size, self.n_items),
+        )
+        return self._factor_topk(
+            unit, unit[item_cols], width, itself,
+            lambda idx: Recommender._similar_rows(self, item_cols[idx], width),
+        )
+
+    def _factor_topk(
+        self,
+        items: np.ndarray,
+        queries: np.ndarray,
+        width: int,
+        exclude: sp.csr_matrix | None,
+        exact: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k of ``queries @ items.T`` through implicit's fused kernel, ties made exact.
+
+        implicit's multi-threaded blocked matmul + heap top-k beats a dense (queries ×
+        catalogue) block several times over, but orders ties arbitrarily: one extra candidate
+        reveals a tie at the cut-off, and only those rare rows are redone by ``exact``.
+        """
         from implicit.cpu.topk import topk
 
-        n_items = self.n_items
-        want = min(width + 1, n_items)
-        exclude = self._seen[user_rows] if exclude_seen else None
+        want = min(width + 1, items.shape[0])
         with threadpool_limits(1, "blas"):
             cols, vals = topk(
-                self.item_factors,
-                self.user_factors[user_rows],
-                want,
-                filter_query_items=exclude,
+                items, queries, want, filter_query_items=exclude,
                 num_threads=int(self.params["num_threads"]),
             )
         cols, vals = sort_candidates(cols.astype(np.int64), vals.astype(np.float32))
@@ -127,18 +151,21 @@ class ALSRecommender(Recommender):
             cols, vals = cols[:, :width].copy(), vals[:, :width].copy()
             if tied.any():
                 rows = np.flatnonzero(tied)
-                cols[rows], vals[rows] = super()._recommend_rows(
-                    user_rows[rows], width, exclude_seen
-                )
-        cols, vals = sort_candidates(cols, vals)
+                cols[rows], vals[rows] = exact(rows)
         excluded = ~(vals > EXCLUDED)
         return np.where(excluded, -1, cols), np.where(excluded, -np.inf, vals).astype(np.float32)
 
-    def _score_items(self, item_cols: np.ndarray) -> np.ndarray:
-        if getattr(self, "_item_unit", None) is None:
+    def _unit_item_factors(self) -> np.ndarray:
+        if self._item_unit is None:
             norms = np.linalg.norm(self.item_factors, axis=1, keepdims=True)
-            self._item_unit = self.item_factors / np.maximum(norms, 1e-12)
-        return self._item_unit[item_cols] @ self._item_unit.T
+            self._item_unit = np.ascontiguousarray(
+                self.item_factors / np.maximum(norms, 1e-12), dtype=np.float32
+            )
+        return self._item_unit
+
+    def _score_items(self, item_cols: np.ndarray) -> np.ndarray:
+        unit = self._unit_item_factors()
+        return unit[item_cols] @ unit.T
 
     def _state_arrays(self) -> dict[str, np.ndarray]:
         return {"user_factors": self.user_factors, "item_factors": self.item_factors}

@@ -231,20 +231,25 @@ class Recommender(ABC):
         exclude = self._seen[user_rows] if exclude_seen else None
         return self._dense_topk(user_rows, self._score, width, exclude)
 
-    def similar_items(self, item_ids: np.ndarray | Sequence[int], k: int = 10) -> Recommendations:
+    def similar_items(
+        self, item_ids: np.ndarray | Sequence[int], k: int = 10, batch_size: int = 2048
+    ) -> Recommendations:
         """The ``k`` items most similar to each item (never the item itself).
 
         Unknown items get the popular items, flagged as fallback.
         """
         self._check_fitted()
         width = self._width(k)
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         item_ids = _as_id_array(item_ids, "item_ids")
         cols = lookup_index(self._item_ids, item_ids)
         known = cols >= 0
         out = self._empty(item_ids.size, width, fallback=~known)
         self._fill_popular(out, np.flatnonzero(~known), width)
-        idx = np.flatnonzero(known)
-        if idx.size:
+        known_idx = np.flatnonzero(known)
+        for start in range(0, known_idx.size, batch_size):
+            idx = known_idx[start : start + batch_size]
             top_cols, top_vals = self._similar_rows(cols[idx], width)
             self._put(out, idx, top_cols, top_vals)
         return out
@@ -424,8 +429,13 @@ class Recommender(ABC):
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Recommender:
-        """Load a model written by ``to_bytes`` of the same class."""
+        """Load a model written by ``to_bytes``: of this class, or of any registered model when
+        called on ``Recommender`` itself."""
         arrays, meta = unpack(data)
+        if cls is Recommender:
+            from recsys_assets.core.models.registry import get_model_class
+
+            cls = get_model_class(str(meta.get("model")))
         if meta.get("model") != cls.name:
             raise ValueError(
                 f"model bytes hold a {meta.get('model')!r} model, not {cls.name!r}"
