@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
+import scipy.sparse as sp
 
 from recsys_assets.core.models.base import Recommender
 from recsys_assets.core.training_data import MS_PER_DAY, TrainingData
@@ -63,3 +64,10 @@ class PopularityRecommender(Recommender):
             return self._popular_topk_excluding(self._seen[user_rows], width)
         cols = np.broadcast_to(self._popular_order()[:width], (user_rows.size, width))
         return cols.copy(), self._popularity[cols]
+
+    def _similar_rows(self, item_cols: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
+        itself = sp.csr_matrix(
+            (np.ones(item_cols.size, np.float32), (np.arange(item_cols.size), item_cols)),
+            shape=(item_cols.size, self.n_items),
+        )
+        return self._popular_topk_excluding(itself, width)
