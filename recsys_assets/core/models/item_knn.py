@@ -22,8 +22,8 @@ from recsys_assets.core.training_data import TrainingData
 if TYPE_CHECKING:
     import optuna
 
-# Items the neighbours do not reach score 0; this much of the normalised popularity orders them
-# (and breaks exact ties) without reordering anything the neighbours do score.
+# Items the neighbours do not reach score 0; at least this much of the normalised popularity
+# orders them (and breaks exact ties) even with ``popularity_weight`` 0.
 POPULARITY_TIEBREAK = 1e-6
 
 
@@ -76,7 +76,18 @@ class ItemKNNRecommender(Recommender):
 
     @classmethod
     def default_params(cls) -> dict[str, Any]:
-        return {"k": 50, "weighting": "none", "session_decay": 0.8, "num_threads": 0}
+        # popularity_weight: on the synthetic default most of a user's *next* items are not
+        # neighbours of their history (new sessions follow taste, not the last item), and a
+        # history's weak, low-support neighbours then outrank popular items. Blending in half of
+        # the normalised popularity took NDCG@10 from 0.0086 to 0.028 at scale 0.05 (Popularity
+        # alone: 0.026); bm25 damps heavy users. Tuning searches both.
+        return {
+            "k": 50,
+            "weighting": "bm25",
+            "session_decay": 0.8,
+            "popularity_weight": 0.5,
+            "num_threads": 0,
+        }
 
     @classmethod
     def search_space(cls, trial: optuna.Trial) -> dict[str, Any]:
@@ -84,6 +95,7 @@ class ItemKNNRecommender(Recommender):
             "k": trial.suggest_int("k", 10, 200, log=True),
             "weighting": trial.suggest_categorical("weighting", list(WEIGHTINGS)),
             "session_decay": trial.suggest_float("session_decay", 0.3, 1.0),
+            "popularity_weight": trial.suggest_float("popularity_weight", 1e-3, 3.0, log=True),
         }
 
     def _validate_params(self) -> None:
@@ -92,6 +104,8 @@ class ItemKNNRecommender(Recommender):
             raise ValueError(f"k must be a positive integer, got {p['k']!r}")
         if p["weighting"] not in WEIGHTINGS:
             raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {p['weighting']!r}")
+        if not p["popularity_weight"] >= 0:
+            raise ValueError(f"popularity_weight must be >= 0, got {p['popularity_weight']!r}")
         if not 0 < p["session_decay"] <= 1:
             raise ValueError(f"session_decay must be in (0, 1], got {p['session_decay']!r}")
 
@@ -104,7 +118,8 @@ class ItemKNNRecommender(Recommender):
 
     def _set_tiebreak(self) -> None:
         top = float(self._popularity.max()) if self._popularity.size else 0.0
-        scale = POPULARITY_TIEBREAK / top if top > 0 else 0.0
+        weight = max(float(self.params["popularity_weight"]), POPULARITY_TIEBREAK)
+        scale = weight / top if top > 0 else 0.0
         self._tiebreak = (self._popularity * scale).astype(np.float32)
         # ranked on the float32 tie-break itself, so rounding ties order by column as required
         self._tiebreak_order = np.argsort(-self._tiebreak, kind="stable")
