@@ -50,7 +50,7 @@ def _not_published(_: Request, exc: Exception) -> Response:
 
 
 def _format_time(seconds: int) -> str:
-    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%d %H:%M")
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%d\u00a0%H:%M")
 
 
 def _template_engine(engine: JinjaTemplateEngine) -> None:

@@ -9,7 +9,7 @@ import numpy as np
 from litestar.exceptions import NotFoundException, ValidationException
 
 from recsys_serving.bundle import EVENT_CODES
-from recsys_serving.redis_layout import ItemTable, LayoutState
+from recsys_serving.redis_layout import ItemTable
 from recsys_serving.schemas import (
     HistoryEntry,
     HistoryResponse,
@@ -20,7 +20,7 @@ from recsys_serving.schemas import (
     RecommendResponse,
     SimilarResponse,
 )
-from recsys_serving.store import RecsysStore, VersionData
+from recsys_serving.store import NotPublished, RecsysStore, ServedList, Snapshot, VersionData
 
 SESSION_DECAY = 0.8  # weight of a viewed item halves about every three newer views
 
@@ -67,11 +67,19 @@ def item_rows(table: ItemTable, items: np.ndarray, scores: np.ndarray) -> list[I
     ]
 
 
+def cached_rows(table: ItemTable, lst: ServedList, n: int) -> list[Item]:
+    """The first ``n`` response rows of a cached list, built once for at least 10."""
+    if lst.rows is None or len(lst.rows) < min(n, len(lst.items)):
+        k = max(n, 10)
+        lst.rows = item_rows(table, lst.items[:k], lst.scores[:k])
+    return lst.rows[:n]
+
+
 def combine_neighbours(
     lists: list, weights: np.ndarray, exclude: np.ndarray, n: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Sum weighted neighbour scores over several items' similar lists; top ``n``."""
-    parts = [(g[0], g[1] * w) for g, w in zip(lists, weights, strict=True) if g is not None]
+    parts = [(g.items, g.scores * w) for g, w in zip(lists, weights, strict=True) if g is not None]
     if not parts:
         return np.zeros(0, np.int64), np.zeros(0, np.float32)
     items = np.concatenate([p[0] for p in parts])
@@ -100,13 +108,14 @@ class RecommenderService:
             raise field_error(field, f"model {name!r} is not published (have {sorted(models)})")
         return models[name]
 
-    def _similar_model(self, st: LayoutState, vd: VersionData, requested: str | None) -> str | None:
+    def _similar_model(self, snap: Snapshot, requested: str | None) -> str | None:
         """The model whose neighbour lists answer item-based requests."""
+        vd = snap.data
         if requested is not None:
             if not self._model(vd, requested)["has_similar"]:
                 raise field_error("model", f"model {requested!r} has no similar-items lists")
             return requested
-        default = self.store.default_model(st, vd)
+        default = snap.default_model
         if vd.models[default]["has_similar"]:
             return default
         return next((m for m, info in vd.models.items() if info["has_similar"]), None)
@@ -122,50 +131,52 @@ class RecommenderService:
         return items[:n], scores[:n], "popular"
 
     async def _session_items(
-        self, st: LayoutState, vd: VersionData, item_ids: list[int], n: int, model: str | None
+        self, snap: Snapshot, item_ids: list[int], n: int, model: str | None
     ) -> tuple[np.ndarray, np.ndarray, str | None]:
-        sim_model = self._similar_model(st, vd, model)
+        sim_model = self._similar_model(snap, model)
         if sim_model is None:
             return np.zeros(0, np.int64), np.zeros(0, np.float32), None
-        lists = await self.store.similar_lists(vd, sim_model, item_ids)
+        lists = await self.store.similar_lists(snap.data, sim_model, item_ids)
         weights = SESSION_DECAY ** np.arange(len(item_ids))[::-1]  # newest (last) weighs 1
         items, scores = combine_neighbours(lists, weights, np.asarray(item_ids), n)
         return items, scores, sim_model
 
     async def recommend(self, user_id: int, n: int, model: str | None) -> RecommendResponse:
-        st, vd = await self.store.current()
+        """The hot path: a cache hit costs no Redis call and reuses the built rows."""
+        snap = await self.store.snapshot()
+        vd = snap.data
         arm = experiment = None
         if model is not None:
             self._model(vd, model)
+        elif snap.experiment is not None:
+            exp = snap.experiment
+            arm, experiment = assign_arm(exp, user_id), exp["name"]
+            model = exp[arm]
         else:
-            exp = self.store.experiment(st, vd)
-            if exp is not None:
-                arm, experiment = assign_arm(exp, user_id), exp["name"]
-                model = exp[arm]
-            else:
-                model = self.store.default_model(st, vd)
-        info = vd.models[model]
+            model = snap.default_model
         got = await self.store.user_list(vd, model, user_id)
+        table = vd.items or await self.store.items(vd)
         source, cold = "personal", False
         if got is not None:
-            items, scores = got[0][:n], got[1][:n]
+            rows = cached_rows(table, got, n)
         else:  # no published list: recent history as a session, else popular
             cold = True
             hist = await self.store.history(vd, user_id)
             items = np.zeros(0, np.int64)
             if hist is not None and len(hist[0]):
                 recent = hist[0][:20][::-1].tolist()  # oldest .. newest
-                items, scores, _ = await self._session_items(st, vd, recent, n, None)
+                items, scores, _ = await self._session_items(snap, recent, n, None)
                 source = "session"
             if not len(items):
                 items, scores, source = await self._popular_response(vd, n)
+            rows = item_rows(table, items, scores)
         return RecommendResponse(
             version=vd.version,
             model=model,
-            model_version=info["version"],
+            model_version=vd.models[model]["version"],
             source=source,
             cold_start=cold,
-            recommendations=item_rows(await self.store.items(vd), items, scores),
+            recommendations=rows,
             user_id=user_id,
             arm=arm,
             experiment=experiment,
@@ -174,11 +185,12 @@ class RecommenderService:
     async def cold(
         self, n: int, category: int | None, item_ids: list[int] | None, model: str | None
     ) -> RecommendResponse:
-        st, vd = await self.store.current()
+        snap = await self.store.snapshot()
+        vd = snap.data
         items = np.zeros(0, np.int64)
         used = None
         if item_ids:
-            items, scores, used = await self._session_items(st, vd, item_ids, n, model)
+            items, scores, used = await self._session_items(snap, item_ids, n, model)
             source = "similar"
         elif model is not None:
             self._model(vd, model)
@@ -196,8 +208,9 @@ class RecommenderService:
     async def session(
         self, item_ids: list[int], n: int, model: str | None, user_id: int | None
     ) -> RecommendResponse:
-        st, vd = await self.store.current()
-        items, scores, used = await self._session_items(st, vd, item_ids, n, model)
+        snap = await self.store.snapshot()
+        vd = snap.data
+        items, scores, used = await self._session_items(snap, item_ids, n, model)
         source = "session"
         if not len(items):
             items, scores, source = await self._popular_response(vd, n)
@@ -212,12 +225,13 @@ class RecommenderService:
         )
 
     async def similar(self, item_id: int, n: int, model: str | None) -> SimilarResponse:
-        st, vd = await self.store.current()
+        snap = await self.store.snapshot()
+        vd = snap.data
         table = await self.store.items(vd)
-        used = self._similar_model(st, vd, model)
+        used = self._similar_model(snap, model)
         got = (await self.store.similar_lists(vd, used, [item_id]))[0] if used else None
         if got is not None:
-            items, scores, source = got[0][:n], got[1][:n], "similar"
+            rows, source = cached_rows(table, got, n), "similar"
         else:
             pos = int(table.lookup(np.asarray([item_id]))[0])
             if pos < 0:
@@ -227,14 +241,14 @@ class RecommenderService:
                 vd, n + 1, category if category >= 0 else None
             )
             keep = items != item_id
-            items, scores = items[keep][:n], scores[keep][:n]
+            rows = item_rows(table, items[keep][:n], scores[keep][:n])
         return SimilarResponse(
             item_id=item_id,
             version=vd.version,
             model=used,
             model_version=vd.models[used]["version"] if used else None,
             source=source,
-            similar_items=item_rows(table, items, scores),
+            similar_items=rows,
         )
 
     async def popular(self, category: int | None, n: int) -> PopularResponse:
@@ -273,15 +287,15 @@ class RecommenderService:
         )
 
     async def models(self) -> ModelsResponse:
-        st, vd = await self.store.current()
-        default = self.store.default_model(st, vd)
+        snap = await self.store.snapshot()
+        st, vd, default = snap.state, snap.data, snap.default_model
         return ModelsResponse(
             version=vd.version,
             previous=st.previous,
             created_at=vd.meta.get("created_at"),
             published_at=vd.meta.get("published_at"),
             default_model=default,
-            experiment=self.store.experiment(st, vd),
+            experiment=snap.experiment,
             models=[
                 ModelInfo(
                     name=m["name"],
@@ -316,16 +330,18 @@ class RecommenderService:
     async def feedback(
         self, user_id: int, item_id: int, event: str, model: str | None, rank, ts
     ) -> dict:
-        st = await self.store.state()
-        version = st.current
-        experiment = arm = None
-        if version is not None:
-            vd = await self.store.version(version)
-            exp = self.store.experiment(st, vd)
+        version = experiment = arm = None
+        try:
+            snap = await self.store.snapshot()
+        except NotPublished:  # feedback is still worth keeping
+            snap = None
+        if snap is not None:
+            version = snap.data.version
+            exp = snap.experiment
             if exp is not None:
                 arm, experiment = assign_arm(exp, user_id), exp["name"]
                 model = model or exp[arm]
-            model = model or self.store.default_model(st, vd)
+            model = model or snap.default_model
         fields = {
             "user_id": str(user_id),
             "item_id": str(item_id),

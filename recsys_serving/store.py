@@ -64,10 +64,30 @@ class VersionData:
     families: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
     items: ItemTable | None = None
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    models: dict[str, dict] = field(init=False)
 
-    @property
-    def models(self) -> dict[str, dict]:
-        return {m["name"]: m for m in self.meta["models"]}
+    def __post_init__(self) -> None:
+        self.models = {m["name"]: m for m in self.meta["models"]}
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What one request serves from: pointers, version data and the resolved overrides."""
+
+    state: LayoutState
+    data: VersionData
+    default_model: str
+    experiment: dict | None
+
+
+class ServedList:
+    """A decoded list in the LRU, with its response rows built once on first use."""
+
+    __slots__ = ("items", "scores", "rows")
+
+    def __init__(self, items: np.ndarray, scores: np.ndarray):
+        self.items, self.scores = items, scores
+        self.rows: list | None = None
 
 
 class RecsysStore:
@@ -82,6 +102,7 @@ class RecsysStore:
         self._state_at = 0.0
         self._state_lock = asyncio.Lock()
         self._versions: OrderedDict[str, VersionData] = OrderedDict()
+        self._snapshot: Snapshot | None = None
         self.pubsub_connected = False
         self.notifications = 0
 
@@ -103,10 +124,21 @@ class RecsysStore:
             return st
 
     async def current(self) -> tuple[LayoutState, VersionData]:
+        snap = await self.snapshot()
+        return snap.state, snap.data
+
+    async def snapshot(self) -> Snapshot:
+        """The served version with its default model and experiment, resolved once per state."""
         st = await self.state()
+        snap = self._snapshot
+        if snap is not None and snap.state is st:
+            return snap
         if st.current is None:
             raise NotPublished(f"nothing published under prefix {self.settings.prefix!r} yet")
-        return st, await self.version(st.current)
+        vd = await self.version(st.current)
+        snap = Snapshot(st, vd, self.default_model(st, vd), self.experiment(st, vd))
+        self._snapshot = snap
+        return snap
 
     async def version(self, version: str) -> VersionData:
         vd = self._versions.get(version)
@@ -155,7 +187,7 @@ class RecsysStore:
         return got
 
     async def items(self, vd: VersionData) -> ItemTable:
-        if vd.items is None:
+        if vd.items is None:  # once per version
             async with vd.lock:
                 if vd.items is None:
                     vd.items = await self.reader.items(vd.version)
@@ -186,13 +218,13 @@ class RecsysStore:
                 elif family == HIST_FAMILY:
                     value = decode_history(raw)
                 else:
-                    value = decode_list(raw, vocab)
+                    value = ServedList(*decode_list(raw, vocab))
                 self.cache.put((vd.version, family, idents[i]), value)
                 out[i] = value
         return [v if v is not _ABSENT else None for v in out]
 
-    async def user_list(self, vd: VersionData, model: str, user_id: int):
-        """(items, scores) of the user's personal list for ``model``, or None."""
+    async def user_list(self, vd: VersionData, model: str, user_id: int) -> ServedList | None:
+        """The user's personal list for ``model``, or None."""
         return (await self._lists(vd, rec_family(model), [user_id]))[0]
 
     async def similar_lists(self, vd: VersionData, model: str, item_ids: list[int]) -> list:

@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Annotated
 
 from litestar import Controller, Request, get, post
-from litestar.params import FromPath, JSONBody, QueryParameter
+from litestar.params import FromPath, QueryParameter
 
-from recsys_serving.controllers.deps import Service, path_id, strict_body
+from recsys_serving.controllers.deps import Service, body_doc, path_id, service_of, strict_body
 from recsys_serving.schemas import (
     HistoryResponse,
     PopularResponse,
@@ -24,17 +24,16 @@ class ItemsController(Controller):
     tags = ["items"]
 
     # ids are taken as text so that "abc" or "-3" get a 400 naming the field, not a 404
-    @post("/similar/{item_id:str}", status_code=200, summary="Items similar to one item")
-    async def similar(
-        self,
-        request: Request,
-        item_id: FromPath[str],
-        service: Service,
-        data: JSONBody[SimilarRequest | None] = None,
-    ) -> SimilarResponse:
+    @post(
+        "/similar/{item_id:str}",
+        status_code=200,
+        summary="Items similar to one item (body optional)",
+        dependencies=body_doc(SimilarRequest),
+    )
+    async def similar(self, request: Request, item_id: FromPath[str]) -> SimilarResponse:
         item = path_id(item_id, "item_id")
         d = await strict_body(request, SimilarRequest, optional=True)
-        return await service.similar(item, d.n_recommendations, d.model)
+        return await service_of(request).similar(item, d.n_recommendations, d.model)
 
     @get("/popular", summary="Most popular items, optionally within a category")
     async def popular(

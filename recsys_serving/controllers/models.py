@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 from litestar import Controller, Request, delete, get, post
-from litestar.params import JSONBody
 
-from recsys_serving.controllers.deps import Service, admin_guard, strict_body
+from recsys_serving.controllers.deps import (
+    Service,
+    admin_guard,
+    body_doc,
+    service_of,
+    strict_body,
+)
 from recsys_serving.schemas import DefaultModelRequest, ExperimentRequest, ModelsResponse
 
 
@@ -17,12 +22,16 @@ class ModelsController(Controller):
     async def models(self, service: Service) -> ModelsResponse:
         return await service.models()
 
-    @post("/default", status_code=200, guards=[admin_guard], summary="Switch the default model")
-    async def set_default(
-        self, request: Request, data: JSONBody[DefaultModelRequest], service: Service
-    ) -> ModelsResponse:
+    @post(
+        "/default",
+        status_code=200,
+        guards=[admin_guard],
+        summary="Switch the default model (admin)",
+        dependencies=body_doc(DefaultModelRequest),
+    )
+    async def set_default(self, request: Request) -> ModelsResponse:
         d = await strict_body(request, DefaultModelRequest)
-        return await service.set_default_model(d.model)
+        return await service_of(request).set_default_model(d.model)
 
 
 class ExperimentController(Controller):
@@ -33,10 +42,14 @@ class ExperimentController(Controller):
     async def get_experiment(self, service: Service) -> ModelsResponse:
         return await service.models()
 
-    @post("/", status_code=200, guards=[admin_guard], summary="Start or change the A/B experiment")
-    async def set_experiment(
-        self, request: Request, data: JSONBody[ExperimentRequest], service: Service
-    ) -> ModelsResponse:
+    @post(
+        "/",
+        status_code=200,
+        guards=[admin_guard],
+        summary="Start or change the A/B experiment (admin)",
+        dependencies=body_doc(ExperimentRequest),
+    )
+    async def set_experiment(self, request: Request) -> ModelsResponse:
         d = await strict_body(request, ExperimentRequest)
         exp = {
             "name": d.name,
@@ -44,8 +57,8 @@ class ExperimentController(Controller):
             "treatment": d.treatment,
             "treatment_share": d.treatment_share,
         }
-        return await service.set_experiment(exp)
+        return await service_of(request).set_experiment(exp)
 
-    @delete("/", status_code=200, guards=[admin_guard], summary="Drop the admin experiment")
+    @delete("/", status_code=200, guards=[admin_guard], summary="Drop the admin experiment (admin)")
     async def clear_experiment(self, service: Service) -> ModelsResponse:
         return await service.set_experiment(None)

@@ -59,12 +59,12 @@ class PageController(Controller):
                 sim_model = chosen if chosen and _has_similar(info, chosen) else None
                 ctx["similar"] = await service.similar(iid, count, sim_model)
                 ctx["item_id"] = iid
-        except ValueError as exc:
-            ctx["error"], status = str(exc), 400
-        except ValidationException as exc:
+        except ValidationException as exc:  # before ValueError: Litestar's 4xx subclass it
             ctx["error"], status = _message(exc), 400
         except HTTPException as exc:
             ctx["error"], status = exc.detail, exc.status_code
+        except ValueError as exc:
+            ctx["error"], status = str(exc), 400
         except NotPublished as exc:
             ctx["error"], status = f"Nothing to serve yet: {exc}", 503
         except (RedisError, OSError) as exc:
