@@ -280,7 +280,8 @@ def test_search_space(name):
     trial = optuna.trial.FixedTrial(
         {"window_days": 7, "factors": 32, "iterations": 5, "regularization": 0.1, "alpha": 2.0,
          "weighting": "bm25", "k": 20, "session_decay": 0.5, "half_life_days": 10.0,
-         "ancestor_weight": 0.5, "popularity_weight": 0.01}
+         "ancestor_weight": 0.5, "popularity_weight": 0.01, "asymmetry": 0.8,
+         "normalize": True, "binary_history": False}
     )
     params = get_model_class(name).search_space(trial)
     create_model(name, params)  # every suggested value is accepted
@@ -329,8 +330,10 @@ def test_every_model_beats_popularity(fitted, data, heldout):
 def test_item_knn_neighbours_match_brute_force_cosine(data):
     from recsys_assets.core.models.registry import create_model
 
-    # raw cosine on the unweighted matrix (the default weighting is bm25)
-    model = create_model("item_knn", {"weighting": "none"}).fit(data)
+    # raw cosine on the unweighted matrix (the defaults are binary, asymmetric and normalised)
+    model = create_model(
+        "item_knn", {"weighting": "none", "asymmetry": 0.5, "normalize": False}
+    ).fit(data)
     x = data.user_item.toarray().astype(np.float64)
     norms = np.linalg.norm(x, axis=0)
     cos = (x.T @ x) / np.outer(norms, norms)
@@ -408,3 +411,65 @@ def test_cosine_neighbours_with_identical_items():
     assert sim[3].data[0] == pytest.approx(1 / np.sqrt(5))
     full = cosine_neighbours(m, k=5)
     assert np.diff(full.indptr).tolist() == [3, 3, 3, 3]
+
+
+def test_item_knn_conditional_probability_neighbours(data):
+    """Default ItemKNN: top-k of P(j | i) = co-users(i, j) / users(i), rows summing to 1."""
+    model = create_model("item_knn", {"k": 7}).fit(data)
+    b = (data.user_item.toarray() > 0).astype(np.float64)
+    cond = (b.T @ b) / np.maximum(b.sum(axis=0), 1)[:, None]
+    np.fill_diagonal(cond, -np.inf)
+    sim = model.similarity
+    for i in range(0, data.n_items, 13):
+        row = sim[i]
+        want = np.sort(cond[i])[::-1][: row.nnz]
+        # the kept items are the k most probable successors (ties may be cut differently)
+        np.testing.assert_allclose(np.sort(cond[i, row.indices])[::-1], want, rtol=1e-5)
+        assert row.nnz == min(7, int((cond[i] > 0).sum()))
+        # normalised: P(j | i) over the kept neighbours
+        np.testing.assert_allclose(row.data, cond[i, row.indices] / want.sum(), rtol=1e-5)
+
+
+def test_asymmetric_cosine_hand_computed():
+    from recsys_assets.core.models.item_knn import cosine_neighbours, normalize_neighbour_rows
+
+    # item 0: users {0,1,2,3}; item 1: users {0,1}; item 2: users {2}; item 3: user {3}
+    m = sp.csr_matrix(np.array([[1, 1, 0, 0], [1, 1, 0, 0], [1, 0, 1, 0], [1, 0, 0, 1]],
+                               dtype=np.float32))
+    # asymmetry 1: sim(i, j) = |U_i ∩ U_j| / |U_i|
+    full = cosine_neighbours(m, k=3, asymmetry=1.0).toarray()
+    np.testing.assert_allclose(full[0], [0, 0.5, 0.25, 0.25])
+    np.testing.assert_allclose(full[1], [1, 0, 0, 0])
+    # asymmetry 0.75: |U_i ∩ U_j| / (|U_i|^0.75 |U_j|^0.25); item 0's single neighbour is item 1
+    one = cosine_neighbours(m, k=1, asymmetry=0.75).toarray()
+    assert one[0].nonzero()[0].tolist() == [1]
+    assert one[0, 1] == pytest.approx(2 / (4**0.75 * 2**0.25))
+    # asymmetry 0.5 is the plain cosine
+    cos = cosine_neighbours(m, k=3).toarray()
+    assert cos[0, 2] == pytest.approx(1 / np.sqrt(4))
+    rows = normalize_neighbour_rows(sp.csr_matrix(full)).toarray()
+    np.testing.assert_allclose(rows[0], [0, 0.5, 0.25, 0.25])
+    np.testing.assert_allclose(rows.sum(axis=1), [1, 1, 1, 1])
+
+
+def test_item_knn_params_validated_and_kept_through_bytes(data):
+    for bad in ({"asymmetry": 1.5}, {"normalize": "yes"}, {"binary_history": 1},
+                {"weighting": "log"}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            create_model("item_knn", bad)
+    params = {"weighting": "tfidf", "asymmetry": 0.7, "normalize": False, "binary_history": False}
+    model = create_model("item_knn", params).fit(data)
+    loaded = model_from_bytes("item_knn", model.to_bytes())
+    assert {k: loaded.params[k] for k in params} == params
+    users = data.user_ids[:50]
+    np.testing.assert_array_equal(model.recommend(users).item_ids, loaded.recommend(users).item_ids)
+    # binary_history: an item seen (or weighted) many times casts one vote
+    rows = np.arange(40)
+    assert data.user_item[rows].data.max() > 1  # otherwise both modes would agree
+    for flag in (True, False):
+        knn = create_model("item_knn", {"binary_history": flag}).fit(data)
+        history = data.user_item[rows].astype(np.float32)
+        if flag:
+            history = (history > 0).astype(np.float32)
+        want = (history @ knn.similarity).toarray() + knn._tiebreak
+        np.testing.assert_allclose(knn._score(rows), want, rtol=1e-5)
