@@ -233,7 +233,7 @@ def main(argv: list[str] | None = None) -> None:
             # plain cosine (the default is the asymmetric cosine P(j|i); same kernel, same cost)
             plain_params = {"asymmetry": 0.5, "weighting": "none", "normalize": False}
             plain_sec, plain = timed(
-                lambda: create_model("item_knn", plain_params).fit(data), args.repeats
+                lambda p=plain_params: create_model("item_knn", p).fit(data), args.repeats
             )
             rows.append(("  wrapper with plain cosine fit", plain_sec, ""))
             direct, _ = timed(lambda k=model.params["k"]: implicit_cosine_direct(data, k),
