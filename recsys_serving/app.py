@@ -72,9 +72,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
             yield
         finally:
             if listener is not None:
+                store.stop()
                 listener.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await listener
+                await asyncio.wait({listener}, timeout=2.0)
             with contextlib.suppress(Exception):
                 await redis.aclose(close_connection_pool=True)
 

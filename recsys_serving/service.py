@@ -253,7 +253,7 @@ class RecommenderService:
 
     async def popular(self, category: int | None, n: int) -> PopularResponse:
         _, vd = await self.store.current()
-        if category is not None and category not in set(vd.meta["popular_categories"]):
+        if category is not None and category not in vd.popular_categories:
             raise NotFoundException(f"category {category} has no published popular list")
         items, scores, source = await self._popular_response(vd, n, category)
         return PopularResponse(

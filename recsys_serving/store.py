@@ -65,9 +65,11 @@ class VersionData:
     items: ItemTable | None = None
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     models: dict[str, dict] = field(init=False)
+    popular_categories: frozenset[int] = field(init=False)
 
     def __post_init__(self) -> None:
         self.models = {m["name"]: m for m in self.meta["models"]}
+        self.popular_categories = frozenset(self.meta["popular_categories"])
 
 
 @dataclass(frozen=True)
@@ -105,6 +107,7 @@ class RecsysStore:
         self._snapshot: Snapshot | None = None
         self.pubsub_connected = False
         self.notifications = 0
+        self._stopping = False
 
     # --- pointer and control state ------------------------------------------------------------
     def invalidate(self) -> None:
@@ -252,16 +255,24 @@ class RecsysStore:
         else:  # "version:<v>", "rollback:<v>", "control"
             self.invalidate()
 
+    def stop(self) -> None:
+        """Ask :meth:`listen` to return (cancellation alone can be lost, see there)."""
+        self._stopping = True
+
     async def listen(self) -> None:
-        """Follow the channel forever; reconnect after Redis outages."""
+        """Follow the channel until :meth:`stop`; reconnect after Redis outages.
+
+        The loop also checks a flag because on Python 3.11 a cancellation that lands while
+        redis-py's read timeout fires is turned into that timeout and lost.
+        """
         channel = self.reader.keys.channel
-        while True:
+        while not self._stopping:
             pubsub = self.redis.pubsub()
             try:
                 await pubsub.subscribe(channel)
                 self.pubsub_connected = True
                 self.invalidate()  # messages may have been missed while disconnected
-                while True:
+                while not self._stopping:
                     msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
                     if msg is not None and msg.get("type") == "message":
                         self.on_message(msg["data"])
@@ -273,4 +284,5 @@ class RecsysStore:
                 self.pubsub_connected = False
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()
-            await asyncio.sleep(1.0)
+            if not self._stopping:
+                await asyncio.sleep(1.0)

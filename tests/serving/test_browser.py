@@ -165,8 +165,7 @@ def test_submit_a_user_and_see_the_cards(live_service, chromium):
 
     # switch the model
     chromium.load(
-        "document.getElementById('model').value = 'knn';"
-        "document.getElementById('submit').click();"
+        "document.getElementById('model').value = 'knn';document.getElementById('submit').click();"
     )
     assert chromium.js(CARDS) == [40, 30, 20, 10]
 

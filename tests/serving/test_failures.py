@@ -118,3 +118,14 @@ def test_redis_server_cli_prints_a_url_it_serves():
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_detached_redis_server_outlives_its_starter(tmp_path):
+    server = RedisServer(free_port(), tmp_path / "redis")
+    pid = server.start_detached()
+    client = redis_lib.Redis.from_url(server.url)
+    try:
+        assert client.ping() and pid > 0
+        assert (tmp_path / "redis" / "redis.pid").exists()
+    finally:
+        client.shutdown(nosave=True)
