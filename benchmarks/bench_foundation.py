@@ -41,9 +41,9 @@ def main() -> None:
     args = parser.parse_args()
 
     from dagster import DagsterInstance
-    from recsys_assets.core.generator import GeneratorConfig, generate_dataset
 
     from recsys_assets.core import retailrocket
+    from recsys_assets.core.generator import GeneratorConfig, generate_dataset
     from recsys_assets.core.schemas import PROPERTY_AVAILABLE, PROPERTY_CATEGORY, PROPERTY_PRICE
     from recsys_assets.definitions import build_definitions
     from recsys_assets.partitions import daily_partitions

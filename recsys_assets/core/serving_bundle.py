@@ -17,7 +17,6 @@ import polars as pl
 
 from recsys_serving.bundle import EVENT_CODES, ModelLists, ServingBundle
 
-
 NO_NEIGHBOUR_MODELS = frozenset({"popular"})
 
 
@@ -91,13 +90,7 @@ def _model_lists(
         .head(limits.max_users)
     )
     users = recent["user_id"].sort().to_numpy()
-    items = np.full((len(users), limits.top_n), -1, dtype=np.int64)
-    scores = np.full((len(users), limits.top_n), -np.inf, dtype=np.float32)
-    for start in range(0, len(users), limits.batch_size):
-        recs = model.recommend(users[start : start + limits.batch_size], k=limits.top_n)
-        width = recs.item_ids.shape[1]
-        items[start : start + len(recs), :width] = recs.item_ids
-        scores[start : start + len(recs), :width] = recs.scores
+    items, scores = _batched(model.recommend, users, limits.top_n, limits.batch_size)
 
     model_items = np.asarray(model.item_ids, dtype=np.int64)
     ranked = popularity.filter(pl.col("item_id").is_in(pl.Series(model_items).implode()))
@@ -105,13 +98,9 @@ def _model_lists(
     # list for every item, so none are published and the service uses another model's.
     n_similar = 0 if name in NO_NEIGHBOUR_MODELS else limits.max_similar_items
     sim_ids = np.sort(ranked["item_id"].head(n_similar).to_numpy())
-    sim_items = np.full((len(sim_ids), limits.similar_n), -1, dtype=np.int64)
-    sim_scores = np.full((len(sim_ids), limits.similar_n), -np.inf, dtype=np.float32)
-    for start in range(0, len(sim_ids), limits.batch_size):
-        recs = model.similar_items(sim_ids[start : start + limits.batch_size], k=limits.similar_n)
-        width = recs.item_ids.shape[1]
-        sim_items[start : start + len(recs), :width] = recs.item_ids
-        sim_scores[start : start + len(recs), :width] = recs.scores
+    sim_items, sim_scores = _batched(
+        model.similar_items, sim_ids, limits.similar_n, limits.batch_size
+    )
     return ModelLists(
         name=name,
         version=str(pm.version),
@@ -125,6 +114,19 @@ def _model_lists(
         similar_items=sim_items,
         similar_scores=sim_scores,
     )
+
+
+def _batched(fn, ids: np.ndarray, n: int, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(len(ids), n) item/score arrays from a model call in batches; -1 / -inf pad short rows
+    (a catalogue smaller than ``n`` makes the model answer narrower)."""
+    items = np.full((len(ids), n), -1, dtype=np.int64)
+    scores = np.full((len(ids), n), -np.inf, dtype=np.float32)
+    for start in range(0, len(ids), batch_size):
+        recs = fn(ids[start : start + batch_size], k=n)
+        width = recs.item_ids.shape[1]
+        items[start : start + len(recs), :width] = recs.item_ids
+        scores[start : start + len(recs), :width] = recs.scores
+    return items, scores
 
 
 def _popular_lists(popularity: pl.DataFrame, catalog: pl.DataFrame, limits: BundleLimits) -> dict:
