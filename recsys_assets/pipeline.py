@@ -87,8 +87,10 @@ def run_stage(defs, instance: DagsterInstance, stage: Stage, partition_keys: lis
         )
         end_active_mlflow_run()
         if not result.success:
+            # the user's error (e.g. "events.csv, row 42, column 'event': …") is the cause of
+            # Dagster's generic "Error occurred while executing op" wrapper
             failures = [
-                f"{e.step_key}: {e.event_specific_data.error.message.strip()}"
+                f"{e.step_key}: {_user_error(e.event_specific_data.error)}"
                 for e in result.all_events
                 if e.is_step_failure
             ]
@@ -96,6 +98,11 @@ def run_stage(defs, instance: DagsterInstance, stage: Stage, partition_keys: lis
                 f"stage '{stage.name}' failed ({tags or 'unpartitioned'}):\n" + "\n".join(failures)
             )
     return time.perf_counter() - start
+
+
+def _user_error(error) -> str:
+    """The cause's message: Dagster wraps it in a generic "Error occurred while executing op"."""
+    return (error.cause or error).message.strip()
 
 
 def _quiet_library_warnings() -> None:

@@ -176,14 +176,13 @@ def trained_model(
         "trained_on": list(FINAL_TRAINING_SPLITS),
         "trained_at": datetime.now(UTC).isoformat(),
     }
-    size = len(model.to_bytes())
+    # (the stored size is logged by model_metrics: serialising here too would cost a second pass)
     log_to_mlflow(
         mlflow,
         "model",
         params=params,
         metrics={
             "train_seconds": train_seconds,
-            "size_bytes": size,
             "users": info["users"],
             "items": info["items"],
         },
@@ -264,7 +263,12 @@ def model_metrics(
     }
     model_store.store.set_metrics(name, stored.version, {k: row[k] for k in summary})
     table = pl.DataFrame([row])
-    log_to_mlflow(mlflow, "test", metrics=summary, tags={"model": name})
+    log_to_mlflow(
+        mlflow,
+        "test",
+        metrics={**summary, "model_size_bytes": len(stored.payload)},
+        tags={"model": name},
+    )
     context.add_output_metadata(frame_metadata(table, **{k: float(v) for k, v in summary.items()}))
     return table
 
