@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from dagster import DailyPartitionsDefinition, StaticPartitionsDefinition
-from recsys_assets.core.models.registry import MODEL_REGISTRY
 
+from recsys_assets.core.models.registry import MODEL_REGISTRY
 from recsys_assets.settings import Settings
 
 _settings = Settings.from_env()
