@@ -82,8 +82,9 @@ def synthetic_frames(scale: float, seed: int = 0) -> tuple[pl.DataFrame, ...]:
     last_new = np.maximum.accumulate(np.where(~again, np.arange(n_events), 0))
     item = item[last_new]
     new_session = np.r_[True, (user[1:] != user[:-1]) | (rng.random(n_events - 1) < 0.3)]
-    event = rng.choice(np.array(["view", "addtocart", "transaction"]), n_events,
-                       p=[0.967, 0.025, 0.008])
+    event = rng.choice(
+        np.array(["view", "addtocart", "transaction"]), n_events, p=[0.967, 0.025, 0.008]
+    )
     weight = np.select([event == "view", event == "addtocart"], [1.0, 3.0], 5.0)
     splits = pl.DataFrame(
         {
@@ -121,15 +122,21 @@ def timed(fn: Callable[[], object], repeats: int) -> tuple[float, object]:
     return statistics.median(times), result
 
 
-def implicit_als_direct(data: TrainingData, factors: int, iterations: int, reg: float,
-                        alpha: float):
+def implicit_als_direct(
+    data: TrainingData, factors: int, iterations: int, reg: float, alpha: float
+):
     from implicit.cpu.als import AlternatingLeastSquares
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(1, "blas"):
-        model = AlternatingLeastSquares(factors=factors, iterations=iterations,
-                                        regularization=reg, alpha=alpha, dtype=np.float32,
-                                        random_state=42)
+        model = AlternatingLeastSquares(
+            factors=factors,
+            iterations=iterations,
+            regularization=reg,
+            alpha=alpha,
+            dtype=np.float32,
+            random_state=42,
+        )
         model.fit(data.user_item, show_progress=False)
     return model
 
@@ -154,11 +161,14 @@ def scipy_cosine_neighbours(user_item, k: int, block: int = 20_000):
     import scipy.sparse as sp
 
     n_items = user_item.shape[1]
-    norms = np.sqrt(np.bincount(user_item.indices, weights=user_item.data.astype(float) ** 2,
-                                minlength=n_items))
+    norms = np.sqrt(
+        np.bincount(user_item.indices, weights=user_item.data.astype(float) ** 2, minlength=n_items)
+    )
     norms[norms == 0] = 1.0
-    unit = sp.csr_matrix((user_item.data / norms[user_item.indices], user_item.indices,
-                          user_item.indptr), shape=user_item.shape)
+    unit = sp.csr_matrix(
+        (user_item.data / norms[user_item.indices], user_item.indices, user_item.indptr),
+        shape=user_item.shape,
+    )
     item_users = unit.T.tocsr()
     parts = []
     for start in range(0, n_items, block):  # a loop over ~12 item blocks, not over items
@@ -168,13 +178,15 @@ def scipy_cosine_neighbours(user_item, k: int, block: int = 20_000):
         order = np.lexsort((c, -v, r))
         r, c, v = r[order], c[order], v[order]
         top = np.arange(r.size) - np.searchsorted(r, r) < k
-        parts.append(sp.csr_matrix((v[top], (r[top], c[top])),
-                                   shape=(min(block, n_items - start), n_items)))
+        parts.append(
+            sp.csr_matrix((v[top], (r[top], c[top])), shape=(min(block, n_items - start), n_items))
+        )
     return sp.vstack(parts).tocsr()
 
 
 def _same_neighbour_values(a, b) -> float:
     """Share of rows whose sorted neighbour cosines agree (ids may differ among equal cosines)."""
+
     def sorted_rows(m):
         m = m.tocsr()
         row = np.repeat(np.arange(m.shape[0]), np.diff(m.indptr))
@@ -196,8 +208,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--users", type=int, default=100_000, help="users to recommend top-20 for")
     ap.add_argument("--models", default="popular,als,item_knn,content_based")
-    ap.add_argument("--compare-scipy-knn", action="store_true",
-                    help="also time the scipy.sparse kNN alternative once (slow: minutes)")
+    ap.add_argument(
+        "--compare-scipy-knn",
+        action="store_true",
+        help="also time the scipy.sparse kNN alternative once (slow: minutes)",
+    )
     args = ap.parse_args(argv)
     models = args.models.split(",")
     rows: list[tuple[str, float, str]] = []
@@ -207,8 +222,11 @@ def main(argv: list[str] | None = None) -> None:
     print(f"generated {splits.height:,} events in {time.perf_counter() - t:.1f}s", flush=True)
     sec, data = timed(lambda f=(splits, catalog, tree): build_training_data(*f), args.repeats)
     m = data.user_item
-    print(f"matrix {m.shape[0]:,} users × {m.shape[1]:,} items, nnz {m.nnz:,}; "
-          f"max user nnz {np.diff(m.indptr).max():,}", flush=True)
+    print(
+        f"matrix {m.shape[0]:,} users × {m.shape[1]:,} items, nnz {m.nnz:,}; "
+        f"max user nnz {np.diff(m.indptr).max():,}",
+        flush=True,
+    )
     rows.append(("build_training_data", sec, ""))
 
     rng = np.random.default_rng(1)
@@ -223,9 +241,12 @@ def main(argv: list[str] | None = None) -> None:
         note, n_before = "", len(rows)
         if name == "als":
             p = model.params
-            direct, _ = timed(lambda p=p: implicit_als_direct(
-                data, p["factors"], p["iterations"], p["regularization"], p["alpha"]),
-                args.repeats)
+            direct, _ = timed(
+                lambda p=p: implicit_als_direct(
+                    data, p["factors"], p["iterations"], p["regularization"], p["alpha"]
+                ),
+                args.repeats,
+            )
             rows.append(("  implicit ALS direct fit", direct, ""))
             note = f"direct/wrapper {direct / sec:.2f}"
         if name == "item_knn":
@@ -236,28 +257,38 @@ def main(argv: list[str] | None = None) -> None:
                 lambda p=plain_params: create_model("item_knn", p).fit(data), args.repeats
             )
             rows.append(("  wrapper with plain cosine fit", plain_sec, ""))
-            direct, _ = timed(lambda k=model.params["k"]: implicit_cosine_direct(data, k),
-                              args.repeats)
+            direct, _ = timed(
+                lambda k=model.params["k"]: implicit_cosine_direct(data, k), args.repeats
+            )
             rows.append(("  implicit CosineRecommender direct fit", direct, ""))
             note = f"direct/plain-cosine wrapper {direct / plain_sec:.2f}"
             if args.compare_scipy_knn:
-                own, sim = timed(lambda k=model.params["k"]: scipy_cosine_neighbours(
-                    data.user_item, k), 1)
+                own, sim = timed(
+                    lambda k=model.params["k"]: scipy_cosine_neighbours(data.user_item, k), 1
+                )
                 same = _same_neighbour_values(plain.similarity, sim)
-                rows.append(("  scipy.sparse kNN alternative (1 run)", own,
-                             f"same neighbour cosines in {same:.1%} of items"))
+                rows.append(
+                    (
+                        "  scipy.sparse kNN alternative (1 run)",
+                        own,
+                        f"same neighbour cosines in {same:.1%} of items",
+                    )
+                )
         rows[n_before:n_before] = [(f"{name} fit", sec, note)]
         print(rows[n_before], flush=True)
         sec, _ = timed(lambda model=model: model.recommend(users, k=20), args.repeats)
-        rows.append((f"{name} recommend top-20 × {users.size:,}", sec,
-                     f"{users.size / sec:,.0f} users/s"))
+        rows.append(
+            (f"{name} recommend top-20 × {users.size:,}", sec, f"{users.size / sec:,.0f} users/s")
+        )
         print(rows[-1], flush=True)
         if name == "als":
             from threadpoolctl import threadpool_limits
 
             direct_model = implicit_als_direct(data, 64, 1, 0.05, 2.0)
-            direct_model.user_factors, direct_model.item_factors = (model.user_factors,
-                                                                    model.item_factors)
+            direct_model.user_factors, direct_model.item_factors = (
+                model.user_factors,
+                model.item_factors,
+            )
             rows_idx = data.user_index(users)
 
             def direct_rec(dm=direct_model, r=rows_idx):
@@ -265,13 +296,16 @@ def main(argv: list[str] | None = None) -> None:
                     return dm.recommend(r, data.user_item[r], N=20)
 
             direct, _ = timed(direct_rec, args.repeats)
-            rows.append(("  implicit ALS direct recommend", direct,
-                         f"direct/wrapper {direct / sec:.2f}"))
+            rows.append(
+                ("  implicit ALS direct recommend", direct, f"direct/wrapper {direct / sec:.2f}")
+            )
             print(rows[-1], flush=True)
 
     peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    print(f"\nscale {args.scale}: {data.n_users:,} users × {data.n_items:,} items, "
-          f"nnz {data.user_item.nnz:,}; median of {args.repeats}")
+    print(
+        f"\nscale {args.scale}: {data.n_users:,} users × {data.n_items:,} items, "
+        f"nnz {data.user_item.nnz:,}; median of {args.repeats}"
+    )
     print(f"{'step':<46}{'seconds':>10}  note")
     for step, sec, note in rows:
         print(f"{step:<46}{sec:>10.2f}  {note}")

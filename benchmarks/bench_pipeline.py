@@ -37,6 +37,7 @@ def main() -> None:
     from recsys_assets.partitions import model_partitions
     from recsys_assets.pipeline import Stage, _quiet_library_warnings, run_stage
     from recsys_assets.settings import Settings
+    from recsys_serving.redis_layout import delete_prefix
 
     _quiet_library_warnings()
     prefix = f"recsys-bench-{uuid.uuid4().hex[:6]}"
@@ -66,9 +67,7 @@ def main() -> None:
                 rows.append((asset, run_stage(defs, instance, Stage(asset, (asset,)), [])))
         used = client.info("memory")["used_memory"]
     finally:
-        keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
-        for start in range(0, len(keys), 1000):
-            client.delete(*keys[start : start + 1000])
+        delete_prefix(client, prefix)
 
     with duckdb.connect(str(settings.duckdb_path), read_only=True) as con:
         board = pl.from_arrow(con.sql("select * from recsys.leaderboard").arrow())

@@ -58,6 +58,14 @@ STAGES: tuple[Stage, ...] = (
 )
 
 
+def stage_partition_keys(stage: Stage) -> list[str]:
+    """Every partition a stage runs over: all days, all models, or none."""
+    from recsys_assets.partitions import daily_partitions, model_partitions
+
+    by_kind = {"days": daily_partitions, "models": model_partitions}
+    return by_kind[stage.partitioned_by].get_partition_keys() if stage.partitioned_by else []
+
+
 def run_stage(defs, instance: DagsterInstance, stage: Stage, partition_keys: list[str]) -> float:
     """Execute one stage as one Dagster run (one run per partition for per-model stages)."""
     job = defs.resolve_implicit_global_asset_job_def()
@@ -122,22 +130,16 @@ def main(argv: list[str] | None = None) -> int:
     _quiet_library_warnings()
 
     from recsys_assets.definitions import defs
-    from recsys_assets.partitions import daily_partitions, model_partitions
 
     source = defs.resources["source"]
     raw = source.ensure()  # generates the embedded default when no events file is there
     print(f"raw files: {raw}", flush=True)
-    keys = {
-        "days": daily_partitions.get_partition_keys(),
-        "models": model_partitions.get_partition_keys(),
-        None: [],
-    }
     instance = DagsterInstance.get()
     for stage in STAGES:
         if args.only and stage.name not in args.only:
             continue
         print(f"== {stage.name}: {', '.join(stage.assets)}", flush=True)
-        seconds = run_stage(defs, instance, stage, keys[stage.partitioned_by])
+        seconds = run_stage(defs, instance, stage, stage_partition_keys(stage))
         print(f"   done in {seconds:.1f} s", flush=True)
     print_leaderboard(defs)
     return 0

@@ -732,6 +732,14 @@ def _version_key(version: str) -> tuple:
     return (0, int(version), "") if version.isdigit() else (1, 0, version)
 
 
+def delete_prefix(redis, prefix: str) -> int:
+    """Delete every key under ``{prefix}:`` (a test's own namespace); returns how many."""
+    names = list(redis.scan_iter(match=f"{prefix}:*", count=1000))
+    for a in range(0, len(names), 1000):
+        redis.unlink(*names[a : a + 1000])
+    return len(names)
+
+
 def delete_stale_versions(redis, prefix: str = "recsys", keep: Iterable[str] = ()) -> list[str]:
     """Delete every version except current, previous and ``keep``; returns the deleted ones."""
     keys = Keys(prefix)

@@ -68,32 +68,22 @@ def pipeline_run(pipeline_settings):
     from dagster import DagsterInstance
 
     from recsys_assets.definitions import build_definitions
-    from recsys_assets.partitions import daily_partitions, model_partitions
-    from recsys_assets.pipeline import STAGES, run_stage
+    from recsys_assets.pipeline import STAGES, run_stage, stage_partition_keys
 
     defs = build_definitions(pipeline_settings)
-    keys = {
-        "days": daily_partitions.get_partition_keys(),
-        "models": model_partitions.get_partition_keys(),
-        None: [],
-    }
     try:
         with DagsterInstance.ephemeral() as instance:
             for stage in STAGES:
-                run_stage(defs, instance, stage, keys[stage.partitioned_by])
+                run_stage(defs, instance, stage, stage_partition_keys(stage))
             yield pipeline_settings, instance
     finally:
-        _delete_prefix(pipeline_settings.redis_url, pipeline_settings.redis_prefix)
+        import redis
 
+        from recsys_serving.redis_layout import delete_prefix
 
-def _delete_prefix(url: str, prefix: str) -> None:
-    import redis
-
-    client = redis.Redis.from_url(url)
-    keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
-    for start in range(0, len(keys), 1000):
-        client.delete(*keys[start : start + 1000])
-    client.close()
+        client = redis.Redis.from_url(pipeline_settings.redis_url)
+        delete_prefix(client, pipeline_settings.redis_prefix)
+        client.close()
 
 
 @pytest.fixture()

@@ -42,7 +42,7 @@ import redis
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from recsys_serving.redis_layout import publish_bundle  # noqa: E402
+from recsys_serving.redis_layout import delete_prefix, publish_bundle  # noqa: E402
 from recsys_serving.redis_server import RedisServer, free_port  # noqa: E402
 from recsys_serving.synthetic import synthetic_bundle  # noqa: E402
 
@@ -276,9 +276,7 @@ def bench_load(redis_url: str, args) -> list[dict]:
             rows.append({"variant": name, **res})
             print(f"  {name}: {res}", flush=True)
     finally:
-        keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
-        for a in range(0, len(keys), 1000):
-            client.delete(*keys[a : a + 1000])
+        delete_prefix(client, prefix)
     return rows
 
 

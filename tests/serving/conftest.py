@@ -14,6 +14,7 @@ import pytest
 import redis
 
 from recsys_serving.bundle import ModelLists, ServingBundle
+from recsys_serving.redis_layout import delete_prefix
 from recsys_serving.redis_server import RedisServer, ping
 
 LOCAL_URL = "redis://127.0.0.1:6379/0"
@@ -96,9 +97,7 @@ def prefix(r):
     """A fresh key prefix; every key under it is deleted after the test."""
     p = f"test-{uuid.uuid4().hex[:10]}"
     yield p
-    keys = list(r.scan_iter(match=f"{p}:*", count=1000))
-    for a in range(0, len(keys), 1000):
-        r.delete(*keys[a : a + 1000])
+    delete_prefix(r, p)
 
 
 @pytest.fixture
