@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import polars as pl
 from dagster import MetadataValue
 
@@ -41,8 +44,39 @@ def frame_metadata(df: pl.DataFrame, preview_rows: int = 10, **extra: Any) -> di
 
 
 def _coerce(value: Any) -> Any:
+    """A value Dagster stores with its type, so the UI can render it (tables, images, times).
+
+    ``MetadataValue``s pass through unchanged: they are tuples underneath, and turning them into
+    text made every plot and markdown table show up as ``MarkdownMetadataValue(md_str=…)``.
+    """
+    if isinstance(value, MetadataValue):
+        return value
+    if value is None:
+        return MetadataValue.null()
+    if isinstance(value, np.generic):  # numpy scalars from polars/numpy reductions
+        value = value.item()
     if isinstance(value, bool | int | float | str):
         return value
-    if isinstance(value, dict | list):
-        return MetadataValue.json(value)
-    return MetadataValue.text(str(value))
+    if isinstance(value, dict | list | tuple):
+        return MetadataValue.json(_jsonable(value))
+    if isinstance(value, pl.DataFrame):
+        return MetadataValue.md(markdown_table(value))
+    if isinstance(value, Path):
+        return MetadataValue.path(str(value))
+    if isinstance(value, datetime):
+        return MetadataValue.timestamp(value)
+    raise TypeError(
+        f"metadata value of type {type(value).__name__} has no Dagster rendering; "
+        "pass a MetadataValue or a str/int/float/bool/dict/list/Path/datetime/polars.DataFrame"
+    )
+
+
+def _jsonable(value: Any) -> Any:
+    """Numpy scalars inside dicts/lists become Python numbers (JSON has no int64)."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
