@@ -387,16 +387,29 @@ def test_timestamp_in_seconds(tmp_path):
     )
 
 
-def test_timestamp_after_2100(tmp_path):
-    rows = ["4102444800000,257597,view,355908,"]
+def test_timestamp_in_microseconds(tmp_path):
+    rows = ["1433221332117000,257597,view,355908,"]
     expect_error(
         read_events,
         events_file(tmp_path, rows),
         file="events.csv",
         row=2,
         column="timestamp",
-        text="'4102444800000' is not a Unix timestamp",
+        text="micro- or nanoseconds instead of ms",
     )
+
+
+def test_timestamps_of_any_period_are_accepted(tmp_path):
+    """Milliseconds are told from seconds by magnitude, not by a calendar window: a real data set
+    from 1997 (874724710000 ms) and one from 2100 are read as they are."""
+    rows = [
+        "874724710000,1,view,10,",
+        "100000000000,2,view,11,",  # 1973-03-03, the smallest value read as milliseconds
+        "4102444800000,3,view,12,",
+        "99999999999999,4,view,13,",
+    ]
+    events, _ = read_events(events_file(tmp_path, rows))
+    assert events["timestamp"].to_list() == [874724710000, 10**11, 4102444800000, 10**14 - 1]
 
 
 def test_unknown_event_type(tmp_path):

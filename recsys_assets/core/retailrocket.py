@@ -12,7 +12,10 @@ Decisions worth knowing:
 * Columns may come in any order, but the set of names must be exactly the documented one.
 * ``transactionid`` is required on ``transaction`` events and rejected on any other event: the
   real file has none there, so one showing up means a shifted or mixed-up column.
-* Timestamps must be Unix milliseconds in [2000-01-01, 2100-01-01); this catches seconds.
+* Timestamps must be Unix milliseconds. Seconds and microseconds are told apart by magnitude,
+  not by a calendar window (real data sets go back to the 1990s): a value below 10^11 is
+  seconds (10^11 s is the year 5138; 10^11 ms is 1973-03-03), one of 10^14 or more is micro- or
+  nanoseconds (10^14 ms is the year 5138).
 * In the category tree, a parent that is not itself listed is accepted (it becomes a root in
   :func:`recsys_assets.core.catalog.category_tree_table`); the same category listed with two
   different parents, or a cycle, is an error.
@@ -41,8 +44,9 @@ from recsys_assets.core.schemas import (
     RAW_PROPERTIES_SCHEMA,
 )
 
-TIMESTAMP_MIN_MS = 946_684_800_000  # 2000-01-01T00:00:00Z
-TIMESTAMP_MAX_MS = 4_102_444_800_000  # 2100-01-01T00:00:00Z (exclusive)
+# Magnitude bounds of a Unix timestamp in milliseconds (see the module docstring).
+TIMESTAMP_MIN_MS = 10**11  # below: seconds (1997 in ms is 8.7e11, in seconds 8.7e8)
+TIMESTAMP_MAX_MS = 10**14  # from here on: microseconds (2015 in µs is 1.4e15)
 
 _LINE = "__line"  # 1-based file line, carried only when rows were filtered out before checking
 _RAW = "__raw_"  # prefix of the untyped copy of a numeric column, kept only while diagnosing
@@ -201,8 +205,15 @@ def _timestamp_checks(diagnosing: bool) -> list[_Check]:
     checks.append(
         _Check(
             col,
-            (pl.col(col) < TIMESTAMP_MIN_MS) | (pl.col(col) >= TIMESTAMP_MAX_MS),
-            lambda r: f"{not_ms(r)} (outside 2000-01-01 .. 2100-01-01; seconds instead of ms?)",
+            pl.col(col) < TIMESTAMP_MIN_MS,
+            lambda r: f"{not_ms(r)} (below 10^11, so seconds instead of ms? multiply by 1000)",
+        )
+    )
+    checks.append(
+        _Check(
+            col,
+            pl.col(col) >= TIMESTAMP_MAX_MS,
+            lambda r: f"{not_ms(r)} (10^14 or above, so micro- or nanoseconds instead of ms?)",
         )
     )
     return checks
