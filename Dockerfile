@@ -9,6 +9,7 @@ WORKDIR /app
 COPY pyproject.toml README.md Makefile dagster.yaml workspace.yaml ./
 COPY recsys_assets ./recsys_assets
 COPY recsys_serving ./recsys_serving
+COPY recsys_devtools ./recsys_devtools
 COPY data/README.md ./data/README.md
 RUN make install PYTHON=python3.11
 

@@ -42,7 +42,7 @@ serve: install redis
 	REDIS_URL=$${REDIS_URL:-$(EMBEDDED_REDIS)} $(BIN)/litestar --app recsys_serving.app:app run --host 127.0.0.1 --port 8000
 
 redis: install
-	@if [ -z "$$REDIS_URL" ]; then $(BIN)/python -m recsys_serving.redis_server --port 6390 --dir $(CURDIR)/data/redis --detach; fi
+	@if [ -z "$$REDIS_URL" ]; then $(BIN)/python -m recsys_devtools.redis_server --port 6390 --dir $(CURDIR)/data/redis --detach; fi
 
 stop-redis:
 	-$(BIN)/python -c "import redis; redis.Redis.from_url('$(EMBEDDED_REDIS)').shutdown(nosave=True)"

@@ -24,7 +24,7 @@ EMBEDDED_REDIS_PORT = 6390
 
 def ensure_redis(data_dir: Path) -> str:
     """The Redis URL to use, starting the embedded server when ``REDIS_URL`` is unset."""
-    from recsys_serving.redis_server import RedisServer, ping
+    from recsys_devtools.redis_server import RedisServer, ping
 
     url = os.environ.get("REDIS_URL")
     if url:

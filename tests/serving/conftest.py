@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import redis
 
+from recsys_devtools.redis_server import RedisServer, ping
 from recsys_serving.bundle import ModelLists, ServingBundle
 from recsys_serving.redis_layout import delete_prefix
-from recsys_serving.redis_server import RedisServer, ping
 
 LOCAL_URL = "redis://127.0.0.1:6379/0"
 ADMIN = "s3cret-token"

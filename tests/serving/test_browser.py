@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from recsys_devtools.redis_server import free_port
 from recsys_serving import redis_layout as L
-from recsys_serving.redis_server import free_port
 
 CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = [

@@ -12,8 +12,10 @@ import numpy as np
 import pytest
 import redis as redis_lib
 
+from recsys_devtools.synthetic_bundle import synthetic_bundle
 from recsys_serving import redis_layout as L
-from recsys_serving.synthetic import synthetic_bundle
+
+from .layout_reads import current_version, read_meta, read_user_list
 
 
 def test_encode_lists_bytes_by_hand():
@@ -58,26 +60,26 @@ def test_every_published_list_reads_back(r, prefix, bundle):
     L.publish_bundle(r, bundle, prefix)
     for m in bundle.models:
         for uid, items, scores in zip(m.user_ids, m.items, m.scores, strict=True):
-            got_items, got_scores = L.read_user_list(r, m.name, int(uid), prefix)
+            got_items, got_scores = read_user_list(r, m.name, int(uid), prefix)
             keep = items >= 0
             assert got_items.tolist() == items[keep].tolist()
             span = scores[keep].max() - scores[keep].min()
             np.testing.assert_allclose(got_scores, scores[keep], atol=span / 510 + 1e-6)
-    assert L.read_user_list(r, "als", 400, prefix) is None
-    assert L.read_user_list(r, "nope", 100, prefix) is None
+    assert read_user_list(r, "als", 400, prefix) is None
+    assert read_user_list(r, "nope", 100, prefix) is None
 
 
 def test_many_buckets_round_trip(r, prefix):
     b = synthetic_bundle(3000, 400, ("a",), similar_models=(), seed=3)
     report = L.publish_bundle(r, b, prefix, blob_bytes=4000)
-    meta = L.read_meta(r, prefix)
+    meta = read_meta(r, prefix)
     assert meta["families"]["rec:a"]["buckets"] > 50
     m = b.models[0]
     for i in np.random.default_rng(0).choice(len(m.user_ids), 200, replace=False):
-        items, _ = L.read_user_list(r, "a", int(m.user_ids[i]), prefix)
+        items, _ = read_user_list(r, "a", int(m.user_ids[i]), prefix)
         assert items.tolist() == m.items[i][m.items[i] >= 0].tolist()
     for uid in (0, 2, 3 * 3000 + 7):  # between ids, below the first, above the last
-        assert L.read_user_list(r, "a", uid, prefix) is None
+        assert read_user_list(r, "a", uid, prefix) is None
     assert 0 < report.bytes_per_user_list < 400
     assert report.redis_bytes > 0 and report.keys > 50
 
@@ -89,9 +91,9 @@ def test_versions_switch_keep_previous_and_roll_back(r, prefix, bundle):
     assert (r1.previous, r2.previous, r3.previous) == (None, r1.version, r2.version)
     assert r3.deleted_versions == [r1.version]
     assert not list(r.scan_iter(match=f"{prefix}:v:{r1.version}:*"))
-    assert L.current_version(r, prefix) == r3.version
+    assert current_version(r, prefix) == r3.version
     assert L.rollback(r, prefix) == r2.version
-    assert L.current_version(r, prefix) == r2.version
+    assert current_version(r, prefix) == r2.version
     assert r.get(f"{prefix}:previous").decode() == r3.version
     assert L.rollback(r, prefix) == r3.version  # and forward again
 
@@ -107,7 +109,7 @@ def test_switch_refuses_a_version_without_meta(r, prefix):
     switch = r.register_script(L.SWITCH_LUA)
     with pytest.raises(redis_lib.ResponseError, match="incomplete"):
         switch(keys=[keys.current, keys.previous, keys.meta("99")], args=["99", keys.channel])
-    assert L.current_version(r, prefix) is None
+    assert current_version(r, prefix) is None
 
 
 @pytest.mark.parametrize(
@@ -129,7 +131,7 @@ def test_bad_bundles_are_refused_with_the_field_named(r, prefix, bundle, change,
     change(bundle)
     with pytest.raises(ValueError, match=message):
         L.publish_bundle(r, bundle, prefix)
-    assert L.current_version(r, prefix) is None
+    assert current_version(r, prefix) is None
 
 
 def test_decode_responses_client_is_refused(redis_url, prefix, bundle):
@@ -142,7 +144,7 @@ KILLED_PUBLISH = textwrap.dedent(
     """
     import os, sys, redis
     from recsys_serving.redis_layout import publish_bundle
-    from recsys_serving.synthetic import synthetic_bundle
+    from recsys_devtools.synthetic_bundle import synthetic_bundle
 
     def die(keys, nbytes):
         if keys >= 6:
@@ -173,7 +175,7 @@ def test_publish_killed_half_way_keeps_the_old_version(r, redis_url, prefix, bun
     partial = str(int(good.version) + 1)
     assert list(r.scan_iter(match=f"{prefix}:v:{partial}:*")), "the killed publish wrote nothing"
     assert not r.exists(f"{prefix}:v:{partial}:meta")
-    assert L.current_version(r, prefix) == good.version
+    assert current_version(r, prefix) == good.version
     with TestClient(create_app(Settings(redis_url=redis_url, prefix=prefix))) as client:
         body = client.post("/api/v1/recommend", json={"user_id": 100, "n_recommendations": 2})
         assert body.status_code == 200

