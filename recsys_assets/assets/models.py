@@ -73,6 +73,10 @@ def tuned_params(
         users = users.sample(config.max_eval_users, seed=config.seed).sort()
         targets = targets.join(users.to_frame(), on="user_id", how="semi")
     n_items = len(data.item_ids)
+    context.log.info(
+        f"tuning {name}: up to {config.n_trials} trials or {config.timeout_seconds:.0f} s, "
+        f"NDCG@10 of {users.len():,} valid users over {n_items:,} items"
+    )
 
     def objective(trial: optuna.Trial) -> float:
         params = cls.search_space(trial)
@@ -87,10 +91,19 @@ def tuned_params(
     # The defaults are always trial 0, so tuning can only keep or improve them on valid.
     study.enqueue_trial(cls.default_params(), skip_if_exists=True)
     start = time.perf_counter()
-    study.optimize(objective, n_trials=config.n_trials, timeout=config.timeout_seconds)
+    study.optimize(
+        objective,
+        n_trials=config.n_trials,
+        timeout=config.timeout_seconds,
+        callbacks=[_trial_logger(context, config.n_trials)],
+    )
     seconds = time.perf_counter() - start
     default_value = study.trials[0].value if study.trials[0].value is not None else float("nan")
     best = {**cls.default_params(), **study.best_params}
+    context.log.info(
+        f"tuned {name}: best ndcg@10={study.best_value:.4f} (trial {study.best_trial.number + 1}"
+        f" of {len(study.trials)}, defaults {default_value:.4f}) in {seconds:.1f} s"
+    )
     table = pl.DataFrame(
         {
             "model": [name],
@@ -125,6 +138,21 @@ def tuned_params(
         )
     )
     return table
+
+
+def _trial_logger(context: AssetExecutionContext, n_trials: int):
+    """An Optuna callback: one line per finished trial, e.g. "trial 3/6 ndcg@10=0.0123 (12.3 s)".
+
+    A trial trains and scores a whole model; at scale 1.0 that takes minutes, so without these
+    lines tuning looks hung.
+    """
+
+    def log_trial(study, trial) -> None:
+        value = f"{trial.value:.4f}" if trial.value is not None else str(trial.state.name).lower()
+        seconds = trial.duration.total_seconds() if trial.duration else float("nan")
+        context.log.info(f"trial {trial.number + 1}/{n_trials} ndcg@10={value} ({seconds:.1f} s)")
+
+    return log_trial
 
 
 def _tuned_params(warehouse: DuckDBResource, name: str) -> dict | None:
@@ -168,9 +196,15 @@ def trained_model(
         splits, item_catalog, category_tree, use_splits=FINAL_TRAINING_SPLITS
     )
     model = create_model(name, params)
+    context.log.info(
+        f"training {name} ({'tuned' if tuned else 'default'} params {params}) on "
+        f"{len(data.user_ids):,} users × {len(data.item_ids):,} items, "
+        f"{data.user_item.nnz:,} interactions"
+    )
     start = time.perf_counter()
     model.fit(data)
     train_seconds = time.perf_counter() - start
+    context.log.info(f"trained {name} in {train_seconds:.1f} s")
     info = {
         "params_source": "tuned" if tuned else "defaults",
         "users": len(data.user_ids),
@@ -218,9 +252,11 @@ def eval_recommendations(
     """Top-20 lists for every test user with history (``recsys.eval_recommendations``)."""
     targets = holdout_targets(splits, FINAL_TRAINING_SPLITS, "test")
     users = targets["user_id"].unique().sort().to_numpy()
+    context.log.info(f"scoring {trained_model.name}: top-{EVAL_K} lists for {len(users):,} users")
     start = time.perf_counter()
     lists = recommend_lists(trained_model.model, users, trained_model.name, k=EVAL_K)
     seconds = time.perf_counter() - start
+    context.log.info(f"scored {len(users):,} users with {trained_model.name} in {seconds:.1f} s")
     context.add_output_metadata(
         frame_metadata(
             lists,
@@ -267,6 +303,10 @@ def model_metrics(
         "evaluated_at": datetime.now(UTC).isoformat(),
     }
     model_store.store.set_metrics(name, stored.version, {k: row[k] for k in summary})
+    context.log.info(
+        f"{name} v{stored.version}: ndcg@10={row['ndcg_at_10']:.4f} "
+        f"over {row['users_evaluated']:,} test users"
+    )
     table = pl.DataFrame([row])
     log_to_mlflow(
         mlflow,
@@ -295,6 +335,7 @@ def session_metrics(
     for name in SESSION_MODELS:
         stored = model_store.store.load(name)
         model = model_from_bytes(name, stored.payload)
+        context.log.info(f"session protocol: {name} on {len(targets):,} next-item events")
         start = time.perf_counter()
         result = session_protocol(model.recommend_session, prefixes, targets, k=20)
         rows.append(
@@ -306,6 +347,10 @@ def session_metrics(
                 "n_events": int(result["n_events"]),
                 "seconds": time.perf_counter() - start,
             }
+        )
+        context.log.info(
+            f"session protocol: {name} recall@20={rows[-1]['recall_at_20']:.4f} "
+            f"in {rows[-1]['seconds']:.1f} s"
         )
     table = pl.DataFrame(rows)
     context.add_output_metadata(frame_metadata(table))

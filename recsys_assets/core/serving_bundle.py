@@ -9,13 +9,18 @@ top-10 for a test user equals that model's ``eval_recommendations`` top-10.
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
 
+from recsys_assets.core.progress import Progress
 from recsys_serving.bundle import EVENT_CODES, ModelLists, ServingBundle
+
+log = logging.getLogger(__name__)
 
 NO_NEIGHBOUR_MODELS = frozenset({"popular"})
 
@@ -80,6 +85,7 @@ def _model_lists(
     popularity: pl.DataFrame,
     limits: BundleLimits,
 ) -> ModelLists:
+    start = time.perf_counter()
     model = pm.model
     known = pl.Series("user_id", np.asarray(model.user_ids, dtype=np.int64))
     recent = (
@@ -90,7 +96,21 @@ def _model_lists(
         .head(limits.max_users)
     )
     users = recent["user_id"].sort().to_numpy()
-    items, scores = _batched(model.recommend, users, limits.top_n, limits.batch_size)
+    log.info(
+        "bundle %s: personal top-%d lists for %s of %s known users",
+        name,
+        limits.top_n,
+        f"{len(users):,}",
+        f"{len(known):,}",
+    )
+    items, scores = _batched(
+        model.recommend,
+        users,
+        limits.top_n,
+        limits.batch_size,
+        f"bundle {name}: lists for",
+        "users",
+    )
 
     model_items = np.asarray(model.item_ids, dtype=np.int64)
     ranked = popularity.filter(pl.col("item_id").is_in(pl.Series(model_items).implode()))
@@ -99,7 +119,19 @@ def _model_lists(
     n_similar = 0 if name in NO_NEIGHBOUR_MODELS else limits.max_similar_items
     sim_ids = np.sort(ranked["item_id"].head(n_similar).to_numpy())
     sim_items, sim_scores = _batched(
-        model.similar_items, sim_ids, limits.similar_n, limits.batch_size
+        model.similar_items,
+        sim_ids,
+        limits.similar_n,
+        limits.batch_size,
+        f"bundle {name}: neighbours of",
+        "items",
+    )
+    log.info(
+        "bundle %s: %s user lists and %s neighbour lists in %.1f s",
+        name,
+        f"{len(users):,}",
+        f"{len(sim_ids):,}",
+        time.perf_counter() - start,
     )
     return ModelLists(
         name=name,
@@ -116,16 +148,21 @@ def _model_lists(
     )
 
 
-def _batched(fn, ids: np.ndarray, n: int, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+def _batched(
+    fn, ids: np.ndarray, n: int, batch_size: int, label: str = "computed", unit: str = "ids"
+) -> tuple[np.ndarray, np.ndarray]:
     """(len(ids), n) item/score arrays from a model call in batches; -1 / -inf pad short rows
-    (a catalogue smaller than ``n`` makes the model answer narrower)."""
+    (a catalogue smaller than ``n`` makes the model answer narrower). Logs progress: at scale 1.0
+    this is the slow part of a publish."""
     items = np.full((len(ids), n), -1, dtype=np.int64)
     scores = np.full((len(ids), n), -np.inf, dtype=np.float32)
+    progress = Progress(log, label, len(ids), unit)
     for start in range(0, len(ids), batch_size):
         recs = fn(ids[start : start + batch_size], k=n)
         width = recs.item_ids.shape[1]
         items[start : start + len(recs), :width] = recs.item_ids
         scores[start : start + len(recs), :width] = recs.scores
+        progress.update(start + len(recs))
     return items, scores
 
 
