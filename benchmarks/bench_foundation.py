@@ -46,8 +46,7 @@ def main() -> None:
     from recsys_assets.core.generator import GeneratorConfig, generate_dataset
     from recsys_assets.core.schemas import PROPERTY_AVAILABLE, PROPERTY_CATEGORY, PROPERTY_PRICE
     from recsys_assets.definitions import build_definitions
-    from recsys_assets.partitions import daily_partitions
-    from recsys_assets.pipeline import STAGES, Stage, run_stage
+    from recsys_assets.pipeline import plan_stages, prepare_raw_data, run_stage
     from recsys_assets.settings import Settings
 
     rows: list[tuple[str, float, str]] = []
@@ -87,14 +86,15 @@ def main() -> None:
         mlflow_tracking_uri=f"sqlite:///{work / 'mlflow.db'}",
     )
     defs = build_definitions(settings)
-    days = daily_partitions.get_partition_keys()
     with DagsterInstance.ephemeral() as instance:
-        for stage in STAGES[:2]:
-            for asset_name in stage.assets:
-                one = Stage(asset_name, (asset_name,), stage.partitioned_by)
-                seconds = run_stage(defs, instance, one, days)
-                note = f"{len(days)} daily partitions, one run" if stage.partitioned_by else ""
-                rows.append((f"asset {asset_name}", seconds, note))
+        prepare_raw_data(defs, instance)  # registers the days of the file
+        days = len(instance.get_dynamic_partitions("event_days"))
+        for stage in plan_stages(defs)[:2]:
+            for key in stage.assets:
+                one = plan_stages(defs, [key])[0]
+                seconds = run_stage(defs, instance, one)
+                note = f"{days} daily partitions, one run" if one.partitions_def else ""
+                rows.append((f"asset {key.to_user_string()}", seconds, note))
 
     analytics = {"conversion_funnel", "activity_heatmap", "rfm_segments", "association_rules"}
     total_analytics = sum(s for n, s, _ in rows if n.removeprefix("asset ") in analytics)

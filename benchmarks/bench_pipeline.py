@@ -35,11 +35,12 @@ def main() -> None:
 
     from recsys_assets.definitions import build_definitions
     from recsys_assets.partitions import model_partitions
-    from recsys_assets.pipeline import Stage, _quiet_library_warnings, run_stage
+    from recsys_assets.pipeline import run_stage, stage_of
     from recsys_assets.settings import Settings
+    from recsys_assets.terminal import quiet_libraries
     from recsys_serving.redis_layout import delete_prefix
 
-    _quiet_library_warnings()
+    quiet_libraries()
     prefix = f"recsys-bench-{uuid.uuid4().hex[:6]}"
     url = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
     settings = replace(
@@ -61,10 +62,10 @@ def main() -> None:
         with DagsterInstance.ephemeral() as instance:
             for model in models:
                 for asset in per_model:
-                    seconds = run_stage(defs, instance, Stage(asset, (asset,), "models"), [model])
+                    seconds = run_stage(defs, instance, stage_of(defs, asset), [model])
                     rows.append((f"{model}: {asset}", seconds))
             for asset in ("session_metrics", "leaderboard", "serving_bundle"):
-                rows.append((asset, run_stage(defs, instance, Stage(asset, (asset,)), [])))
+                rows.append((asset, run_stage(defs, instance, stage_of(defs, asset))))
         used = client.info("memory")["used_memory"]
     finally:
         delete_prefix(client, prefix)

@@ -3,22 +3,30 @@
 from dagster import (
     AssetKey,
     AssetSelection,
-    DefaultScheduleStatus,
     DefaultSensorStatus,
+    OpExecutionContext,
     RunRequest,
     SensorEvaluationContext,
+    SensorResult,
+    SkipReason,
     asset_sensor,
-    build_schedule_from_partitioned_job,
     define_asset_job,
+    job,
+    op,
+    sensor,
 )
 from dagster_mlflow import end_mlflow_on_run_finished
 
-# New days of events arrive per partition; everything downstream is unpartitioned and rebuilt
-# from the whole history once the day has landed.
+from recsys_assets.assets.ingestion import register_event_days
+from recsys_assets.partitions import event_days, partition_range_tags
+from recsys_assets.resources import RetailRocketSource
+
+# The days of events are partitions; everything downstream is unpartitioned and rebuilt from the
+# whole history once new days have landed.
 ingest_job = define_asset_job(
     "ingest_job",
     selection=AssetSelection.assets("raw_events"),
-    description="Load one day (or a range, as one run) of raw events into DuckDB.",
+    description="Load days of raw events into DuckDB (one day, or a range as one run).",
 )
 refresh_job = define_asset_job(
     "refresh_job",
@@ -41,11 +49,44 @@ leaderboard_job = define_asset_job(
     hooks={end_mlflow_on_run_finished},
 )
 
-daily_ingest_schedule = build_schedule_from_partitioned_job(
-    ingest_job,
-    hour_of_day=1,
-    default_status=DefaultScheduleStatus.STOPPED,
+
+@op
+def register_days_of_events_file(context: OpExecutionContext, source: RetailRocketSource) -> None:
+    """Register every day of the events file as a partition of ``raw_events``."""
+    days = register_event_days(context.instance, source)
+    context.log.info(f"{len(days)} days registered: {days[0]} .. {days[-1]}")
+
+
+@job(description="Add the days of events.csv as partitions of raw_events (before materialising).")
+def register_event_days_job():
+    register_days_of_events_file()
+
+
+@sensor(
+    job=ingest_job,
+    default_status=DefaultSensorStatus.STOPPED,
+    minimum_interval_seconds=300,
 )
+def events_file_sensor(context: SensorEvaluationContext, source: RetailRocketSource):
+    """When events.csv changes, register its new days and load every day in one run."""
+    path = source.events_path
+    stat = path.stat()
+    stamp = f"{stat.st_mtime_ns}:{stat.st_size}"
+    if context.cursor == stamp:
+        return SkipReason(f"{path} unchanged")
+    from recsys_assets.core.retailrocket import event_days as days_of
+
+    days = days_of(path)
+    known = set(context.instance.get_dynamic_partitions(event_days.name))
+    new = [day for day in days if day not in known]
+    registered = [*context.instance.get_dynamic_partitions(event_days.name), *new]
+    return SensorResult(
+        dynamic_partitions_requests=[event_days.build_add_request(new)] if new else [],
+        run_requests=[
+            RunRequest(run_key=stamp, tags=partition_range_tags(registered[0], registered[-1]))
+        ],
+        cursor=stamp,
+    )
 
 
 @asset_sensor(
@@ -55,10 +96,10 @@ daily_ingest_schedule = build_schedule_from_partitioned_job(
     minimum_interval_seconds=300,
 )
 def refresh_after_ingest(context: SensorEvaluationContext, asset_event):
-    """When a day of events lands, rebuild what depends on it (one run per landing)."""
+    """When days of events land, rebuild what depends on them (one run per landing)."""
     yield RunRequest(run_key=asset_event.run_id)
 
 
-jobs = [ingest_job, refresh_job, models_job, leaderboard_job]
-schedules = [daily_ingest_schedule]
-sensors = [refresh_after_ingest]
+jobs = [ingest_job, refresh_job, models_job, leaderboard_job, register_event_days_job]
+schedules = []
+sensors = [events_file_sensor, refresh_after_ingest]

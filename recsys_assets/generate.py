@@ -44,7 +44,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{args.out}/events.csv exists; nothing generated")
             return 0
     else:
-        result = generate_dataset(args.out, config)
+        try:
+            result = generate_dataset(args.out, config)
+        except FileExistsError as exc:
+            parser.error(str(exc))
     print(result.summary())
     return 0
 

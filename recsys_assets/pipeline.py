@@ -4,94 +4,153 @@
 ``dagster asset materialize`` (one run per stage, recorded in ``$DAGSTER_HOME``, so ``dagster dev``
 shows every materialisation afterwards), but loads the code once and runs each stage in-process.
 
-Stages exist because a Dagster run covers one partitions definition: the daily events first (one
-run for the whole range, as their single-run backfill policy allows), then the unpartitioned
-tables. Later stages (per-model partitions, publishing) are appended to ``STAGES``.
+The stages are derived from the Definitions (``plan_stages``): a Dagster run covers one
+partitions definition, so the assets are grouped by partitions definition in topological order.
+A stage whose assets all have a single-run backfill policy (the days of events) is one run over
+all its partitions; any other partitioned stage (the models) is one run per partition. Adding an
+asset to a module of ``recsys_assets.assets`` adds it to the main job, with no edit here.
+
+Before the first run, the raw folder is checked (the embedded default is generated only into an
+empty default folder) and the days of the events file are registered as partitions, so the
+main job loads data of any period and the warehouse holds exactly the file's events.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from graphlib import TopologicalSorter
+from pathlib import Path
 
-from dagster import AssetKey, DagsterInstance
-from dagster._core.storage.tags import (
-    ASSET_PARTITION_RANGE_END_TAG,
-    ASSET_PARTITION_RANGE_START_TAG,
+from dagster import (
+    AssetKey,
+    BackfillPolicy,
+    DagsterInstance,
+    Definitions,
+    PartitionsDefinition,
 )
 
 from recsys_assets.tracking import end_active_mlflow_run
 
+QUIET_RUN_CONFIG = {"loggers": {"progress": {"config": {"log_level": "INFO"}}}}
+VERBOSE_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
+
 
 @dataclass(frozen=True)
 class Stage:
-    name: str
-    assets: tuple[str, ...]
-    partitioned_by: str | None = None  # None, "days" (whole range in one run) or "models"
+    """Assets that one Dagster run (or one run per partition) can materialise together."""
+
+    assets: tuple[AssetKey, ...]
+    partitions_def: PartitionsDefinition | None = None
+    single_run: bool = False  # one run over all partitions instead of one run per partition
+
+    @property
+    def name(self) -> str:
+        return ", ".join(key.to_user_string() for key in self.assets)
 
 
-STAGES: tuple[Stage, ...] = (
-    Stage("ingest events", ("raw_events",), partitioned_by="days"),
-    Stage(
-        "tables and analytics",
-        (
-            "category_tree",
-            "item_property_history",
-            "interactions",
-            "splits",
-            "item_catalog",
-            "conversion_funnel",
-            "activity_heatmap",
-            "rfm_segments",
-            "association_rules",
-        ),
-    ),
-    Stage(
-        "models",
-        ("tuned_params", "trained_model", "eval_recommendations", "model_metrics"),
-        partitioned_by="models",
-    ),
-    Stage("leaderboard", ("session_metrics", "leaderboard")),
-    Stage("publish", ("serving_bundle",)),
-)
+def plan_stages(defs: Definitions, selection: Iterable[AssetKey] | None = None) -> list[Stage]:
+    """The selected assets (default: every materialisable one) as stages in run order.
+
+    Each asset gets a level: the largest level of its parents, plus one where a parent has
+    another partitions definition (the two cannot share a run). Assets without a parent in the
+    selection (they read files) move up to their consumers' level when the partitions match,
+    so they share their consumers' run instead of getting one of their own. A stage is the
+    assets of one level and one partitions definition; levels run in order.
+    """
+    graph = defs.resolve_asset_graph()
+    keys = (
+        sorted(selection)
+        if selection is not None
+        else sorted(k for k in graph.get_all_asset_keys() if graph.get(k).is_materializable)
+    )
+    chosen = set(keys)
+    parents = {k: sorted(p for p in graph.get(k).parent_keys if p in chosen) for k in keys}
+    children: dict[AssetKey, list[AssetKey]] = {k: [] for k in keys}
+    for key, ps in parents.items():
+        for p in ps:
+            children[p].append(key)
+    pdef = {k: graph.get(k).partitions_def for k in keys}
+    order = list(TopologicalSorter(parents).static_order())
+
+    def step(a: AssetKey, b: AssetKey) -> int:
+        return int(pdef[a] != pdef[b])
+
+    level: dict[AssetKey, int] = {}
+    for key in order:
+        level[key] = max((level[p] + step(p, key) for p in parents[key]), default=0)
+    for key in order:
+        if not parents[key] and children[key]:
+            level[key] = max(0, min(level[c] - step(key, c) for c in children[key]))
+
+    groups: dict[tuple[int, int], list[AssetKey]] = {}
+    first_of: list[PartitionsDefinition | None] = []
+    for key in order:
+        if pdef[key] not in first_of:
+            first_of.append(pdef[key])
+        groups.setdefault((level[key], first_of.index(pdef[key])), []).append(key)
+    stages = []
+    for _, members in sorted(groups.items()):
+        policies = [graph.get(k).backfill_policy for k in members]
+        stages.append(
+            Stage(
+                assets=tuple(members),
+                partitions_def=pdef[members[0]],
+                single_run=all(p == BackfillPolicy.single_run() for p in policies),
+            )
+        )
+    return stages
 
 
-def stage_partition_keys(stage: Stage) -> list[str]:
-    """Every partition a stage runs over: all days, all models, or none."""
-    from recsys_assets.partitions import daily_partitions, model_partitions
+def stage_of(defs: Definitions, *asset_names: str) -> Stage:
+    """The one stage that materialises these assets together (benchmarks run single assets)."""
+    stages = plan_stages(defs, [AssetKey(name) for name in asset_names])
+    if len(stages) != 1:
+        raise ValueError(f"{asset_names} need {len(stages)} runs: {[s.name for s in stages]}")
+    return stages[0]
 
-    by_kind = {"days": daily_partitions, "models": model_partitions}
-    return by_kind[stage.partitioned_by].get_partition_keys() if stage.partitioned_by else []
+
+def stage_runs(
+    stage: Stage, instance: DagsterInstance, partition_keys: Sequence[str] | None = None
+) -> list[dict[str, str]]:
+    """The run tags of each run of a stage: none, one range, or one partition per run."""
+    from recsys_assets.partitions import PARTITION_TAG, partition_range_tags
+
+    if stage.partitions_def is None:
+        return [{}]
+    keys = list(
+        partition_keys
+        if partition_keys is not None
+        else stage.partitions_def.get_partition_keys(dynamic_partitions_store=instance)
+    )
+    if not keys:
+        raise SystemExit(f"stage '{stage.name}': no partitions to materialise")
+    if stage.single_run:
+        return [partition_range_tags(keys[0], keys[-1])]
+    return [{PARTITION_TAG: key} for key in keys]
 
 
-def run_stage(defs, instance: DagsterInstance, stage: Stage, partition_keys: list[str]) -> float:
-    """Execute one stage as one Dagster run (one run per partition for per-model stages)."""
+def run_stage(
+    defs: Definitions,
+    instance: DagsterInstance,
+    stage: Stage,
+    partition_keys: Sequence[str] | None = None,
+    run_config: dict | None = None,
+) -> float:
+    """Execute one stage (all partitions unless ``partition_keys``); return its seconds."""
     job = defs.resolve_implicit_global_asset_job_def()
-    selection = [AssetKey(a) for a in stage.assets]
     start = time.perf_counter()
-    tag_sets: list[dict[str, str]]
-    if stage.partitioned_by == "days":
-        tag_sets = [
-            {
-                ASSET_PARTITION_RANGE_START_TAG: partition_keys[0],
-                ASSET_PARTITION_RANGE_END_TAG: partition_keys[-1],
-            }
-        ]
-    elif stage.partitioned_by == "models":
-        tag_sets = [{"dagster/partition": key} for key in partition_keys]
-    else:
-        tag_sets = [{}]
-    for tags in tag_sets:
+    for tags in stage_runs(stage, instance, partition_keys):
         result = job.execute_in_process(
             instance=instance,
-            asset_selection=selection,
+            asset_selection=list(stage.assets),
             tags=tags,
             raise_on_error=False,
-            # Step-by-step events stay in the instance (the UI shows them); the terminal gets
-            # warnings and errors only.
-            run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+            run_config=run_config if run_config is not None else QUIET_RUN_CONFIG,
         )
         end_active_mlflow_run()
         if not result.success:
@@ -108,39 +167,80 @@ def run_stage(defs, instance: DagsterInstance, stage: Stage, partition_keys: lis
     return time.perf_counter() - start
 
 
+def prepare_raw_data(defs: Definitions, instance: DagsterInstance) -> Path:
+    """Check (or generate) the raw files and register the days of events; nothing else."""
+    from recsys_assets.assets.ingestion import register_event_days
+    from recsys_assets.resources import RawFilesMissingError
+
+    source = defs.resources["source"]
+    try:
+        raw = source.ensure()
+    except RawFilesMissingError as error:
+        raise SystemExit(str(error)) from None
+    register_event_days(instance, source)
+    return raw
+
+
+def run_all(
+    defs: Definitions,
+    instance: DagsterInstance,
+    only: Sequence[str] | None = None,
+    run_config: dict | None = None,
+    echo: Callable[[str], None] = lambda line: print(line, flush=True),
+) -> None:
+    """Prepare the raw data, then run every stage (or those naming an asset in ``only``)."""
+    raw = prepare_raw_data(defs, instance)
+    echo(f"raw files: {raw}")
+    for stage in plan_stages(defs):
+        names = {key.to_user_string() for key in stage.assets}
+        if only and not names & set(only):
+            continue
+        echo(f"== {stage.name}")
+        seconds = run_stage(defs, instance, stage, run_config=run_config)
+        echo(f"   stage done in {seconds:.1f} s")
+
+
 def _user_error(error) -> str:
     """The cause's message: Dagster wraps it in a generic "Error occurred while executing op"."""
     return (error.cause or error).message.strip()
 
 
-def _quiet_library_warnings() -> None:
-    """Beta/deprecation notices from dagster-mlflow and friends say nothing to a user of recsys."""
-    import warnings
-
-    from dagster import BetaWarning, PreviewWarning
-
-    for category in (BetaWarning, PreviewWarning, DeprecationWarning, FutureWarning):
-        warnings.filterwarnings("ignore", category=category)
+def _default_dagster_home(data_dir: Path) -> None:
+    """When DAGSTER_HOME is unset, use ``data_dir/dagster_home`` with our dagster.yaml, as make."""
+    if os.environ.get("DAGSTER_HOME"):
+        return
+    home = data_dir / "dagster_home"
+    home.mkdir(parents=True, exist_ok=True)
+    config = Path(__file__).resolve().parents[1] / "dagster.yaml"
+    if config.is_file() and not (home / "dagster.yaml").exists():
+        (home / "dagster.yaml").symlink_to(config)
+    os.environ["DAGSTER_HOME"] = str(home)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", nargs="*", help="run only the stages with these names")
+    parser.add_argument("--only", nargs="*", help="run only the stages holding these assets")
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        default=os.environ.get("RECSYS_VERBOSE", "") not in ("", "0"),
+        help="Dagster's full console log and the libraries' warnings (also RECSYS_VERBOSE=1)",
+    )
     args = parser.parse_args(argv)
-    _quiet_library_warnings()
+    if not args.verbose:
+        from recsys_assets.terminal import quiet_libraries
 
-    from recsys_assets.definitions import defs
+        quiet_libraries()
 
-    source = defs.resources["source"]
-    raw = source.ensure()  # generates the embedded default when no events file is there
-    print(f"raw files: {raw}", flush=True)
+    from recsys_assets.definitions import build_definitions
+    from recsys_assets.settings import Settings
+
+    settings = Settings.from_env()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    _default_dagster_home(settings.data_dir)
+    defs = build_definitions(settings)
     instance = DagsterInstance.get()
-    for stage in STAGES:
-        if args.only and stage.name not in args.only:
-            continue
-        print(f"== {stage.name}: {', '.join(stage.assets)}", flush=True)
-        seconds = run_stage(defs, instance, stage, stage_partition_keys(stage))
-        print(f"   done in {seconds:.1f} s", flush=True)
+    run_all(defs, instance, args.only, VERBOSE_RUN_CONFIG if args.verbose else QUIET_RUN_CONFIG)
     print_leaderboard(defs)
     return 0
 

@@ -10,31 +10,62 @@ from dagster import ConfigurableResource
 from recsys_assets.core.model_store import ModelStore
 from recsys_assets.core.schemas import CATEGORY_TREE_FILE, EVENTS_FILE, PROPERTIES_FILES
 
+RAW_FILES = (EVENTS_FILE, *PROPERTIES_FILES, CATEGORY_TREE_FILE)
+
+
+class RawFilesMissingError(FileNotFoundError):
+    """The raw folder lacks some of the four RetailRocket files; nothing has been written."""
+
 
 class RetailRocketSource(ConfigurableResource):
     """The folder holding the four RetailRocket files.
 
-    When ``events.csv`` is missing and ``generate_if_missing`` is set, the synthetic generator
-    (the embedded default) writes a data set there first, under a file lock so that two runs
-    starting together do not both generate.
+    The embedded default (the synthetic generator) is written only when ``generate_if_missing``
+    is set — the default folder ``$RECSYS_DATA_DIR/raw``, never one the user named with
+    ``RECSYS_RAW_DIR`` — and only when that folder holds none of the four files. It is written
+    under a file lock, so two runs starting together do not both generate, and never over an
+    existing file. In every other case a missing file stops the run before anything is written.
     """
 
     raw_dir: str
-    generate_if_missing: bool = True
+    generate_if_missing: bool = False
     scale: float = 0.05
     seed: int = 42
 
     def ensure(self) -> Path:
         raw = Path(self.raw_dir)
-        if (raw / EVENTS_FILE).exists() or not self.generate_if_missing:
+        missing = [name for name in RAW_FILES if not (raw / name).is_file()]
+        if not missing:
             return raw
-        from recsys_assets.core.generator import GeneratorConfig, ensure_dataset
+        if self.generate_if_missing and len(missing) == len(RAW_FILES):
+            from recsys_assets.core.generator import GeneratorConfig, ensure_dataset
 
-        raw.parent.mkdir(parents=True, exist_ok=True)
-        with open(raw.parent / f".{raw.name}.lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            ensure_dataset(raw, GeneratorConfig(scale=self.scale, seed=self.seed))
-        return raw
+            raw.parent.mkdir(parents=True, exist_ok=True)
+            with open(raw.parent / f".{raw.name}.lock", "w") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                ensure_dataset(raw, GeneratorConfig(scale=self.scale, seed=self.seed))
+            return raw
+        raise RawFilesMissingError(self._missing_message(raw, missing))
+
+    def _missing_message(self, raw: Path, missing: list[str]) -> str:
+        present = [name for name in RAW_FILES if name not in missing]
+        head = f"{raw} lacks {', '.join(missing)}"
+        if present:
+            head += f" (it holds {', '.join(present)})"
+        if self.generate_if_missing:
+            fix = (
+                "The embedded default is generated only into a folder holding none of the four "
+                "files, and never over a file it did not write: add the missing files, or move "
+                f"the others out of {raw} to have the default generated there."
+            )
+        else:
+            fix = (
+                "A folder named by RECSYS_RAW_DIR is never written to: add the missing files, "
+                "or unset RECSYS_RAW_DIR to use the embedded default (generated into "
+                "$RECSYS_DATA_DIR/raw), or write it yourself with "
+                "`python -m recsys_assets.generate --out DIR`."
+            )
+        return f"{head}. Nothing was written. {fix}"
 
     @property
     def events_path(self) -> Path:

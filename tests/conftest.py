@@ -59,22 +59,26 @@ def pipeline_settings(tmp_path_factory, small_raw_dir, pipeline_redis_url):
         redis_url=pipeline_redis_url,
         # Own key prefix, so the suite never touches a deployment's keys on a shared Redis.
         redis_prefix=f"recsys-test-{uuid.uuid4().hex[:8]}",
+        raw_dir_is_default=False,  # the generated files stand for a user's folder
     )
 
 
 @pytest.fixture(scope="session")
 def pipeline_run(pipeline_settings):
-    """Materialise every stage of the main job in-process into a temporary DuckDB file."""
+    """Materialise every stage of the main job in-process into a temporary DuckDB file.
+
+    The same public functions as ``python -m recsys_assets.pipeline``: raw-folder check and
+    registration of the event days, then every stage planned from the Definitions.
+    """
     from dagster import DagsterInstance
 
     from recsys_assets.definitions import build_definitions
-    from recsys_assets.pipeline import STAGES, run_stage, stage_partition_keys
+    from recsys_assets.pipeline import run_all
 
     defs = build_definitions(pipeline_settings)
     try:
         with DagsterInstance.ephemeral() as instance:
-            for stage in STAGES:
-                run_stage(defs, instance, stage, stage_partition_keys(stage))
+            run_all(defs, instance, echo=lambda line: None)
             yield pipeline_settings, instance
     finally:
         import redis

@@ -10,20 +10,25 @@ from dagster import AssetKey, DagsterInstance
 
 
 def test_bad_events_file_fails_the_run_and_keeps_stored_days(tmp_path, small_raw_dir):
+    from recsys_assets.assets.ingestion import register_event_days
     from recsys_assets.definitions import build_definitions
+    from recsys_assets.partitions import partition_range_tags
     from recsys_assets.settings import Settings
 
     raw = tmp_path / "raw"
     shutil.copytree(small_raw_dir, raw)
     settings = replace(
-        Settings.from_env(), data_dir=tmp_path, raw_dir=raw, duckdb_path=tmp_path / "w.duckdb"
+        Settings.from_env(),
+        data_dir=tmp_path,
+        raw_dir=raw,
+        raw_dir_is_default=False,
+        duckdb_path=tmp_path / "w.duckdb",
     )
-    job = build_definitions(settings).resolve_implicit_global_asset_job_def()
-    days = {
-        "dagster/asset_partition_range_start": "2015-06-01",
-        "dagster/asset_partition_range_end": "2015-06-07",
-    }
+    defs = build_definitions(settings)
+    job = defs.resolve_implicit_global_asset_job_def()
+    days = partition_range_tags("2015-06-01", "2015-06-07")
     with DagsterInstance.ephemeral() as instance:
+        register_event_days(instance, defs.resources["source"])
         ok = job.execute_in_process(
             instance=instance, asset_selection=[AssetKey("raw_events")], tags=days
         )

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
-from dagster import AssetKey, DailyPartitionsDefinition
-from dagster._core.definitions.backfill_policy import BackfillPolicyType
+import subprocess
+import sys
+from pathlib import Path
+
+from dagster import AssetKey, BackfillPolicy, DynamicPartitionsDefinition
+
+
+def _defs():
+    from recsys_assets.definitions import defs
+
+    return defs()  # the lazily built code location, as Dagster's tools load it
 
 
 def test_definitions_load_and_graph_shape():
-    from recsys_assets.definitions import defs
-
+    defs = _defs()
     graph = defs.resolve_asset_graph()
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
     expected = {
@@ -33,10 +41,9 @@ def test_definitions_load_and_graph_shape():
     assert expected <= keys
 
     raw = graph.get(AssetKey("raw_events"))
-    assert isinstance(raw.partitions_def, DailyPartitionsDefinition)
-    assert raw.backfill_policy.policy_type == BackfillPolicyType.SINGLE_RUN
-    days = raw.partitions_def.get_partition_keys()
-    assert days[0] == "2015-05-03" and days[-1] == "2015-09-18"
+    # days come from the data (registered before loading), not from a configured window
+    assert isinstance(raw.partitions_def, DynamicPartitionsDefinition)
+    assert raw.backfill_policy == BackfillPolicy.single_run()
 
     parents = {k.to_user_string() for k in graph.get(AssetKey("interactions")).parent_keys}
     assert parents == {"raw_events"}
@@ -62,10 +69,75 @@ def test_dagster_yaml_limits_pools_to_one_slot():
 
 
 def test_jobs_schedules_sensors_resolve():
-    from recsys_assets.definitions import defs
-
+    defs = _defs()
     assert defs.resolve_job_def("ingest_job").partitions_def is not None
     assert defs.resolve_job_def("refresh_job") is not None
     assert defs.resolve_job_def("models_job").partitions_def is not None
-    assert defs.resolve_schedule_def("ingest_job_schedule") is not None
+    assert defs.resolve_job_def("register_event_days_job") is not None
+    assert defs.resolve_sensor_def("events_file_sensor") is not None
     assert defs.resolve_sensor_def("refresh_after_ingest") is not None
+
+
+def test_importing_the_code_has_no_side_effect(tmp_path):
+    """Importing every module and building the Definitions creates no folder or file."""
+    data = tmp_path / "data"
+    home = tmp_path / "home"  # libraries may keep caches there (matplotlib, …): not ours
+    home.mkdir()
+    code = (
+        "import pkgutil, importlib, recsys_assets\n"
+        "for m in pkgutil.walk_packages(recsys_assets.__path__, 'recsys_assets.'):\n"
+        "    importlib.import_module(m.name)\n"
+        "from recsys_assets.definitions import defs\n"
+        "defs()\n"
+    )
+    env = {"PATH": "", "HOME": str(home), "RECSYS_DATA_DIR": str(data)}
+    done = subprocess.run(
+        [sys.executable, "-W", "ignore", "-c", code],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["home"]
+
+
+def test_no_dagster_internals_imported():
+    root = Path(__file__).parents[1]
+    files = [*root.glob("recsys_assets/**/*.py"), *root.glob("recsys_serving/**/*.py")]
+    files += [*root.glob("tests/**/*.py"), *root.glob("benchmarks/**/*.py")]
+    offenders = [
+        str(f.relative_to(root))
+        for f in files
+        if f != Path(__file__)
+        and ("from dagster._" in f.read_text() or "import dagster._" in f.read_text())
+    ]
+    assert offenders == []
+
+
+def test_stages_are_derived_from_the_definitions():
+    """The main job's stages follow the graph: a new asset joins them with no other edit."""
+    from dagster import Definitions, asset
+
+    from recsys_assets.partitions import model_partitions
+    from recsys_assets.pipeline import plan_stages
+
+    @asset(partitions_def=model_partitions, deps=["model_metrics"])
+    def model_report() -> None: ...
+
+    @asset(deps=["leaderboard", model_report])
+    def weekly_digest() -> None: ...
+
+    defs = Definitions.merge(_defs(), Definitions(assets=[model_report, weekly_digest]))
+    stages = [[k.to_user_string() for k in s.assets] for s in plan_stages(defs)]
+    where = {name: i for i, names in enumerate(stages) for name in names}
+    assert stages[0] == ["raw_events"]
+    assert where["category_tree"] == where["interactions"] == where["association_rules"]
+    assert where["model_report"] == where["trained_model"] > where["splits"]
+    assert where["weekly_digest"] == where["leaderboard"] > where["model_report"]
+    graph = defs.resolve_asset_graph()
+    for i, names in enumerate(stages):  # every parent runs in an earlier stage or the same one
+        for name in names:
+            for parent in graph.get(AssetKey(name)).parent_keys:
+                assert where[parent.to_user_string()] <= i

@@ -266,10 +266,13 @@ def generate_dataset(
 ) -> GeneratedDataset:
     """Write the four RetailRocket files and ``generator_truth.json`` into ``out_dir``.
 
-    ``events.csv`` is written last, so its presence means the set is complete.
+    ``events.csv`` is written last, so its presence means the set is complete. A folder that
+    already holds any of these files is refused (``FileExistsError`` naming them): the generator
+    never overwrites a file it did not create.
     """
     t0 = time.perf_counter()
     out = Path(out_dir)
+    refuse_existing(out)
     out.mkdir(parents=True, exist_ok=True)
     cfg, tg = config, _targets(config)
     period = Period.from_dates(cfg.start, cfg.end)
@@ -429,24 +432,47 @@ def generate_dataset(
     return result
 
 
+GENERATED_FILES = (*PROPERTIES_FILES, CATEGORY_TREE_FILE, TRUTH_FILE, EVENTS_FILE)  # write order
+
+
+def refuse_existing(out_dir: Path) -> None:
+    """Raise ``FileExistsError`` naming every file of a data set that ``out_dir`` already holds."""
+    existing = [name for name in GENERATED_FILES if (out_dir / name).exists()]
+    if existing:
+        raise FileExistsError(
+            f"{out_dir} already holds {', '.join(existing)}; the generator never overwrites "
+            "files, so remove them first or choose another folder"
+        )
+
+
 def ensure_dataset(
     raw_dir: str | Path, config: GeneratorConfig = GeneratorConfig()
 ) -> GeneratedDataset | None:
     """Generate into ``raw_dir`` only when ``raw_dir/events.csv`` is missing; else return None.
 
-    The set is written to a temporary folder beside ``raw_dir`` and its files renamed in, events
-    last, so a crash never leaves a half-written set that looks complete.
+    The set is written to a temporary folder beside ``raw_dir`` and hard-linked in, events last,
+    so a crash never leaves a half-written set that looks complete. A link never replaces an
+    existing file (unlike a rename), so a file that appears meanwhile is kept; the files linked
+    by this call are removed again and the call fails.
     """
     raw = Path(raw_dir)
     if (raw / EVENTS_FILE).exists():
         return None
+    refuse_existing(raw)
     raw.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{raw.name}.generating-", dir=raw.parent))
+    linked: list[Path] = []
     try:
         result = generate_dataset(tmp, config)
         raw.mkdir(parents=True, exist_ok=True)
-        for name in (*PROPERTIES_FILES, CATEGORY_TREE_FILE, TRUTH_FILE, EVENTS_FILE):
-            os.replace(tmp / name, raw / name)
+        try:
+            for name in GENERATED_FILES:
+                os.link(tmp / name, raw / name)  # FileExistsError instead of overwriting
+                linked.append(raw / name)
+        except FileExistsError:
+            for path in linked:  # only what this call created
+                path.unlink()
+            raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return replace(result, out_dir=raw)

@@ -525,3 +525,17 @@ def _raise_cycle(unreached: pl.DataFrame, file: str | os.PathLike) -> None:
         "parentid",
         f"category {named} is in a parent cycle: {' -> '.join(str(c) for c in loop)}",
     )
+
+
+# --- days ----------------------------------------------------------------------------------------
+
+
+def event_day(column: str = "timestamp") -> pl.Expr:
+    """The UTC day (``YYYY-MM-DD``) of a Unix-millisecond column: the key of its daily partition."""
+    return pl.from_epoch(pl.col(column), time_unit="ms").dt.strftime("%Y-%m-%d")
+
+
+def event_days(path: str | os.PathLike) -> list[str]:
+    """Every UTC day that holds an event of a validated ``events.csv``, sorted."""
+    events, _ = read_events(path)
+    return events.select(event_day().unique().sort())["timestamp"].to_list()
