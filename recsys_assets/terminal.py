@@ -17,6 +17,7 @@ notices and INFO logging of dagster-mlflow, MLflow and alembic; ``--verbose`` sk
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 import warnings
@@ -45,9 +46,10 @@ def partition_label(tags: dict[str, str]) -> str:
 class ProgressHandler(logging.Handler):
     """Formats Dagster log records into the main job's terminal lines."""
 
-    def __init__(self, stream=None) -> None:
-        super().__init__(logging.INFO)
+    def __init__(self, stream=None, message_level: int = logging.INFO) -> None:
+        super().__init__(logging.DEBUG)  # Dagster sends its step events at DEBUG
         self.stream = stream
+        self.message_level = message_level
         self._started: dict[tuple[str | None, str], float] = {}
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -66,6 +68,10 @@ class ProgressHandler(logging.Handler):
         step = meta.get("step_key") or ""
         where = step + partition_label(dict(meta.get("job_tags") or {}))
         if event is None:
+            if record.levelno < self.message_level:
+                return None
+            if meta.get("resource_name") and record.levelno < logging.WARNING:
+                return None  # e.g. dagster-mlflow's "Starting a new mlflow run with id …"
             message = meta.get("orig_message") or record.getMessage()
             level = "" if record.levelno < logging.WARNING else f"{record.levelname}: "
             return f"    {where}: {level}{message}" if where else f"    {level}{message}"
@@ -85,20 +91,36 @@ class ProgressHandler(logging.Handler):
 
 @logger(
     {"log_level": Field(str, is_required=False, default_value="INFO")},
-    description="The main job's terminal: step start/end with seconds, and progress messages.",
+    description="The main job's terminal: step start/end with seconds, and messages at "
+    "log_level and above.",
 )
 def progress_logger(init_context: InitLoggerContext) -> logging.Logger:
-    level = init_context.logger_config["log_level"]
-    log = logging.Logger(f"recsys.progress.{init_context.run_id}", level)
-    log.addHandler(ProgressHandler())
+    level = logging.getLevelName(init_context.logger_config["log_level"].upper())
+    log = logging.Logger(f"recsys.progress.{init_context.run_id}", logging.DEBUG)
+    log.addHandler(ProgressHandler(message_level=level))
     return log
 
 
 def quiet_libraries() -> None:
-    """No deprecation notices or INFO logging from the libraries on a user's terminal."""
+    """No deprecation notices or INFO logging from the libraries on a user's terminal.
+
+    Filters alone are not enough: a library may reset them when it is imported in the middle
+    of a run (mlxtend's ``fpcommon`` runs ``simplefilter("always", DeprecationWarning)``), so
+    the display hook drops these categories too.
+    """
     from dagster import BetaWarning, PreviewWarning
 
-    for category in (BetaWarning, PreviewWarning, DeprecationWarning, FutureWarning):
+    quiet = (BetaWarning, PreviewWarning, DeprecationWarning, FutureWarning)
+    for category in quiet:
         warnings.filterwarnings("ignore", category=category)
-    for name in ("mlflow", "alembic", "optuna", "py4j"):
+    show = warnings.showwarning
+
+    def show_unless_quiet(message, category, *args, **kwargs):
+        if not issubclass(category, quiet):
+            show(message, category, *args, **kwargs)
+
+    warnings.showwarning = show_unless_quiet
+    # MLflow configures its logger from this variable when it is imported (default INFO)
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    for name in ("mlflow", "alembic", "optuna"):
         logging.getLogger(name).setLevel(logging.WARNING)

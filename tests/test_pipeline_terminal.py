@@ -1,0 +1,79 @@
+"""The main job's terminal (issue 7 §7): only the project's own lines unless --verbose.
+
+``python -m recsys_assets.pipeline`` runs in a subprocess on a tiny data set, as ``make run``
+does. Before, it printed 17 DeprecationWarning lines of dagster-mlflow, MLflow's INFO lines, and
+nothing at all while a step ran.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+REPO = Path(__file__).parents[1]
+
+
+def test_main_job_prints_steps_and_progress_but_no_library_chatter(
+    tmp_path, small_raw_dir, pipeline_redis_url
+):
+    import redis
+    from dagster import StaticPartitionsDefinition
+
+    from recsys_assets.definitions import build_definitions
+    from recsys_assets.pipeline import plan_stages
+    from recsys_serving.redis_layout import delete_prefix
+
+    prefix = f"recsys-test-terminal-{uuid.uuid4().hex[:8]}"
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("RECSYS_", "DAGSTER_", "MLFLOW_"))
+    }
+    env.update(
+        RECSYS_DATA_DIR=str(tmp_path / "data"),
+        RECSYS_RAW_DIR=str(small_raw_dir),
+        REDIS_URL=pipeline_redis_url,
+        RECSYS_REDIS_PREFIX=prefix,
+        PYTHONWARNINGS="default",  # warnings on, as a user's shell may have them
+    )
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "recsys_assets.pipeline"],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+    finally:
+        client = redis.Redis.from_url(pipeline_redis_url)
+        delete_prefix(client, prefix)
+        client.close()
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, out[-4000:]
+    assert "DeprecationWarning" not in out and "Warning:" not in out, out[:4000]
+    assert not re.search(r"INFO mlflow|alembic", out), out[:4000]
+    # Dagster's own event chatter stays in the event log
+    for chatter in ("STEP_OUTPUT", "ASSET_MATERIALIZATION", "HANDLED_OUTPUT", "Loading file"):
+        assert chatter not in out
+
+    stages = plan_stages(build_definitions())
+    for stage in stages:
+        keys = [""]
+        if isinstance(stage.partitions_def, StaticPartitionsDefinition):
+            keys = [f" [{k}]" for k in stage.partitions_def.get_partition_keys()]
+        for asset in stage.assets:
+            name = asset.to_user_string()
+            if stage.single_run:  # one run over the file's days: "[first..last]"
+                assert re.search(rf"^  > {name} \[\S+\.\.\S+\] started$", out, re.M), name
+                assert re.search(rf"^  < {name} \[\S+\] done in \d+\.\d s$", out, re.M), name
+                continue
+            for key in keys:
+                label = re.escape(f"{name}{key}")
+                assert re.search(rf"^  > {label} started$", out, re.M), label
+                assert re.search(rf"^  < {label} done in \d+\.\d s$", out, re.M), label
+    # progress inside steps: asset context.log lines and recsys_assets.* loggers (dagster.yaml)
+    assert re.search(r"^    trained_model \[als\]: ", out, re.M), out[:4000]
+    assert "Leaderboard" in out
