@@ -72,6 +72,9 @@ def serve(host: str, port: int) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--no-serve", action="store_true", help="stop after publishing")
+    parser.add_argument(
+        "--verbose", action="store_true", help="Dagster's full log (also RECSYS_VERBOSE=1)"
+    )
     # loopback by default; a container sets RECSYS_HOST=0.0.0.0 to publish the port
     parser.add_argument("--host", default=os.environ.get("RECSYS_HOST", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=int(os.environ.get("RECSYS_PORT", "8000")))
@@ -85,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from recsys_assets import pipeline
 
-    code = pipeline.main([])
+    code = pipeline.main(["--verbose"] if args.verbose else [])
     if code or args.no_serve:
         return code
     return serve(args.host, args.port)
