@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -11,32 +12,13 @@ from threadpoolctl import threadpool_limits
 
 from recsys_assets.core.models.base import Recommender
 from recsys_assets.core.models.topk import EXCLUDED, sort_candidates
+from recsys_assets.core.models.weighting import WEIGHTINGS, weight_interactions
 from recsys_assets.core.training_data import TrainingData
 
 if TYPE_CHECKING:
     import optuna
 
-WEIGHTINGS = ("none", "bm25", "tfidf")
-
-
-def weight_interactions(
-    user_item: sp.csr_matrix, weighting: str, bm25_k1: float = 100.0, bm25_b: float = 0.8
-) -> sp.csr_matrix:
-    """Re-weight a user×item matrix the way ``implicit``'s examples do (per item, over users)."""
-    from implicit.nearest_neighbours import bm25_weight, tfidf_weight
-
-    if weighting == "none":
-        return user_item
-    item_user = user_item.T.tocsr()
-    if weighting == "bm25":
-        weighted = bm25_weight(item_user, K1=bm25_k1, B=bm25_b)
-    elif weighting == "tfidf":
-        weighted = tfidf_weight(item_user)
-    else:
-        raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}")
-    out = weighted.T.tocsr().astype(np.float32)
-    out.sort_indices()
-    return out
+log = logging.getLogger(__name__)
 
 
 class ALSRecommender(Recommender):
@@ -95,10 +77,14 @@ class ALSRecommender(Recommender):
                 num_threads=int(p["num_threads"]),
                 random_state=p["random_state"],
             )
-            model.fit(matrix, show_progress=False)
+            model.fit(matrix, show_progress=False, callback=self._log_iteration)
         self.user_factors = np.ascontiguousarray(model.user_factors, dtype=np.float32)
         self.item_factors = np.ascontiguousarray(model.item_factors, dtype=np.float32)
         self._item_unit: np.ndarray | None = None
+
+    def _log_iteration(self, iteration: int, elapsed: float, loss: float) -> None:
+        # implicit calls back after every iteration; loss is NaN unless it was asked to compute it
+        log.info("als: iteration %d/%d, %.2fs", iteration + 1, self.params["iterations"], elapsed)
 
     def _score(self, user_rows: np.ndarray) -> np.ndarray:
         return self.user_factors[user_rows] @ self.item_factors.T
@@ -108,7 +94,10 @@ class ALSRecommender(Recommender):
     ) -> tuple[np.ndarray, np.ndarray]:
         exclude = self._seen[user_rows] if exclude_seen else None
         return self._factor_topk(
-            self.item_factors, self.user_factors[user_rows], width, exclude,
+            self.item_factors,
+            self.user_factors[user_rows],
+            width,
+            exclude,
             lambda idx: Recommender._recommend_rows(self, user_rows[idx], width, exclude_seen),
         )
 
@@ -119,7 +108,10 @@ class ALSRecommender(Recommender):
             shape=(item_cols.size, self.n_items),
         )
         return self._factor_topk(
-            unit, unit[item_cols], width, itself,
+            unit,
+            unit[item_cols],
+            width,
+            itself,
             lambda idx: Recommender._similar_rows(self, item_cols[idx], width),
         )
 
@@ -142,7 +134,10 @@ class ALSRecommender(Recommender):
         want = min(width + 1, items.shape[0])
         with threadpool_limits(1, "blas"):
             cols, vals = topk(
-                items, queries, want, filter_query_items=exclude,
+                items,
+                queries,
+                want,
+                filter_query_items=exclude,
                 num_threads=int(self.params["num_threads"]),
             )
         cols, vals = sort_candidates(cols.astype(np.int64), vals.astype(np.float32))
@@ -174,4 +169,3 @@ class ALSRecommender(Recommender):
         self.user_factors = arrays["user_factors"]
         self.item_factors = arrays["item_factors"]
         self._item_unit = None
-

@@ -8,6 +8,7 @@ histories, batching, masking of already-seen items, exact top-k with a determini
 
 from __future__ import annotations
 
+import logging
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
@@ -29,6 +30,8 @@ from recsys_assets.core.training_data import TrainingData, lookup_index
 
 if TYPE_CHECKING:
     import optuna
+
+log = logging.getLogger(__name__)
 
 # Largest dense score block (rows × catalogue) built at once: 2**25 float32 = 128 MiB, so a
 # 2048-user batch over a 235k-item catalogue is scored in slices instead of a 1.9 GiB block.
@@ -160,9 +163,18 @@ class Recommender(ABC):
         self._seen = seen
         self._popularity = np.asarray(self._fallback_scores(data), dtype=np.float32)
         self._pop_order = None
+        log.info(
+            "%s: fitting on %d users x %d items (%d nonzeros), params %s",
+            self.name,
+            data.n_users,
+            data.n_items,
+            seen.nnz,
+            self.params,
+        )
         self._fit(data)
         self._fitted = True
         self.fit_seconds = time.perf_counter() - start
+        log.info("%s: fitted in %.2fs", self.name, self.fit_seconds)
         return self
 
     @property
@@ -303,7 +315,9 @@ class Recommender(ABC):
     ) -> tuple[np.ndarray, np.ndarray]:
         """(cols, scores) for session rows, through dense ``_score_sessions``."""
         return self._dense_topk(
-            np.arange(sessions.shape[0]), lambda p: self._score_sessions(sessions[p]), width,
+            np.arange(sessions.shape[0]),
+            lambda p: self._score_sessions(sessions[p]),
+            width,
             exclude,
         )
 
@@ -433,13 +447,9 @@ class Recommender(ABC):
         called on ``Recommender`` itself."""
         arrays, meta = unpack(data)
         if cls is Recommender:
-            from recsys_assets.core.models.registry import get_model_class
-
-            cls = get_model_class(str(meta.get("model")))
+            cls = _loaded_subclass(str(meta.get("model")))
         if meta.get("model") != cls.name:
-            raise ValueError(
-                f"model bytes hold a {meta.get('model')!r} model, not {cls.name!r}"
-            )
+            raise ValueError(f"model bytes hold a {meta.get('model')!r} model, not {cls.name!r}")
         model = cls(**meta["params"])
         model._user_ids = arrays["user_ids"]
         model._item_ids = arrays["item_ids"]
@@ -453,6 +463,22 @@ class Recommender(ABC):
     def __repr__(self) -> str:
         state = "fitted" if self._fitted else "not fitted"
         return f"{type(self).__name__}({self.params}, {state})"
+
+
+def _loaded_subclass(name: str) -> type[Recommender]:
+    """The imported concrete subclass called ``name``.
+
+    Walks the subclasses instead of importing the registry, which imports every model module
+    and so would make base depend on its own subclasses (the registry's ``load_model`` is the
+    place that dispatches by name with every model loaded).
+    """
+    pending = list(Recommender.__subclasses__())
+    while pending:
+        sub = pending.pop()
+        if getattr(sub, "name", None) == name:
+            return sub
+        pending.extend(sub.__subclasses__())
+    raise ValueError(f"model bytes hold a {name!r} model, and no such model class is imported")
 
 
 def mask_rows(scores: np.ndarray, exclude: sp.csr_matrix) -> None:

@@ -181,8 +181,15 @@ class ContentBasedRecommender(Recommender):
         cols = self._cat_items[np.repeat(self._cat_start[c], take) + offset]
         vals = np.repeat(cat_scores[r, c], take) + self.item_bonus[cols]
         return topk_candidates(
-            n, rows, cols, vals, self.n_items, width, exclude,
-            prior=self.item_bonus, prior_order=self._bonus_order,
+            n,
+            rows,
+            cols,
+            vals,
+            self.n_items,
+            width,
+            exclude,
+            prior=self.item_bonus,
+            prior_order=self._bonus_order,
         )
 
     # --- serialisation ----------------------------------------------------------------------

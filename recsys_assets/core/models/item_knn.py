@@ -18,21 +18,26 @@ and larger neighbourhoods (k 100–500) did not help there. ``asymmetry`` 0.5 wi
 ``weighting`` "bm25", ``normalize`` false, ``binary_history`` false and ``popularity_weight``
 0.5 is the old plain-cosine model.
 """
+
 from __future__ import annotations
 
+import logging
+import time
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import scipy.sparse as sp
 
-from recsys_assets.core.models.als import WEIGHTINGS, weight_interactions
 from recsys_assets.core.models.base import Recommender
 from recsys_assets.core.models.serialization import csr_from_arrays, csr_to_arrays
 from recsys_assets.core.models.topk import topk_candidates
+from recsys_assets.core.models.weighting import WEIGHTINGS, weight_interactions
 from recsys_assets.core.training_data import TrainingData
 
 if TYPE_CHECKING:
     import optuna
+
+log = logging.getLogger(__name__)
 
 # "binary": one per (user, item) seen, whatever the events' weights
 ITEM_WEIGHTINGS = ("binary", *WEIGHTINGS)
@@ -156,9 +161,7 @@ class ItemKNNRecommender(Recommender):
         if not (isinstance(p["k"], int | np.integer) and p["k"] > 0):
             raise ValueError(f"k must be a positive integer, got {p['k']!r}")
         if p["weighting"] not in ITEM_WEIGHTINGS:
-            raise ValueError(
-                f"weighting must be one of {ITEM_WEIGHTINGS}, got {p['weighting']!r}"
-            )
+            raise ValueError(f"weighting must be one of {ITEM_WEIGHTINGS}, got {p['weighting']!r}")
         if not 0 <= p["asymmetry"] <= 1:
             raise ValueError(f"asymmetry must be in [0, 1], got {p['asymmetry']!r}")
         for flag in ("normalize", "binary_history"):
@@ -170,10 +173,19 @@ class ItemKNNRecommender(Recommender):
             raise ValueError(f"session_decay must be in (0, 1], got {p['session_decay']!r}")
 
     def _fit(self, data: TrainingData) -> None:
+        start = time.perf_counter()
         matrix = item_vectors(data.user_item, self.params["weighting"])
         sim = cosine_neighbours(
-            matrix, int(self.params["k"]), int(self.params["num_threads"]),
+            matrix,
+            int(self.params["k"]),
+            int(self.params["num_threads"]),
             float(self.params["asymmetry"]),
+        )
+        log.info(
+            "item_knn: %d neighbour pairs for %d items in %.2fs",
+            sim.nnz,
+            sim.shape[0],
+            time.perf_counter() - start,
         )
         self.similarity = normalize_neighbour_rows(sim) if self.params["normalize"] else sim
         self._set_tiebreak()
@@ -211,8 +223,15 @@ class ItemKNNRecommender(Recommender):
         rows = np.repeat(np.arange(reached.shape[0]), np.diff(reached.indptr))
         vals = reached.data.astype(np.float32) + self._tiebreak[reached.indices]
         return topk_candidates(
-            reached.shape[0], rows, reached.indices, vals, self.n_items, width, exclude,
-            prior=self._tiebreak, prior_order=self._tiebreak_order,
+            reached.shape[0],
+            rows,
+            reached.indices,
+            vals,
+            self.n_items,
+            width,
+            exclude,
+            prior=self._tiebreak,
+            prior_order=self._tiebreak_order,
         )
 
     def _recommend_rows(

@@ -9,6 +9,7 @@ from recsys_assets.core.models.base import Recommender
 from recsys_assets.core.models.content_based import ContentBasedRecommender
 from recsys_assets.core.models.item_knn import ItemKNNRecommender
 from recsys_assets.core.models.popularity import PopularityRecommender
+from recsys_assets.core.models.serialization import unpack
 
 MODEL_REGISTRY: dict[str, type[Recommender]] = {
     cls.name: cls
@@ -39,3 +40,9 @@ def create_model(name: str, params: dict[str, Any] | None = None) -> Recommender
 def model_from_bytes(name: str, data: bytes) -> Recommender:
     """Load a model of class ``name`` from ``to_bytes`` output."""
     return get_model_class(name).from_bytes(data)
+
+
+def load_model(data: bytes) -> Recommender:
+    """Load ``to_bytes`` output of any registered model, dispatching on the name stored in it."""
+    _, meta = unpack(data)
+    return model_from_bytes(str(meta.get("model")), data)

@@ -51,9 +51,7 @@ def sort_candidates(cols: np.ndarray, vals: np.ndarray) -> tuple[np.ndarray, np.
     return np.take_along_axis(cols, order, axis=1), np.take_along_axis(vals, order, axis=1)
 
 
-def _exact_select(
-    scores: np.ndarray, kth: np.ndarray, width: int
-) -> tuple[np.ndarray, np.ndarray]:
+def _exact_select(scores: np.ndarray, kth: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
     """All columns above the k-th value plus the lowest-indexed columns equal to it."""
     above = scores > kth[:, None]
     equal = scores == kth[:, None]

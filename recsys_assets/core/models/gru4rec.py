@@ -1,0 +1,601 @@
+"""GRU4Rec (Hidasi et al. ICLR 2016, CIKM 2018), following the official code.
+
+Third-party GRU4Recs lose much of the original's accuracy (Hidasi & Czapp, RecSys 2023) through
+missing pieces; this one keeps the design of hidasib/GRU4Rec_PyTorch_Official:
+
+- session-parallel mini-batches: sessions, in start-time order, hold fixed batch slots; when a
+  session ends its slot's hidden state is reset to zero and the next session takes the slot
+  (no padding, no truncated sequences);
+- output sampling: the scores of a step are computed only for the batch's own targets (in-batch
+  negatives) plus ``n_sample`` extra negatives shared by the batch, drawn with probability
+  ∝ popularity^``sample_alpha`` from a precomputed sample cache;
+- losses: BPR-max with score regularisation ``bpreg`` (and the ELU on the scores,
+  ``elu_param``), or cross-entropy with the ``logq`` sampling correction;
+- input: the constrained embedding (the input vector of an item is its output weight row), a
+  separate embedding, or one-hot input through a GRU layer whose input weights are indexed by
+  item (``embedding`` 0, ``constrained_embedding`` false); dropout on the input and on every
+  hidden layer's output (also the dropped-out state is carried on, as in the original);
+- Adagrad with momentum that updates only the rows of the item tables a minibatch touched
+  (:mod:`indexed_adagrad`); the initialisation of the original's default compatibility mode
+  (uniform ±sqrt(6 / (fan_in + fan_out)) per gate block, zero biases); the loss summed over the
+  batch and divided by ``batch_size``.
+
+No early stopping, as in the original: ``n_epochs`` is a tuned hyper-parameter. Consecutive
+repeats inside a session are collapsed before training. The defaults are the official
+RetailRocket parameters (paramfiles/retailrocket_bprmax_shared_best.py).
+
+Per-user lists (``recommend``) run the network over each user's most recent
+``history_sessions`` sessions (at most ``max_history`` items); ``recommend_session`` runs it over
+the given item sequence; ``similar_items`` ranks items by the cosine of their output weights
+(the item embeddings under the constrained embedding). ``export_numpy`` gives the arrays that
+:mod:`gru4rec_numpy` needs for a torch-free forward pass.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from recsys_assets.core.models.base import Recommendations, Recommender
+from recsys_assets.core.models.gru4rec_data import (
+    session_parallel_batches,
+    training_sessions,
+    user_histories,
+)
+from recsys_assets.core.models.gru4rec_numpy import (
+    INPUT_CONSTRAINED,
+    INPUT_EMBEDDING,
+    INPUT_ONEHOT,
+    pad_sequences,
+)
+from recsys_assets.core.models.indexed_adagrad import IndexedAdagradM
+from recsys_assets.core.models.torch_training import (
+    DEVICES,
+    choose_device,
+    seed_everything,
+    train_epochs,
+)
+from recsys_assets.core.training_data import TrainingData, lookup_index
+
+if TYPE_CHECKING:
+    import optuna
+
+log = logging.getLogger(__name__)
+
+LOSSES = ("bpr-max", "cross-entropy")
+INPUT_MODES = ("constrained", "embedding", "onehot")
+
+# Sequences scored at once in inference (hidden states are small; the score block is not, and
+# the base class slices rows by catalogue size before calling _score).
+_INFER_BATCH = 4096
+
+
+def _uniform(shape: tuple[int, ...], fan_in: int, fan_out: int, gen: torch.Generator):
+    sigma = float(np.sqrt(6.0 / (fan_in + fan_out)))
+    return torch.rand(shape, generator=gen, dtype=torch.float32) * (2 * sigma) - sigma
+
+
+class GRU4RecNet(nn.Module):
+    """The parameters and the recurrent step. Item tables (``Wy``, ``By``, ``E``, ``Wx0``) are
+    updated row-wise by the trainer, so autograd does not track them directly."""
+
+    def __init__(self, n_items: int, layers: Sequence[int], input_mode: str, embedding: int):
+        super().__init__()
+        self.n_items, self.layers, self.input_mode = n_items, list(layers), input_mode
+        h_last = self.layers[-1]
+        self.Wy = nn.Parameter(torch.empty(n_items, h_last), requires_grad=False)
+        self.By = nn.Parameter(torch.zeros(n_items), requires_grad=False)
+        self.first = 0
+        if input_mode == "embedding":
+            self.E = nn.Parameter(torch.empty(n_items, embedding), requires_grad=False)
+            n_input = embedding
+        elif input_mode == "onehot":
+            h0 = self.layers[0]
+            self.Wx0 = nn.Parameter(torch.empty(n_items, 3 * h0), requires_grad=False)
+            self.Wh0 = nn.Parameter(torch.empty(h0, 3 * h0))
+            self.Bh0 = nn.Parameter(torch.zeros(3 * h0))
+            self.first = 1
+            n_input = h0
+        else:
+            n_input = h_last
+        self.cells = nn.ModuleList(
+            nn.GRUCell(self.layers[i - 1] if i > 0 else n_input, self.layers[i])
+            for i in range(self.first, len(self.layers))
+        )
+
+    @torch.no_grad()
+    def reset_parameters(self, gen: torch.Generator) -> None:
+        """The original's compatibility-mode initialisation (numpy-style fans per gate block)."""
+        n = self.n_items
+        self.Wy.copy_(_uniform(tuple(self.Wy.shape), n, self.Wy.shape[1], gen))
+        self.By.zero_()
+        if self.input_mode == "embedding":
+            self.E.copy_(_uniform(tuple(self.E.shape), n, self.E.shape[1], gen))
+        if self.input_mode == "onehot":
+            h0 = self.layers[0]
+            self.Wx0.copy_(torch.cat([_uniform((n, h0), n, h0, gen) for _ in range(3)], 1))
+            self.Wh0.copy_(torch.cat([_uniform((h0, h0), h0, h0, gen) for _ in range(3)], 1))
+            self.Bh0.zero_()
+        for cell in self.cells:
+            h, n_in = cell.hidden_size, cell.input_size
+            cell.weight_ih.copy_(torch.cat([_uniform((h, n_in), n_in, h, gen) for _ in range(3)]))
+            cell.weight_hh.copy_(torch.cat([_uniform((h, h), h, h, gen) for _ in range(3)]))
+            cell.bias_ih.zero_()
+            cell.bias_hh.zero_()
+
+    def onehot_step(self, vx: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        """The original's GRUEmbedding: a GRU layer fed by item-indexed rows ``vx`` of Wx0."""
+        vx = vx + self.Bh0
+        vh = h @ self.Wh0
+        vx_x, vx_r, vx_z = vx.chunk(3, 1)
+        vh_x, vh_r, vh_z = vh.chunk(3, 1)
+        r = torch.sigmoid(vx_r + vh_r)
+        z = torch.sigmoid(vx_z + vh_z)
+        cand = torch.tanh(r * vh_x + vx_x)
+        return (1.0 - z) * h + z * cand
+
+    def initial_state(self, n: int, device: torch.device) -> list[torch.Tensor]:
+        return [torch.zeros(n, h, device=device) for h in self.layers]
+
+    @torch.no_grad()
+    def final_hidden(self, cols: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Last-layer state after right-aligned padded sequences (inference, no dropout)."""
+        hidden = self.initial_state(cols.shape[0], cols.device)
+        for t in range(cols.shape[1]):
+            live = mask[:, t : t + 1]
+            x = cols[:, t]
+            if self.input_mode == "onehot":
+                new = self.onehot_step(self.Wx0[x], hidden[0])
+                hidden[0] = torch.where(live, new, hidden[0])
+                inp = hidden[0]
+            else:
+                inp = (self.E if self.input_mode == "embedding" else self.Wy)[x]
+            for i, cell in enumerate(self.cells):
+                j = self.first + i
+                hidden[j] = torch.where(live, cell(inp, hidden[j]), hidden[j])
+                inp = hidden[j]
+        return hidden[-1]
+
+
+class SampleCache:
+    """Negative samples ∝ popularity^alpha, drawn in bulk and handed out one batch at a time
+    (the original's sample cache: one search per sample, amortised over many steps)."""
+
+    def __init__(
+        self,
+        counts: np.ndarray,
+        alpha: float,
+        n_sample: int,
+        cache_size: int,
+        device: torch.device,
+        gen: torch.Generator,
+    ) -> None:
+        weights = np.asarray(counts, dtype=np.float64) ** alpha
+        cdf = np.cumsum(weights) / weights.sum()
+        cdf[-1] = 1.0
+        self.cdf = torch.tensor(cdf, dtype=torch.float32, device=device)
+        self.n_sample, self.device, self.gen = n_sample, device, gen
+        self.length = max(1, cache_size // n_sample)
+        self._refresh()
+
+    def _refresh(self) -> None:
+        u = torch.rand(self.length * self.n_sample, generator=self.gen).to(self.device)
+        # first index with cdf > u, as the original's binary search
+        idx = torch.searchsorted(self.cdf, u, right=True).clamp_(max=self.cdf.numel() - 1)
+        self.samples = idx.reshape(self.length, self.n_sample)
+        self.pointer = 0
+
+    def get(self) -> torch.Tensor:
+        if self.pointer >= self.length:
+            self._refresh()
+        out = self.samples[self.pointer]
+        self.pointer += 1
+        return out
+
+
+def bpr_max_loss(scores: torch.Tensor, bpreg: float, elu_param: float) -> torch.Tensor:
+    """Summed BPR-max over rows; the target of row i is column i (the in-batch layout)."""
+    if elu_param > 0:
+        scores = F.elu(scores, elu_param)
+    n, m = scores.shape
+    not_target = 1.0 - torch.eye(n, m, device=scores.device, dtype=scores.dtype)
+    masked = scores * not_target
+    e_x = torch.exp(masked - masked.max(dim=1, keepdim=True)[0]) * not_target
+    softmax_neg = e_x / e_x.sum(dim=1, keepdim=True)
+    target = scores.diagonal().unsqueeze(1)
+    return torch.sum(
+        -torch.log(torch.sum(torch.sigmoid(target - scores) * softmax_neg, dim=1) + 1e-24)
+        + bpreg * torch.sum(scores * scores * softmax_neg, dim=1)
+    )
+
+
+def cross_entropy_loss(
+    scores: torch.Tensor,
+    targets: torch.Tensor,
+    logq: float,
+    pop: torch.Tensor | None,
+    sample_alpha: float,
+) -> torch.Tensor:
+    """Summed softmax cross-entropy over rows (target of row i is column i), with the logQ
+    correction of the sampled columns: in-batch targets by popularity, extra samples by
+    popularity^alpha."""
+    n = scores.shape[0]
+    if logq > 0 and pop is not None:
+        q = torch.cat([pop[targets[:n]], pop[targets[n:]] ** sample_alpha])
+        scores = scores - logq * torch.log(q)
+    return -torch.sum(torch.log_softmax(scores, dim=1).diagonal())
+
+
+class GRU4RecRecommender(Recommender):
+    """Session-based GRU recommender; see the module docstring."""
+
+    name: ClassVar[str] = "gru4rec"
+    session_aware: ClassVar[bool] = True
+
+    @classmethod
+    def default_params(cls) -> dict[str, Any]:
+        # official RetailRocket parameters (bpr-max, constrained embedding)
+        return {
+            "loss": "bpr-max",
+            "layers": [224],
+            "input_mode": "constrained",
+            "embedding": 0,
+            "batch_size": 80,
+            "dropout_p_embed": 0.5,
+            "dropout_p_hidden": 0.05,
+            "learning_rate": 0.05,
+            "momentum": 0.4,
+            "n_sample": 2048,
+            "sample_alpha": 0.4,
+            "sample_cache_size": 10_000_000,
+            "bpreg": 1.95,
+            "elu_param": 0.5,
+            "logq": 0.0,
+            "n_epochs": 10,
+            "history_sessions": 1,
+            "max_history": 50,
+            "seed": 42,
+            "num_threads": 0,
+            "device": "auto",
+        }
+
+    @classmethod
+    def search_space(cls, trial: optuna.Trial) -> dict[str, Any]:
+        # the ranges of the official paramspaces/gru4rec_{bprmax,xe}_standard_parspace.json
+        loss = trial.suggest_categorical("loss", list(LOSSES))
+        input_mode = trial.suggest_categorical("input_mode", list(INPUT_MODES))
+        params = {
+            "loss": loss,
+            "input_mode": input_mode,
+            "layers": [trial.suggest_int("layers", 64, 512, step=32)],
+            "batch_size": trial.suggest_int("batch_size", 32, 256, step=16),
+            "learning_rate": trial.suggest_float("learning_rate", 0.01, 0.25, step=0.005),
+            "dropout_p_embed": trial.suggest_float("dropout_p_embed", 0.0, 0.5, step=0.05),
+            "dropout_p_hidden": trial.suggest_float("dropout_p_hidden", 0.0, 0.7, step=0.05),
+            "momentum": trial.suggest_float("momentum", 0.0, 0.9, step=0.05),
+            "n_sample": trial.suggest_categorical("n_sample", [0, 512, 2048]),
+            "sample_alpha": trial.suggest_float("sample_alpha", 0.0, 1.0, step=0.1),
+            "n_epochs": trial.suggest_int("n_epochs", 3, 15),
+        }
+        if input_mode == "embedding":
+            params["embedding"] = trial.suggest_int("embedding", 32, 256, step=32)
+        if loss == "bpr-max":
+            params["bpreg"] = trial.suggest_float("bpreg", 0.0, 2.0, step=0.05)
+            params["elu_param"] = trial.suggest_categorical("elu_param", [0.5, 1.0, 0.0])
+        else:
+            params["logq"] = trial.suggest_categorical("logq", [0.0, 1.0])
+        return params
+
+    def _validate_params(self) -> None:
+        p = self.params
+        if p["loss"] not in LOSSES:
+            raise ValueError(f"loss must be one of {LOSSES}, got {p['loss']!r}")
+        if p["input_mode"] not in INPUT_MODES:
+            raise ValueError(f"input_mode must be one of {INPUT_MODES}, got {p['input_mode']!r}")
+        layers = p["layers"]
+        if not (
+            isinstance(layers, list | tuple)
+            and layers
+            and all(isinstance(h, int | np.integer) and h > 0 for h in layers)
+        ):
+            raise ValueError(
+                f"layers must be a non-empty list of positive integers, got {layers!r}"
+            )
+        if p["input_mode"] == "embedding" and not (
+            isinstance(p["embedding"], int | np.integer) and p["embedding"] > 0
+        ):
+            raise ValueError(
+                f"embedding must be a positive integer with input_mode 'embedding', "
+                f"got {p['embedding']!r}"
+            )
+        for key in ("batch_size", "n_epochs", "history_sessions", "max_history"):
+            if not (isinstance(p[key], int | np.integer) and p[key] > 0):
+                raise ValueError(f"{key} must be a positive integer, got {p[key]!r}")
+        if not (isinstance(p["n_sample"], int | np.integer) and p["n_sample"] >= 0):
+            raise ValueError(f"n_sample must be an integer >= 0, got {p['n_sample']!r}")
+        for key in ("dropout_p_embed", "dropout_p_hidden"):
+            if not 0 <= p[key] < 1:
+                raise ValueError(f"{key} must be in [0, 1), got {p[key]!r}")
+        if not 0 <= p["momentum"] < 1:
+            raise ValueError(f"momentum must be in [0, 1), got {p['momentum']!r}")
+        if not p["learning_rate"] > 0:
+            raise ValueError(f"learning_rate must be > 0, got {p['learning_rate']!r}")
+        for key in ("sample_alpha", "bpreg", "elu_param", "logq"):
+            if not p[key] >= 0:
+                raise ValueError(f"{key} must be >= 0, got {p[key]!r}")
+        if p["device"] not in DEVICES:
+            raise ValueError(f"device must be one of {DEVICES}, got {p['device']!r}")
+
+    # --- training -----------------------------------------------------------------------------
+
+    def _fit(self, data: TrainingData) -> None:
+        p = self.params
+        rng_np = seed_everything(int(p["seed"]))
+        gen = torch.Generator().manual_seed(int(rng_np.integers(2**31)))
+        self._device = choose_device(p["device"], int(p["num_threads"]))
+        offsets, items = training_sessions(data)
+        self._hist_indptr, self._hist_items = user_histories(
+            data, int(p["history_sessions"]), int(p["max_history"])
+        )
+        self.net = GRU4RecNet(data.n_items, p["layers"], p["input_mode"], int(p["embedding"]))
+        self.net.reset_parameters(gen)
+        self.net.to(self._device)
+        n_events = int(offsets[-1] - (offsets.size - 1))
+        log.info(
+            "gru4rec: %d training sessions, %d next-item events, %d items, device %s, %d threads",
+            offsets.size - 1,
+            n_events,
+            data.n_items,
+            self._device,
+            torch.get_num_threads(),
+        )
+        if n_events == 0:
+            raise ValueError("gru4rec: no session with two or more distinct consecutive items")
+        counts = np.bincount(items, minlength=data.n_items).astype(np.float64)
+        cache = None
+        if p["n_sample"] > 0:
+            cache = SampleCache(
+                np.maximum(counts, 0.0),
+                float(p["sample_alpha"]),
+                int(p["n_sample"]),
+                int(p["sample_cache_size"]),
+                self._device,
+                gen,
+            )
+        pop = torch.tensor(np.maximum(counts, 1.0), dtype=torch.float32, device=self._device)
+        opt = IndexedAdagradM(float(p["learning_rate"]), float(p["momentum"]))
+        items_t = torch.from_numpy(items)
+
+        def run_epoch(epoch: int) -> tuple[float, int]:
+            return self._run_epoch(offsets, items_t, cache, pop, opt)
+
+        self.history = train_epochs("gru4rec", self.net, int(p["n_epochs"]), run_epoch)
+        # Items that never occur in a training session (catalogue-only items, or only in
+        # one-item sessions) have untrained rows: like the original, which only knows its
+        # training items, they are never scored (bias -inf) nor read as input.
+        with torch.no_grad():
+            self.net.By[torch.from_numpy(counts == 0).to(self._device)] = -torch.inf
+        keep = counts[self._hist_items] > 0
+        user_of = np.repeat(np.arange(data.n_users), np.diff(self._hist_indptr))
+        self._hist_items = self._hist_items[keep]
+        self._hist_indptr = np.r_[0, np.cumsum(np.bincount(user_of[keep], minlength=data.n_users))]
+
+    def _run_epoch(self, offsets, items_t, cache, pop, opt) -> tuple[float, int]:
+        p = self.params
+        net, dev = self.net, self._device
+        batch_size = int(p["batch_size"])
+        hidden = net.initial_state(min(batch_size, offsets.size - 1), dev)
+        loss_sum, n_events = 0.0, 0
+        for kind, a, b in session_parallel_batches(offsets, items_t.numpy(), batch_size):
+            if kind == "reset":
+                finished = torch.from_numpy(a).to(dev)
+                valid = torch.from_numpy(b).to(dev)
+                if cache is None and int(b.sum()) < 2:
+                    break  # the original stops: one session has no in-batch negative
+                for i in range(len(hidden)):
+                    hidden[i][finished] = 0.0
+                    if not bool(b.all()):
+                        hidden[i] = hidden[i][valid]
+                continue
+            x = torch.from_numpy(a).to(dev)
+            y = torch.from_numpy(b).to(dev)
+            if cache is not None:
+                y = torch.cat([y, cache.get()])
+            loss, hidden = self._train_step(x, y, hidden, pop, opt)
+            loss_sum += loss * x.shape[0]
+            n_events += int(x.shape[0])
+        return (loss_sum / n_events if n_events else float("nan")), n_events
+
+    def _train_step(self, x, y, hidden, pop, opt):
+        p, net = self.params, self.net
+        n = x.shape[0]
+        hidden = [h.detach() for h in hidden]
+        leaves = []
+
+        def gather(table: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+            # unique rows as a leaf: its gradient arrives summed per row, ready for step_rows
+            rows, inv = torch.unique(idx, return_inverse=True)
+            leaf = table.detach().index_select(0, rows).requires_grad_()
+            leaves.append((table, rows, leaf))
+            return leaf.index_select(0, inv)
+
+        if p["input_mode"] == "constrained":
+            both = gather(net.Wy, torch.cat([x, y]))
+            emb, out_w = both[:n], both[n:]
+        else:
+            emb = gather(net.E if p["input_mode"] == "embedding" else net.Wx0, x)
+            out_w = gather(net.Wy, y)
+        out_b = gather(net.By, y)
+        if p["input_mode"] == "onehot":
+            h0 = F.dropout(net.onehot_step(emb, hidden[0]), p["dropout_p_embed"], True)
+            hidden[0] = h0
+            inp = h0
+        else:
+            inp = F.dropout(emb, p["dropout_p_embed"], True)
+        for i, cell in enumerate(net.cells):
+            j = net.first + i
+            inp = F.dropout(cell(inp, hidden[j]), p["dropout_p_hidden"], True)
+            hidden[j] = inp
+        scores = inp @ out_w.T + out_b
+        if p["loss"] == "bpr-max":
+            loss = bpr_max_loss(scores, float(p["bpreg"]), float(p["elu_param"]))
+        else:
+            loss = cross_entropy_loss(scores, y, float(p["logq"]), pop, float(p["sample_alpha"]))
+        loss = loss / int(p["batch_size"])
+        dense = [q for q in net.parameters() if q.requires_grad]
+        grads = torch.autograd.grad(loss, [leaf for _, _, leaf in leaves] + dense)
+        for (table, rows, _), g in zip(leaves, grads, strict=False):
+            opt.step_rows(table, rows, g)
+        for q, g in zip(dense, grads[len(leaves) :], strict=True):
+            opt.step_dense(q, g)
+        return float(loss.detach()), hidden
+
+    # --- inference ----------------------------------------------------------------------------
+
+    def _hidden_for(self, flat_cols: np.ndarray, lengths: np.ndarray) -> torch.Tensor:
+        cols, mask = pad_sequences(flat_cols, lengths)
+        dev = self._device
+        return self.net.final_hidden(torch.from_numpy(cols).to(dev), torch.from_numpy(mask).to(dev))
+
+    @torch.no_grad()
+    def _scores_for(self, flat_cols: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        h = self._hidden_for(flat_cols, lengths)
+        return (h @ self.net.Wy.T + self.net.By).cpu().numpy()
+
+    def _score(self, user_rows: np.ndarray) -> np.ndarray:
+        starts = self._hist_indptr[user_rows]
+        lengths = self._hist_indptr[user_rows + 1] - starts
+        src = np.repeat(starts, lengths) + (
+            np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        )
+        return self._scores_for(self._hist_items[src], lengths)
+
+    def recommend_session(
+        self,
+        sessions: Sequence[np.ndarray],
+        k: int = 20,
+        exclude_seen: bool = False,
+        batch_size: int = 2048,
+    ) -> Recommendations:
+        """Next-item top-``k`` from the GRU run over each session's items, in order.
+
+        Unknown items are skipped; sessions with no known item get popularity (flagged).
+        """
+        self._check_fitted()
+        width = self._width(k)
+        flat, lengths = self._known_columns(sessions)
+        n = lengths.size
+        offsets = np.r_[0, np.cumsum(lengths)]
+        out = self._empty(n, width, fallback=lengths == 0)
+        pop_rows = np.flatnonzero(lengths == 0)
+        self._fill_popular(out, pop_rows, width)
+        # similar lengths together, so a batch is not padded to one long session
+        model_rows = np.flatnonzero(lengths > 0)
+        model_rows = model_rows[np.argsort(lengths[model_rows], kind="stable")]
+        for start in range(0, model_rows.size, batch_size):
+            idx = model_rows[start : start + batch_size]
+            lens = lengths[idx]
+            src = np.repeat(offsets[idx], lens) + (
+                np.arange(lens.sum()) - np.repeat(np.cumsum(lens) - lens, lens)
+            )
+            cols_flat = flat[src]
+            seq_off = np.r_[0, np.cumsum(lens)]
+            exclude = None
+            if exclude_seen:
+                exclude = sp.csr_matrix(
+                    (np.ones(cols_flat.size, np.float32), cols_flat, seq_off),
+                    shape=(idx.size, self.n_items),
+                )
+                exclude.sum_duplicates()
+
+            def score(rows: np.ndarray, seq_off=seq_off, cols_flat=cols_flat) -> np.ndarray:
+                r_len = seq_off[rows + 1] - seq_off[rows]
+                r_src = np.repeat(seq_off[rows], r_len) + (
+                    np.arange(r_len.sum()) - np.repeat(np.cumsum(r_len) - r_len, r_len)
+                )
+                return self._scores_for(cols_flat[r_src], r_len)
+
+            cols, vals = self._dense_topk(np.arange(idx.size), score, width, exclude)
+            self._put(out, idx, cols, vals)
+        return out
+
+    def _known_columns(self, sessions: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """Concatenated known column indices and the per-session count of them."""
+        lengths = np.fromiter((len(s) for s in sessions), dtype=np.int64, count=len(sessions))
+        if lengths.sum() == 0:
+            return np.empty(0, np.int64), np.zeros(lengths.size, np.int64)
+        flat = np.concatenate([np.asarray(s, dtype=np.int64).ravel() for s in sessions])
+        cols = lookup_index(self._item_ids, flat)
+        known = cols >= 0
+        known[known] = self._trained_items()[cols[known]]
+        row = np.repeat(np.arange(lengths.size), lengths)
+        return cols[known], np.bincount(row[known], minlength=lengths.size).astype(np.int64)
+
+    def _trained_items(self) -> np.ndarray:
+        """Columns the network was trained on (the others carry bias -inf)."""
+        return np.isfinite(self.net.By.detach().cpu().numpy())
+
+    def _score_items(self, item_cols: np.ndarray) -> np.ndarray:
+        w = self.net.Wy.detach().cpu().numpy()
+        unit = w / np.maximum(np.linalg.norm(w, axis=1, keepdims=True), 1e-12)
+        scores = unit[item_cols] @ unit.T
+        scores[:, ~self._trained_items()] = -np.inf
+        return scores
+
+    # --- export and serialisation -------------------------------------------------------------
+
+    def export_numpy(self) -> dict[str, np.ndarray]:
+        """Plain float32 arrays for :mod:`gru4rec_numpy` (layout in its docstring)."""
+        self._check_fitted()
+        net = self.net
+
+        def arr(t: torch.Tensor) -> np.ndarray:
+            return np.ascontiguousarray(t.detach().cpu().numpy(), dtype=np.float32)
+
+        mode = {
+            "constrained": INPUT_CONSTRAINED,
+            "embedding": INPUT_EMBEDDING,
+            "onehot": INPUT_ONEHOT,
+        }[net.input_mode]
+        out = {
+            "input_mode": np.asarray(mode, dtype=np.int64),
+            "n_layers": np.asarray(len(net.cells), dtype=np.int64),
+            "output_weight": arr(net.Wy),
+            "output_bias": arr(net.By),
+        }
+        if net.input_mode == "embedding":
+            out["input_embedding"] = arr(net.E)
+        if net.input_mode == "onehot":
+            out.update(onehot_wx=arr(net.Wx0), onehot_wh=arr(net.Wh0), onehot_bh=arr(net.Bh0))
+        for i, cell in enumerate(net.cells):
+            for key in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+                out[f"layer{i}_{key}"] = arr(getattr(cell, key))
+        return out
+
+    def _state_arrays(self) -> dict[str, np.ndarray]:
+        state = {f"net.{k}": v.detach().cpu().numpy() for k, v in self.net.state_dict().items()}
+        return {**state, "hist_indptr": self._hist_indptr, "hist_items": self._hist_items}
+
+    def _load_state(self, arrays: dict[str, np.ndarray]) -> None:
+        p = self.params
+        self._device = choose_device(p["device"], int(p["num_threads"]))
+        self.net = GRU4RecNet(
+            int(self._item_ids.size), p["layers"], p["input_mode"], int(p["embedding"])
+        )
+        self.net.load_state_dict(
+            {
+                k[4:]: torch.from_numpy(np.array(v))
+                for k, v in arrays.items()
+                if k.startswith("net.")
+            }
+        )
+        self.net.to(self._device).eval()
+        self._hist_indptr = arrays["hist_indptr"]
+        self._hist_items = arrays["hist_items"]

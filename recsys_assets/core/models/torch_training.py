@@ -1,0 +1,184 @@
+"""The one small training helper the torch models (NCF, GRU4Rec) share.
+
+Seeding, device choice, shuffled batching, early stopping on a validation metric and one
+progress line per epoch (loss, validation metric, events/s) through ``logging``: the pipeline
+routes ``recsys_assets.*`` loggers into the Dagster log. A model supplies ``run_epoch`` (one
+pass over its data, returning the mean loss and the number of training events) and optionally
+``validate`` (higher is better); :func:`train_epochs` does the rest.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+log = logging.getLogger(__name__)
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def seed_everything(seed: int) -> np.random.Generator:
+    """Seed torch (CPU and CUDA) and return a numpy generator for the model's own draws.
+
+    Torch's global generator drives dropout and initialisation; a numpy ``Generator`` (never the
+    global numpy state) drives negative sampling and shuffling, so a seed fixes the whole run.
+    """
+    torch.manual_seed(int(seed))
+    return np.random.default_rng(int(seed))
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on (the affinity mask, not the machine's total)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def choose_device(device: str = "auto", num_threads: int = 0) -> torch.device:
+    """CUDA when asked for or ("auto") present, else CPU with ``num_threads`` torch threads.
+
+    ``num_threads`` 0 means one per available core: torch's default may count the machine's
+    cores rather than this process's share of them and oversubscribe a container.
+    """
+    if device not in DEVICES:
+        raise ValueError(f"device must be one of {DEVICES}, got {device!r}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' was asked for but torch sees no CUDA device")
+    if device == "cuda" or (device == "auto" and torch.cuda.is_available()):
+        return torch.device("cuda")
+    threads = int(num_threads) if num_threads and num_threads > 0 else available_cores()
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+    return torch.device("cpu")
+
+
+def shuffled_batches(n: int, batch_size: int, rng: np.random.Generator) -> Iterator[np.ndarray]:
+    """Index arrays covering ``range(n)`` once, in a random order, ``batch_size`` at a time."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    order = rng.permutation(n)
+    for start in range(0, n, batch_size):
+        yield order[start : start + batch_size]
+
+
+@dataclass
+class EarlyStopping:
+    """Keeps the best state seen so far; ``stop`` once ``patience`` epochs bring no gain."""
+
+    patience: int
+    min_delta: float = 0.0
+    best: float = -math.inf
+    best_epoch: int = -1
+    best_state: dict | None = None
+    bad_epochs: int = 0
+
+    def update(self, epoch: int, metric: float, module: torch.nn.Module) -> bool:
+        """Record ``metric`` of ``epoch``; True when training should stop."""
+        if metric > self.best + self.min_delta:
+            self.best, self.best_epoch, self.bad_epochs = metric, epoch, 0
+            self.best_state = copy.deepcopy(module.state_dict())
+            return False
+        self.bad_epochs += 1
+        return self.bad_epochs >= self.patience
+
+
+@dataclass
+class EpochStats:
+    epoch: int
+    loss: float
+    events: int
+    seconds: float
+    metric: float | None = None
+
+    @property
+    def events_per_second(self) -> float:
+        return self.events / self.seconds if self.seconds > 0 else float("inf")
+
+
+@dataclass
+class TrainingHistory:
+    epochs: list[EpochStats] = field(default_factory=list)
+    best_epoch: int | None = None
+    best_metric: float | None = None
+    stopped_early: bool = False
+
+    def as_dict(self) -> dict:
+        return {
+            "epochs": [
+                {
+                    "epoch": e.epoch,
+                    "loss": e.loss,
+                    "events": e.events,
+                    "seconds": round(e.seconds, 4),
+                    "metric": e.metric,
+                }
+                for e in self.epochs
+            ],
+            "best_epoch": self.best_epoch,
+            "best_metric": self.best_metric,
+            "stopped_early": self.stopped_early,
+        }
+
+
+def train_epochs(
+    name: str,
+    module: torch.nn.Module,
+    n_epochs: int,
+    run_epoch: Callable[[int], tuple[float, int]],
+    validate: Callable[[], float] | None = None,
+    patience: int = 3,
+    metric_name: str = "metric",
+) -> TrainingHistory:
+    """Run up to ``n_epochs`` epochs, log each, stop early on ``validate`` and keep the best.
+
+    With ``validate`` the module ends with the weights of its best epoch; without it, with
+    those of the last epoch. A NaN loss stops training with a ValueError naming the epoch.
+    """
+    history = TrainingHistory()
+    stopper = EarlyStopping(patience=max(1, int(patience))) if validate is not None else None
+    for epoch in range(1, n_epochs + 1):
+        start = time.perf_counter()
+        module.train()
+        loss, events = run_epoch(epoch)
+        seconds = time.perf_counter() - start
+        if not math.isfinite(loss):
+            raise ValueError(f"{name}: training loss became {loss} in epoch {epoch}")
+        metric = None
+        stop = False
+        if stopper is not None:
+            module.eval()
+            with torch.no_grad():
+                metric = float(validate())
+            stop = stopper.update(epoch, metric, module)
+        stats = EpochStats(epoch, float(loss), int(events), seconds, metric)
+        history.epochs.append(stats)
+        log.info(
+            "%s: epoch %d/%d loss %.5f%s, %.1fs, %s events/s",
+            name,
+            epoch,
+            n_epochs,
+            stats.loss,
+            ""
+            if metric is None
+            else f", {metric_name} {metric:.4f} (best {stopper.best:.4f} @ {stopper.best_epoch})",
+            seconds,
+            f"{stats.events_per_second:,.0f}",
+        )
+        if stop:
+            history.stopped_early = True
+            log.info("%s: no %s gain for %d epochs, stopping", name, metric_name, stopper.patience)
+            break
+    if stopper is not None and stopper.best_state is not None:
+        module.load_state_dict(stopper.best_state)
+        history.best_epoch, history.best_metric = stopper.best_epoch, stopper.best
+    module.eval()
+    return history
