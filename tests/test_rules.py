@@ -13,9 +13,15 @@ from recsys_assets.core.analytics.rules import (
     BASKETS_SCHEMA,
     RULES_SCHEMA,
     association_rules,
+    mine_rules,
     prune_baskets,
     session_baskets,
     transaction_baskets,
+)
+from recsys_assets.core.analytics.rules_bound import (
+    DEFAULT_MAX_BASKET_ITEMS,
+    DEFAULT_MAX_CANDIDATES,
+    cap_baskets,
 )
 from recsys_assets.core.schemas import INTERACTIONS_SCHEMA
 
@@ -113,7 +119,10 @@ def test_pruning_keeps_the_problem_small():
     ).cast(BASKETS_SCHEMA)
     assert frame["item_id"].n_unique() >= 50_000
 
-    matrix, item_ids = prune_baskets(frame, min_item_count=5, max_items=2000, min_support=0.001)
+    matrix, item_ids, bound = prune_baskets(
+        frame, min_item_count=5, max_items=2000, min_support=0.001
+    )
+    assert not bound.raised and bound.baskets_capped == 0
     assert sorted(item_ids.tolist()) == [1, 2]
     assert matrix.shape[1] == 2 and matrix.nnz == 2 * matrix.shape[0]
 
@@ -133,7 +142,7 @@ def test_pruning_keeps_the_problem_small():
 
 
 def test_max_items_caps_columns():
-    matrix, item_ids = prune_baskets(
+    matrix, item_ids, _ = prune_baskets(
         _baskets(HAND_BASKETS), min_item_count=1, max_items=3, min_support=0.001
     )
     # most frequent first, ties to the smaller id: 1 (7 baskets), 2 (6), 3 (5); 4 loses to 3
@@ -207,3 +216,153 @@ def test_session_baskets(interactions):
         (0, 11),
         (2, 13),
     ]
+
+
+# --- the search bound (issue 7.4): decided before mlxtend runs, whatever the baskets ---------
+
+
+def _dense_baskets(n_baskets: int, n_items: int, low: int, high: int, seed: int = 0):
+    """Baskets of `low`..`high` distinct items drawn by Zipf-like popularity (sessions that
+    cart tens of items): without a bound, every item is frequent and the pairs explode."""
+    rng = np.random.default_rng(seed)
+    weights = 1.0 / np.arange(1, n_items + 1) ** 0.8
+    keys = -np.log(rng.random((n_baskets, n_items))) / weights  # draw without replacement
+    order = np.argsort(keys, axis=1)
+    sizes = rng.integers(low, high + 1, n_baskets)
+    mask = np.arange(n_items)[None, :] < sizes[:, None]
+    rows = np.broadcast_to(np.arange(n_baskets)[:, None], order.shape)[mask]
+    return pl.DataFrame({"basket_id": rows, "item_id": order[mask]}, schema=BASKETS_SCHEMA)
+
+
+def test_dense_baskets_are_bounded_before_mining():
+    baskets = _dense_baskets(400, 600, 20, 60)
+    pruned = prune_baskets(baskets, min_item_count=1, max_items=2000, min_support=0.002)
+    bound = pruned.bound
+    # Unbounded, Apriori would test every pair of the ~580 frequent items and FP-Growth walk
+    # millions of basket subsets: both over their caps.
+    assert bound.items_frequent_requested > 500
+    assert bound.candidate_pairs_requested > bound.max_candidates == DEFAULT_MAX_CANDIDATES
+    assert bound.basket_subsets_requested > bound.max_basket_subsets
+    assert bound.raised and bound.min_support_effective > bound.min_support_requested
+    assert bound.min_support_effective == bound.min_count_effective / bound.n_baskets
+    # every basket above 30 items was capped, none below
+    sizes = baskets.group_by("basket_id").len()["len"].cast(pl.Int64)
+    assert bound.baskets_capped == int((sizes > DEFAULT_MAX_BASKET_ITEMS).sum()) > 0
+    assert bound.basket_items_dropped == int((sizes - DEFAULT_MAX_BASKET_ITEMS).clip(0).sum())
+    assert bound.n_baskets == 400  # capped baskets stay in the support denominator
+    assert np.diff(pruned.matrix.indptr).max() <= DEFAULT_MAX_BASKET_ITEMS
+    # the estimates at the effective support fit every cap
+    assert bound.candidates <= bound.max_candidates
+    assert bound.candidate_checks == bound.candidates * bound.n_baskets
+    assert bound.candidate_checks <= bound.max_candidate_checks
+    assert bound.basket_subsets <= bound.max_basket_subsets
+    assert pruned.matrix.shape[1] == bound.items_frequent < bound.items_frequent_requested
+    # ... and the rules are computed, the same by both algorithms
+    fp = mine_rules(pruned, algorithm="fpgrowth", min_confidence=0.0, min_lift=0.0)
+    ap = mine_rules(pruned, algorithm="apriori", min_confidence=0.0, min_lift=0.0)
+    assert fp.height > 0 and fp.schema == pl.Schema(RULES_SCHEMA)
+    assert (fp["support"] >= bound.min_support_effective - 1e-12).all()
+    key = ["antecedents", "consequents"]
+    assert fp.drop("algorithm").sort(key).equals(ap.drop("algorithm").sort(key))
+    meta = bound.as_metadata()
+    assert meta["min_support_raised"] is True
+    for field in ("min_support_requested", "min_support_effective", "baskets_capped",
+                  "basket_items_dropped", "max_len", "max_candidates", "candidates"):  # fmt: skip
+        assert field in meta
+
+
+def _brute_force_counts(matrix, t: int) -> tuple[int, int, int]:
+    """Frequent pairs, triples with all three pairs frequent, frequent triples — by loops."""
+    from itertools import combinations
+
+    dense = matrix.toarray()
+    items = [i for i in range(dense.shape[1]) if dense[:, i].sum() >= t]
+    frequent = {(a, b) for a, b in combinations(items, 2) if (dense[:, a] & dense[:, b]).sum() >= t}
+    candidates = frequent_triples = 0
+    for a, b, c in combinations(items, 3):
+        if {(a, b), (a, c), (b, c)} <= frequent:
+            candidates += 1
+            frequent_triples += int((dense[:, a] & dense[:, b] & dense[:, c]).sum() >= t)
+    return len(frequent), candidates, frequent_triples
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_candidate_estimates_match_brute_force(seed):
+    baskets = _dense_baskets(150, 40, 3, 12, seed=seed)
+    pruned = prune_baskets(
+        baskets, min_item_count=1, max_items=2000, min_support=0.08, max_candidates=10**9
+    )
+    bound = pruned.bound
+    assert not bound.raised
+    pairs, triples, frequent_triples = _brute_force_counts(pruned.matrix, bound.min_count_effective)
+    assert bound.frequent_pairs == pairs
+    assert bound.candidate_triples == triples  # the triangles of the frequent-pair graph
+    assert bound.candidate_pairs == bound.items_frequent * (bound.items_frequent - 1) // 2
+    found = mine_rules(pruned, algorithm="fpgrowth", min_confidence=0.0, min_lift=0.0)
+    sizes = (found["antecedents"].list.len() + found["consequents"].list.len()).to_list()
+    assert 0 < frequent_triples <= triples
+    assert sizes.count(3) == 6 * frequent_triples  # each frequent triple makes six rules
+
+
+def test_effective_support_is_the_smallest_that_fits():
+    baskets = _dense_baskets(300, 120, 5, 25, seed=3)
+    caps = dict(max_candidates=800, max_candidate_checks=10**12, max_basket_subsets=10**12)
+    bound = prune_baskets(baskets, min_item_count=1, max_items=2000, min_support=0.01, **caps).bound
+    assert bound.raised and bound.candidates <= 800
+    # one basket less is over the cap: asking for it explicitly is raised back to the same count
+    below = (bound.min_count_effective - 1) / bound.n_baskets
+    again = prune_baskets(baskets, min_item_count=1, max_items=2000, min_support=below, **caps)
+    assert again.bound.min_count_requested == bound.min_count_effective - 1
+    assert again.bound.raised and again.bound.min_count_effective == bound.min_count_effective
+    # a cap on FP-Growth's basket subsets raises it too, and is met
+    tight = prune_baskets(
+        baskets, min_item_count=1, max_items=2000, min_support=0.01,
+        max_basket_subsets=2_000,
+    ).bound  # fmt: skip
+    assert tight.raised and tight.basket_subsets <= 2_000 < tight.basket_subsets_requested
+
+
+def test_large_baskets_keep_their_most_frequent_items():
+    # item counts: 1 -> 4, 2 -> 3, 3 -> 3, 4 -> 2, 5 -> 1; basket 0 holds all five
+    pairs = _baskets([[1, 2, 3, 4, 5], [1, 2], [1, 3], [1, 4, 2, 3]])
+    kept, capped, dropped = cap_baskets(pairs, max_basket_items=3)
+    assert (capped, dropped) == (2, 3)
+    by_basket = dict(kept.group_by("basket_id").agg(pl.col("item_id").sort()).iter_rows())
+    # most frequent first, ties (2 and 3, both 3 baskets) to the smaller id
+    assert by_basket == {0: [1, 2, 3], 1: [1, 2], 2: [1, 3], 3: [1, 2, 3]}
+    assert cap_baskets(pairs, max_basket_items=5) == (pairs, 0, 0)
+
+
+def test_bound_does_not_touch_ordinary_baskets():
+    """Transaction-sized baskets with a planted bundle: nothing raised, nothing capped."""
+    rng = np.random.default_rng(5)
+    n = 3_000
+    sizes = rng.integers(1, 5, n)
+    items = rng.integers(10, 400, sizes.sum())
+    bundle = np.flatnonzero(rng.random(n) < 0.05)
+    frame = pl.DataFrame(
+        {
+            "basket_id": np.concatenate([np.repeat(np.arange(n), sizes), np.repeat(bundle, 3)]),
+            "item_id": np.concatenate([items, np.tile([1, 2, 3], bundle.size)]),
+        },
+        schema=BASKETS_SCHEMA,
+    )
+    pruned = prune_baskets(frame, min_item_count=5, max_items=2000, min_support=0.002)
+    assert not pruned.bound.raised and pruned.bound.baskets_capped == 0
+    found = mine_rules(pruned, min_confidence=0.5, min_lift=2.0)
+    itemsets = {frozenset(a + c) for a, c in found.select("antecedents", "consequents").rows()}
+    assert {frozenset(s) for s in ([1, 2, 3], [1, 2], [1, 3], [2, 3])} <= itemsets
+    assert all(len(s & {1, 2, 3}) >= 2 for s in itemsets)  # chance items ride on the bundle
+
+
+def test_bound_settings_are_checked():
+    baskets = _baskets(HAND_BASKETS)
+    for setting, value in [
+        ("max_len", 1),
+        ("max_basket_items", 1),
+        ("max_candidates", 2),
+        ("max_candidate_checks", 0),
+        ("max_basket_subsets", 0),
+    ]:
+        with pytest.raises(ValueError, match=f"^{setting}: expected"):
+            association_rules(baskets, **{setting: value})

@@ -75,12 +75,18 @@ def rfm_segments(
 
 
 class RulesConfig(Config):
-    min_support: float = 0.002
+    min_support: float = 0.002  # raised automatically when the search would not be bounded
     min_confidence: float = 0.1
     min_lift: float = 1.5
     min_item_count: int = 5
     max_items: int = 2000
-    max_len: int = 3
+    # The search bound (recsys_assets/core/analytics/rules_bound.py), decided before mlxtend
+    # runs; what it did is in the `search_bound` metadata.
+    max_len: int = rules.DEFAULT_MAX_LEN
+    max_basket_items: int = rules.DEFAULT_MAX_BASKET_ITEMS
+    max_candidates: int = rules.DEFAULT_MAX_CANDIDATES
+    max_candidate_checks: int = rules.DEFAULT_MAX_CANDIDATE_CHECKS
+    max_basket_subsets: int = rules.DEFAULT_MAX_BASKET_SUBSETS
     session_events: list[str] = ["addtocart", "transaction"]
 
 
@@ -88,24 +94,52 @@ class RulesConfig(Config):
 def association_rules(
     context: AssetExecutionContext, config: RulesConfig, interactions: pl.DataFrame
 ) -> pl.DataFrame:
-    """Apriori and FP-Growth rules on transaction baskets and on session baskets."""
+    """Apriori and FP-Growth rules on transaction baskets and on session baskets.
+
+    The search is bounded before mlxtend runs (itemset length, basket cap, min_support raised
+    until the candidates fit); both algorithms mine the same bounded baskets.
+    """
+    rules.check_rule_arguments(
+        "fpgrowth",
+        config.min_support,
+        config.min_confidence,
+        config.min_item_count,
+        config.max_items,
+    )
     baskets = {
         "transaction": rules.transaction_baskets(interactions),
         "session": rules.session_baskets(interactions, events=tuple(config.session_events)),
     }
-    tables, seconds = [], {}
+    tables, seconds, bounds = [], {}, {}
     for basket_type, frame in baskets.items():
+        start = time.perf_counter()
+        pruned = rules.prune_baskets(
+            frame,
+            min_item_count=config.min_item_count,
+            max_items=config.max_items,
+            min_support=config.min_support,
+            max_len=config.max_len,
+            max_basket_items=config.max_basket_items,
+            max_candidates=config.max_candidates,
+            max_candidate_checks=config.max_candidate_checks,
+            max_basket_subsets=config.max_basket_subsets,
+        )
+        seconds[f"{basket_type}/bound"] = round(time.perf_counter() - start, 3)
+        bounds[basket_type] = pruned.bound.as_metadata()
+        if pruned.bound.raised:
+            context.log.warning(
+                f"association_rules: {basket_type} baskets: min_support raised from "
+                f"{config.min_support} to {pruned.bound.min_support_effective:.4g} to bound "
+                f"the search ({pruned.bound.baskets_capped} baskets capped at "
+                f"{config.max_basket_items} items)"
+            )
         for algorithm in ("apriori", "fpgrowth"):
             start = time.perf_counter()
-            found = rules.association_rules(
-                frame,
+            found = rules.mine_rules(
+                pruned,
                 algorithm=algorithm,
-                min_support=config.min_support,
                 min_confidence=config.min_confidence,
                 min_lift=config.min_lift,
-                min_item_count=config.min_item_count,
-                max_items=config.max_items,
-                max_len=config.max_len,
             )
             seconds[f"{basket_type}/{algorithm}"] = round(time.perf_counter() - start, 3)
             tables.append(found.with_columns(pl.lit(basket_type).alias("basket_type")))
@@ -122,6 +156,8 @@ def association_rules(
                 for b, a, n in table.group_by("basket_type", "algorithm").len().iter_rows()
             },
             seconds=seconds,
+            search_bound=bounds,
+            min_support_effective={k: b["min_support_effective"] for k, b in bounds.items()},
             top_rules_by_lift=MetadataValue.md(markdown_table(top, max_rows=15)),
         )
     )
