@@ -18,17 +18,20 @@ from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.plugins.jinja import JinjaTemplateEngine
+from litestar.routes import HTTPRoute
 from litestar.template import TemplateConfig
 from redis.exceptions import RedisError
 
+from recsys_serving.contract import OPENAPI_PLUGINS, TYPE_DECODERS, StrictRequest
 from recsys_serving.controllers.cache import CacheController
-from recsys_serving.controllers.deps import provide_service, provide_store
+from recsys_serving.controllers.deps import provide_service
 from recsys_serving.controllers.feedback import FeedbackController
 from recsys_serving.controllers.health import HealthController
 from recsys_serving.controllers.items import ItemsController
 from recsys_serving.controllers.models import ExperimentController, ModelsController
 from recsys_serving.controllers.page import PageController
 from recsys_serving.controllers.recommend import RecommendController
+from recsys_serving.controllers.users import UsersController
 from recsys_serving.service import RecommenderService
 from recsys_serving.settings import Settings
 from recsys_serving.store import NotPublished, RecsysStore, make_redis
@@ -57,6 +60,29 @@ def _template_engine(engine: JinjaTemplateEngine) -> None:
     engine.engine.filters["datetime"] = _format_time
 
 
+def _repair_options_allow(app: Litestar) -> None:
+    """Make every automatic ``OPTIONS`` answer list all methods of its path.
+
+    Litestar 2.25 builds a path's OPTIONS handler when the first handler of the path is
+    registered and keeps it when more methods join (``OPTIONS /api/v1/experiment`` answered
+    ``Allow: DELETE, OPTIONS``); the handler is rebuilt here from the finished route.
+    """
+    for route in app.routes:
+        if not isinstance(route, HTTPRoute) or "OPTIONS" not in route.route_handler_map:
+            continue
+        handler, _ = route.route_handler_map["OPTIONS"]
+        if handler.handler_name != "options_handler":  # not Litestar's automatic one
+            continue
+        allow = ", ".join(sorted(route.methods))
+
+        def options_handler(scope, _allow: str = allow) -> Response:
+            return Response(
+                None, status_code=204, headers={"Allow": _allow}, media_type="text/plain"
+            )
+
+        handler._fn = options_handler
+
+
 def create_app(settings: Settings | None = None) -> Litestar:
     """Build the service for ``settings`` (default: from the environment). No I/O until startup."""
     settings = settings or Settings.from_env()
@@ -78,21 +104,22 @@ def create_app(settings: Settings | None = None) -> Litestar:
             with contextlib.suppress(Exception):
                 await redis.aclose(close_connection_pool=True)
 
-    return Litestar(
+    app = Litestar(
         route_handlers=[
             HealthController,
             RecommendController,
             ItemsController,
+            UsersController,
             ModelsController,
             ExperimentController,
             CacheController,
             FeedbackController,
             PageController,
         ],
-        dependencies={
-            "service": Provide(provide_service, sync_to_thread=False),
-            "store": Provide(provide_store, sync_to_thread=False),
-        },
+        dependencies={"service": Provide(provide_service, sync_to_thread=False)},
+        request_class=StrictRequest,
+        type_decoders=TYPE_DECODERS,
+        plugins=OPENAPI_PLUGINS,
         lifespan=[lifespan],
         state=State({"settings": settings}),
         exception_handlers={RedisError: _redis_down, NotPublished: _not_published},
@@ -106,6 +133,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
             directory=TEMPLATES, engine=JinjaTemplateEngine, engine_callback=_template_engine
         ),
     )
+    _repair_options_allow(app)
+    return app
 
 
 app = create_app()

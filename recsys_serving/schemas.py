@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal
 
 import msgspec
@@ -9,7 +10,8 @@ from msgspec import Meta
 
 from recsys_serving.settings import MAX_RECOMMENDATIONS
 
-Id = Annotated[int, Meta(ge=0, le=2**53, description="non-negative integer id")]
+MAX_ID = 2**53  # ids are exact in a JSON number (a double) up to here
+Id = Annotated[int, Meta(ge=0, le=MAX_ID, description="non-negative integer id")]
 N = Annotated[int, Meta(ge=1, le=MAX_RECOMMENDATIONS, description=f"1..{MAX_RECOMMENDATIONS}")]
 ModelName = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")]
 ItemIds = Annotated[list[Id], Meta(max_length=50)]
@@ -17,8 +19,30 @@ Source = Literal["personal", "popular", "popular_category", "session", "similar"
 FeedbackEvent = Literal["impression", "click", "view", "addtocart", "transaction"]
 
 
+_ID_TEXT = re.compile(r"([0-9]{1,16})(?:\.0*)?")
+
+
+class IdParam(int):
+    """A non-negative integer id taken from a path segment or a query string, parsed strictly.
+
+    Litestar converts such text to ``int`` leniently (``"1e3"`` passes); this type is parsed by
+    :meth:`parse` (registered as a type decoder) and documented by
+    :mod:`recsys_serving.contract` from the same ``MAX_ID``: an integer from 0 to ``MAX_ID``.
+    Decimal digits only, optionally with the ``.0`` that JSON serialisers print for an integral
+    number (JSON Schema counts 5.0 as an integer); no sign, exponent, ``_`` or non-ASCII digit.
+    """
+
+    @classmethod
+    def parse(cls, _: type, raw: object) -> IdParam:
+        text = str(raw)
+        found = _ID_TEXT.fullmatch(text) if text.isascii() else None
+        if found is None or int(found.group(1)) > MAX_ID:
+            raise ValueError(f"must be a non-negative integer id up to {MAX_ID}, got {text!r}")
+        return cls(found.group(1))
+
+
 class _In(msgspec.Struct, forbid_unknown_fields=True):
-    pass
+    """Request bodies: unknown fields are refused (and documented as additionalProperties false)."""
 
 
 class RecommendRequest(_In):
@@ -64,6 +88,14 @@ class ExperimentRequest(_In):
     control: ModelName
     treatment: ModelName
     treatment_share: Annotated[float, Meta(ge=0.0, le=1.0)] = 0.5
+
+
+class ErrorBody(msgspec.Struct):
+    """Every error answer (Litestar's shape); ``extra`` names the offending field when known."""
+
+    status_code: int
+    detail: str
+    extra: list[dict[str, str]] | dict[str, str] | None = None
 
 
 class Item(msgspec.Struct):

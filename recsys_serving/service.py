@@ -6,7 +6,7 @@ import hashlib
 import time
 
 import numpy as np
-from litestar.exceptions import NotFoundException, ValidationException
+from litestar.exceptions import NotFoundException
 
 from recsys_serving.bundle import EVENT_CODES
 from recsys_serving.redis_layout import ItemTable
@@ -25,11 +25,15 @@ from recsys_serving.store import NotPublished, RecsysStore, ServedList, Snapshot
 SESSION_DECAY = 0.8  # weight of a viewed item halves about every three newer views
 
 
-def field_error(field: str, message: str, source: str = "body") -> ValidationException:
-    """A 400 whose body names the field, like Litestar's own validation errors."""
-    return ValidationException(
-        detail=f"Validation failed: {field}: {message}",
-        extra=[{"key": field, "message": message, "source": source}],
+def not_published(field: str, message: str) -> NotFoundException:
+    """A 404 naming the request field that refers to something the served version lacks.
+
+    A well-formed name of a model that is not published is not a malformed request (400): like
+    an unknown item or category, it names a resource that does not exist in this version.
+    """
+    return NotFoundException(
+        detail=f"Not found: {field}: {message}",
+        extra=[{"key": field, "message": message, "source": "body"}],
     )
 
 
@@ -105,7 +109,7 @@ class RecommenderService:
     def _model(self, vd: VersionData, name: str, field: str = "model") -> dict:
         models = vd.models
         if name not in models:
-            raise field_error(field, f"model {name!r} is not published (have {sorted(models)})")
+            raise not_published(field, f"model {name!r} is not published (have {sorted(models)})")
         return models[name]
 
     def _similar_model(self, snap: Snapshot, requested: str | None) -> str | None:
@@ -113,7 +117,7 @@ class RecommenderService:
         vd = snap.data
         if requested is not None:
             if not self._model(vd, requested)["has_similar"]:
-                raise field_error("model", f"model {requested!r} has no similar-items lists")
+                raise not_published("model", f"model {requested!r} has no similar-items lists")
             return requested
         default = snap.default_model
         if vd.models[default]["has_similar"]:

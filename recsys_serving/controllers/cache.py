@@ -5,7 +5,7 @@ from __future__ import annotations
 from litestar import Controller, get, post
 from redis.exceptions import RedisError
 
-from recsys_serving.controllers.deps import Store, admin_guard
+from recsys_serving.controllers.deps import ADMIN_ERRORS, Service, admin_guard, errors
 from recsys_serving.schemas import CacheFlushResponse, CacheStats
 
 
@@ -14,7 +14,8 @@ class CacheController(Controller):
     tags = ["cache"]
 
     @get("/stats", summary="Hits, misses, hit rate, keys and Redis memory")
-    async def stats(self, store: Store) -> CacheStats:
+    async def stats(self, service: Service) -> CacheStats:
+        store = service.store
         s = store.cache.stats()
         mem = keys = version = None
         try:
@@ -32,8 +33,15 @@ class CacheController(Controller):
             redis_keys=keys,
         )
 
-    @post("/flush", status_code=200, guards=[admin_guard], summary="Empty the list cache")
-    async def flush(self, store: Store) -> CacheFlushResponse:
+    @post(
+        "/flush",
+        status_code=200,
+        guards=[admin_guard],
+        summary="Empty the list cache (admin)",
+        responses=errors(*ADMIN_ERRORS),
+    )
+    async def flush(self, service: Service) -> CacheFlushResponse:
+        store = service.store
         flushed = store.cache.clear()
         try:  # other workers flush on the channel message
             await store.reader.announce("flush")

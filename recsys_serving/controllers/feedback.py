@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from litestar import Controller, Request, post
+from litestar import Controller, post
 
-from recsys_serving.controllers.deps import body_doc, service_of, strict_body
+from recsys_serving.controllers.deps import Service, errors
 from recsys_serving.schemas import FeedbackRequest, FeedbackResponse
 
 
@@ -16,11 +16,10 @@ class FeedbackController(Controller):
         "/",
         status_code=202,
         summary="Record an impression/click/addtocart/transaction",
-        dependencies=body_doc(FeedbackRequest),
+        responses=errors(503),
     )
-    async def feedback(self, request: Request) -> FeedbackResponse:
-        d = await strict_body(request, FeedbackRequest)
-        out = await service_of(request).feedback(
-            d.user_id, d.item_id, d.event, d.model, d.rank, d.timestamp
+    async def feedback(self, data: FeedbackRequest, service: Service) -> FeedbackResponse:
+        out = await service.feedback(
+            data.user_id, data.item_id, data.event, data.model, data.rank, data.timestamp
         )
         return FeedbackResponse(**out)

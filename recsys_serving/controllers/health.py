@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from litestar import Controller, Response, get
+from litestar.openapi import ResponseSpec
 from redis.exceptions import RedisError
 
-from recsys_serving.controllers.deps import Store
+from recsys_serving.controllers.deps import Service
 from recsys_serving.schemas import HealthResponse
 from recsys_serving.store import NotPublished
 
@@ -14,8 +15,13 @@ class HealthController(Controller):
     path = "/api/v1/health"
     tags = ["health"]
 
-    @get("/", summary="ok (200) or degraded (503) with the reason")
-    async def health(self, store: Store) -> Response[HealthResponse]:
+    @get(
+        "/",
+        summary="ok (200) or degraded (503) with the reason",
+        responses={503: ResponseSpec(HealthResponse, description="Degraded, with the reason")},
+    )
+    async def health(self, service: Service) -> Response[HealthResponse]:
+        store = service.store
         try:
             await store.redis.ping()
         except (RedisError, OSError) as exc:

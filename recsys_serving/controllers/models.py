@@ -2,15 +2,9 @@
 
 from __future__ import annotations
 
-from litestar import Controller, Request, delete, get, post
+from litestar import Controller, delete, get, post
 
-from recsys_serving.controllers.deps import (
-    Service,
-    admin_guard,
-    body_doc,
-    service_of,
-    strict_body,
-)
+from recsys_serving.controllers.deps import ADMIN_ERRORS, Service, admin_guard, errors
 from recsys_serving.schemas import DefaultModelRequest, ExperimentRequest, ModelsResponse
 
 
@@ -18,7 +12,7 @@ class ModelsController(Controller):
     path = "/api/v1/models"
     tags = ["models"]
 
-    @get("/", summary="Published models with version and metrics")
+    @get("/", summary="Published models with version and metrics", responses=errors(503))
     async def models(self, service: Service) -> ModelsResponse:
         return await service.models()
 
@@ -27,18 +21,17 @@ class ModelsController(Controller):
         status_code=200,
         guards=[admin_guard],
         summary="Switch the default model (admin)",
-        dependencies=body_doc(DefaultModelRequest),
+        responses=errors(*ADMIN_ERRORS, 404, 503),
     )
-    async def set_default(self, request: Request) -> ModelsResponse:
-        d = await strict_body(request, DefaultModelRequest)
-        return await service_of(request).set_default_model(d.model)
+    async def set_default(self, data: DefaultModelRequest, service: Service) -> ModelsResponse:
+        return await service.set_default_model(data.model)
 
 
 class ExperimentController(Controller):
     path = "/api/v1/experiment"
     tags = ["models"]
 
-    @get("/", summary="The active A/B experiment (null when none)")
+    @get("/", summary="The active A/B experiment (null when none)", responses=errors(503))
     async def get_experiment(self, service: Service) -> ModelsResponse:
         return await service.models()
 
@@ -47,18 +40,23 @@ class ExperimentController(Controller):
         status_code=200,
         guards=[admin_guard],
         summary="Start or change the A/B experiment (admin)",
-        dependencies=body_doc(ExperimentRequest),
+        responses=errors(*ADMIN_ERRORS, 404, 503),
     )
-    async def set_experiment(self, request: Request) -> ModelsResponse:
-        d = await strict_body(request, ExperimentRequest)
+    async def set_experiment(self, data: ExperimentRequest, service: Service) -> ModelsResponse:
         exp = {
-            "name": d.name,
-            "control": d.control,
-            "treatment": d.treatment,
-            "treatment_share": d.treatment_share,
+            "name": data.name,
+            "control": data.control,
+            "treatment": data.treatment,
+            "treatment_share": data.treatment_share,
         }
-        return await service_of(request).set_experiment(exp)
+        return await service.set_experiment(exp)
 
-    @delete("/", status_code=200, guards=[admin_guard], summary="Drop the admin experiment (admin)")
+    @delete(
+        "/",
+        status_code=200,
+        guards=[admin_guard],
+        summary="Drop the admin experiment (admin)",
+        responses=errors(*ADMIN_ERRORS, 503),
+    )
     async def clear_experiment(self, service: Service) -> ModelsResponse:
         return await service.set_experiment(None)

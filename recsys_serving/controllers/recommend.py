@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from litestar import Controller, Request, post
+from litestar import Controller, post
 
-from recsys_serving.controllers.deps import body_doc, service_of, strict_body
+from recsys_serving.controllers.deps import Service, errors
 from recsys_serving.schemas import ColdRequest, RecommendRequest, RecommendResponse, SessionRequest
 
 
@@ -16,32 +16,29 @@ class RecommendController(Controller):
         "/",
         status_code=200,
         summary="Top-N for a user (cold-start answer when unknown)",
-        dependencies=body_doc(RecommendRequest),
+        responses=errors(404, 503),
     )
-    async def recommend(self, request: Request) -> RecommendResponse:
-        d = await strict_body(request, RecommendRequest)
-        return await service_of(request).recommend(d.user_id, d.n_recommendations, d.model)
+    async def recommend(self, data: RecommendRequest, service: Service) -> RecommendResponse:
+        return await service.recommend(data.user_id, data.n_recommendations, data.model)
 
     @post(
         "/cold",
         status_code=200,
         summary="No history: popular, per category or around items",
-        dependencies=body_doc(ColdRequest),
+        responses=errors(404, 503),
     )
-    async def cold(self, request: Request) -> RecommendResponse:
-        d = await strict_body(request, ColdRequest)
-        return await service_of(request).cold(
-            d.n_recommendations, d.category_id, d.item_ids, d.model
+    async def cold(self, data: ColdRequest, service: Service) -> RecommendResponse:
+        return await service.cold(
+            data.n_recommendations, data.category_id, data.item_ids, data.model
         )
 
     @post(
         "/session",
         status_code=200,
         summary="From recently viewed item ids (newest last)",
-        dependencies=body_doc(SessionRequest),
+        responses=errors(404, 503),
     )
-    async def session(self, request: Request) -> RecommendResponse:
-        d = await strict_body(request, SessionRequest)
-        return await service_of(request).session(
-            d.item_ids, d.n_recommendations, d.model, d.user_id
+    async def session(self, data: SessionRequest, service: Service) -> RecommendResponse:
+        return await service.session(
+            data.item_ids, data.n_recommendations, data.model, data.user_id
         )

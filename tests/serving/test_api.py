@@ -105,8 +105,8 @@ def test_similar(client):
     body = client.post("/api/v1/similar/40").json()
     assert ids(body, "similar_items") == [30] and body["source"] == "popular_category"
     assert client.post("/api/v1/similar/999").status_code == 404
-    resp = client.post("/api/v1/similar/10", json={"model": "als"})
-    assert resp.status_code == 400 and "model" in resp.text
+    resp = client.post("/api/v1/similar/10", json={"model": "als"})  # als has no neighbour lists
+    assert resp.status_code == 404 and resp.json()["extra"][0]["key"] == "model"
 
 
 def test_popular(client):
@@ -149,7 +149,6 @@ def test_models(client, published):
         ("POST", "/api/v1/recommend", {"user_id": 1, "n_recommendations": 0}, "n_recommendations"),
         ("POST", "/api/v1/recommend", {"user_id": 1, "n_recommendations": 101}, "n_recomm"),
         ("POST", "/api/v1/recommend", {"user_id": 1, "n_recommendations": "5"}, "n_recomm"),
-        ("POST", "/api/v1/recommend", {"user_id": 1, "model": "svd"}, "model"),
         ("POST", "/api/v1/recommend", {"user_id": 1, "model": 3}, "model"),
         ("POST", "/api/v1/recommend", {"user_id": 1, "nn": 3}, "nn"),
         ("POST", "/api/v1/recommend/cold", {"category_id": -2}, "category_id"),
@@ -172,6 +171,23 @@ def test_validation_errors_name_the_field(client, method, url, body, field):
     )
     assert resp.status_code == 400, resp.text
     assert field in resp.text
+
+
+@pytest.mark.parametrize(
+    ("url", "body", "field"),
+    [
+        ("/api/v1/recommend", {"user_id": 1, "model": "svd"}, "model"),
+        ("/api/v1/recommend/cold", {"item_ids": [10], "model": "svd"}, "model"),
+        ("/api/v1/recommend/session", {"item_ids": [10], "model": "svd"}, "model"),
+        ("/api/v1/similar/10", {"model": "svd"}, "model"),
+        ("/api/v1/experiment", {"name": "e", "control": "svd", "treatment": "knn"}, "control"),
+    ],
+)
+def test_a_model_that_is_not_published_is_404_naming_the_field(client, url, body, field):
+    """A well-formed name the served version lacks is a missing resource, as the schema says."""
+    resp = client.post(url, json=body, headers=AUTH)
+    assert resp.status_code == 404, resp.text
+    assert resp.json()["extra"][0]["key"] == field and "svd" in resp.text
 
 
 def test_malformed_json_is_400(client):
@@ -207,7 +223,7 @@ def test_switch_default_model(client):
     body = client.post("/api/v1/recommend", json={"user_id": 100, "n_recommendations": 1}).json()
     assert body["model"] == "knn" and ids(body) == [40]
     resp = client.post("/api/v1/models/default", json={"model": "svd"}, headers=AUTH)
-    assert resp.status_code == 400 and "model" in resp.text
+    assert resp.status_code == 404 and resp.json()["extra"][0]["key"] == "model"
 
 
 def test_cache_stats_and_flush(client):
