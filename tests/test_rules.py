@@ -253,7 +253,6 @@ def test_dense_baskets_are_bounded_before_mining():
     assert np.diff(pruned.matrix.indptr).max() <= DEFAULT_MAX_BASKET_ITEMS
     # the estimates at the effective support fit every cap
     assert bound.candidates <= bound.max_candidates
-    assert bound.candidate_checks == bound.candidates * bound.n_baskets
     assert bound.candidate_checks <= bound.max_candidate_checks
     assert bound.basket_subsets <= bound.max_basket_subsets
     assert pruned.matrix.shape[1] == bound.items_frequent < bound.items_frequent_requested
@@ -272,7 +271,8 @@ def test_dense_baskets_are_bounded_before_mining():
 
 
 def _brute_force_counts(matrix, t: int) -> tuple[int, int, int]:
-    """Frequent pairs, triples with all three pairs frequent, frequent triples — by loops."""
+    """Frequent pairs, triples with all three pairs frequent, frequent triples, Apriori's
+    checks — by loops."""
     from itertools import combinations
 
     dense = matrix.toarray()
@@ -283,7 +283,15 @@ def _brute_force_counts(matrix, t: int) -> tuple[int, int, int]:
         if {(a, b), (a, c), (b, c)} <= frequent:
             candidates += 1
             frequent_triples += int((dense[:, a] & dense[:, b] & dense[:, c]).sum() >= t)
-    return len(frequent), candidates, frequent_triples
+    # Apriori's checks: a mask over all baskets per prefix, then per candidate the baskets
+    # holding its prefix (pairs extend an item, triples a frequent pair, by a later column)
+    count = {i: int(dense[:, i].sum()) for i in items}
+    checks = dense.shape[0] * (len(items) + len(frequent))
+    checks += sum(count[a] * sum(b > a for b in items) for a in items)
+    for a, b in frequent:
+        later = [c for c in items if c > b and {(a, c), (b, c)} <= frequent]
+        checks += int((dense[:, a] & dense[:, b]).sum()) * len(later)
+    return len(frequent), candidates, frequent_triples, checks
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -294,7 +302,10 @@ def test_candidate_estimates_match_brute_force(seed):
     )
     bound = pruned.bound
     assert not bound.raised
-    pairs, triples, frequent_triples = _brute_force_counts(pruned.matrix, bound.min_count_effective)
+    pairs, triples, frequent_triples, checks = _brute_force_counts(
+        pruned.matrix, bound.min_count_effective
+    )
+    assert bound.candidate_checks == checks
     assert bound.frequent_pairs == pairs
     assert bound.candidate_triples == triples  # the triangles of the frequent-pair graph
     assert bound.candidate_pairs == bound.items_frequent * (bound.items_frequent - 1) // 2
@@ -366,3 +377,40 @@ def test_bound_settings_are_checked():
     ]:
         with pytest.raises(ValueError, match=f"^{setting}: expected"):
             association_rules(baskets, **{setting: value})
+
+
+def test_asset_metadata_reports_the_bound():
+    """The association_rules asset attaches each basket type's SearchBound as metadata."""
+    from dagster import build_asset_context
+
+    from recsys_assets.assets.analytics import RulesConfig
+    from recsys_assets.assets.analytics import association_rules as rules_asset
+
+    dense = _dense_baskets(300, 400, 20, 50, seed=4)
+    n = dense.height
+    interactions = pl.DataFrame(
+        {
+            "user_id": dense["basket_id"],
+            "item_id": dense["item_id"],
+            "event": ["addtocart"] * n,
+            "timestamp": np.arange(n),
+            "transaction_id": [None] * n,
+            "weight": [1.0] * n,
+            "session_id": dense["basket_id"],
+        },
+        schema=INTERACTIONS_SCHEMA,
+    )
+    context = build_asset_context()
+    table = rules_asset(context, RulesConfig(), interactions)
+    meta = context.get_output_metadata("result")
+    session = meta["search_bound"].data["session"]  # a JSON metadata value
+    assert session["min_support_raised"] is True
+    assert session["min_support_effective"] > session["min_support_requested"] == 0.002
+    assert session["baskets_capped"] > 0 and session["max_len"] == 3
+    assert session["candidates"] <= session["max_candidates"]
+    assert set(table["basket_type"]) == {"session"}
+    assert (
+        table.filter(pl.col("algorithm") == "fpgrowth").height
+        == table.filter(pl.col("algorithm") == "apriori").height
+        > 0
+    )

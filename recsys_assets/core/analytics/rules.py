@@ -225,7 +225,7 @@ def prune_baskets(
         candidate_pairs=counts["candidate_pairs"],
         frequent_pairs=counts["frequent_pairs"],
         candidate_triples=counts["candidate_triples"],
-        candidate_checks=counts["total"] * n_baskets,
+        candidate_checks=counts["checks"],
         basket_subsets=support.basket_subsets,
     )
     return PrunedBaskets(

@@ -22,8 +22,9 @@ candidate triples. So the mining is bounded, for every input, by three rules in 
      graph of frequent pairs (exactly Apriori's triples after its subset pruning) and, for
      ``max_len ≥ 4``, ``Σ_v C(d⁺_v, k−1)`` ``k``-itemsets, ``d⁺_v`` the out-degree of item ``v``
      when each frequent pair points from its lower- to its higher-degree item;
-   - **candidate checks ≤ ``max_candidate_checks``**: baskets × candidates, as Apriori's
-     low-memory path reads every basket once per candidate;
+   - **candidate checks ≤ ``max_candidate_checks``**: the basket × candidate cells Apriori's
+     low-memory path touches: one mask over all baskets per prefix (frequent items and pairs),
+     then, per candidate, the baskets that hold its prefix (``CandidateCounter._checks``);
    - **basket subsets ≤ ``max_basket_subsets``**: ``Σ_b C(m_b, max_len + 1)``, ``m_b`` the items
      of basket ``b`` reaching ``t``. mlxtend's FP-Growth builds a conditional tree for every
      frequent itemset up to ``max_len`` (one level past what it reports), and those trees hold
@@ -54,7 +55,7 @@ from scipy.special import comb
 DEFAULT_MAX_LEN = 3
 DEFAULT_MAX_BASKET_ITEMS = 30
 DEFAULT_MAX_CANDIDATES = 100_000
-DEFAULT_MAX_CANDIDATE_CHECKS = 200_000_000
+DEFAULT_MAX_CANDIDATE_CHECKS = 50_000_000
 DEFAULT_MAX_BASKET_SUBSETS = 4_000_000
 
 
@@ -160,6 +161,7 @@ class CandidateCounter:
 
     def __init__(self, matrix: sp.csr_matrix, max_len: int, floor: int):
         self.max_len = max_len
+        self.n_baskets = matrix.shape[0]
         counts = np.asarray(matrix.sum(axis=0)).ravel().astype(np.int64)
         self.columns = np.flatnonzero(counts >= floor)
         ones = matrix[:, self.columns].astype(np.int32)
@@ -187,7 +189,28 @@ class CandidateCounter:
                 self.pair_i[frequent], self.pair_j[frequent]
             )
         out["total"] = f1 + out["candidate_pairs"] + out["candidate_triples"] + out["larger"]
+        out["checks"] = self._checks(t, f1, frequent, out["larger"])
         return out
+
+    def _checks(self, t: int, f1: int, frequent: np.ndarray, larger: int) -> int:
+        """Apriori's work: basket × candidate cells its low-memory path really touches.
+
+        Per prefix it reads one mask over all baskets, then the candidate columns of the
+        baskets holding the prefix. Candidates extend a prefix by a later column, so the
+        ``r``-th frequent item prefixes ``f1 − 1 − r`` pairs and a frequent pair ``(a, b)``
+        the triples of its common later partners.
+        """
+        n_prefixes = f1 + int(frequent.sum())
+        heads = self.item_counts[self.item_counts >= t]  # in column order
+        checks = self.n_baskets * (n_prefixes + larger)
+        checks += int((heads * (f1 - 1 - np.arange(f1))).sum())
+        if self.max_len >= 3 and frequent.any():
+            i, j = self.pair_i[frequent], self.pair_j[frequent]
+            shape = (self.n_items, self.n_items)
+            later = sp.csr_matrix((np.ones(i.size, dtype=np.int64), (i, j)), shape=shape)
+            weights = sp.csr_matrix((self.pair_counts[frequent], (i, j)), shape=shape)
+            checks += int((later @ later.T).multiply(weights).sum())
+        return checks
 
     def _cliques(self, i: np.ndarray, j: np.ndarray) -> tuple[int, int]:
         """Triangles of the pair graph (exact) and the bound on larger cliques."""
@@ -258,7 +281,6 @@ def bound_support(
 ) -> SupportBound:
     """Rule 3: the smallest support count ``>= min_count`` at which every estimate fits."""
     item_counts = np.asarray(matrix.sum(axis=0)).ravel().astype(np.int64)
-    n_baskets = matrix.shape[0]
     f1 = int((item_counts >= min_count).sum())
     ceiling = int(item_counts.max(initial=min_count)) + 1  # no item reaches it: all fits
     item_steps = np.unique(
@@ -271,9 +293,8 @@ def bound_support(
     # Cuts that depend on item counts alone come first, so that the co-occurrence product
     # covers few items: the level-1 conditional trees (pairs of each basket) must fit, ...
     floor = _smallest_fitting(item_steps, lambda t: subsets(t, 2) <= max_basket_subsets)
-    # ... and so must singletons plus Apriori's pairs, under a cap that the checks (baskets ×
-    # candidates) lower when there are many baskets.
-    cap = min(max_candidates, max_candidate_checks // max(n_baskets, 1))
+    # ... and so must singletons plus Apriori's pairs.
+    cap = max_candidates
     f_max = _max_items_within(cap)
     if int((item_counts >= floor).sum()) > f_max:
         floor = int(np.sort(item_counts)[::-1][f_max]) + 1
@@ -285,13 +306,17 @@ def bound_support(
 
     def fits(t: int) -> bool:
         counts, work = estimates(t)
-        return counts["total"] <= cap and work <= max_basket_subsets
+        return (
+            counts["total"] <= cap
+            and counts["checks"] <= max_candidate_checks
+            and work <= max_basket_subsets
+        )
 
     effective = floor
     if not fits(floor):
         # Above the floor the estimates change only where an item or a pair count is crossed.
-        # One above the largest pair count no pair is frequent and the floor's cuts hold: fits.
-        top = int(counter.pair_counts.max(initial=floor)) + 1
+        # One above the largest item count nothing is frequent: that always fits.
+        top = int(counter.item_counts.max(initial=floor)) + 1
         steps = np.unique(np.concatenate([counter.item_counts, counter.pair_counts, [top]]))
         effective = _smallest_fitting(steps[(steps > floor) & (steps <= top)], fits)
     counts, work = estimates(effective)
