@@ -23,7 +23,7 @@ from recsys_assets.core.models.gru4rec_data import (
     user_histories,
 )
 from recsys_assets.core.models.gru4rec_numpy import session_scores, top_k
-from recsys_assets.core.models.indexed_adagrad import IndexedAdagradM
+from recsys_assets.core.models.row_optimizers import IndexedAdagradM
 from recsys_assets.core.session_eval import next_item_events, session_metrics
 from recsys_assets.core.training_data import build_training_data
 

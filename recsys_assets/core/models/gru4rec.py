@@ -16,7 +16,7 @@ missing pieces; this one keeps the design of hidasib/GRU4Rec_PyTorch_Official:
   item (``embedding`` 0, ``constrained_embedding`` false); dropout on the input and on every
   hidden layer's output (also the dropped-out state is carried on, as in the original);
 - Adagrad with momentum that updates only the rows of the item tables a minibatch touched
-  (:mod:`indexed_adagrad`); the initialisation of the original's default compatibility mode
+  (:mod:`row_optimizers`); the initialisation of the original's default compatibility mode
   (uniform ±sqrt(6 / (fan_in + fan_out)) per gate block, zero biases); the loss summed over the
   batch and divided by ``batch_size``.
 
@@ -55,7 +55,7 @@ from recsys_assets.core.models.gru4rec_numpy import (
     INPUT_ONEHOT,
     pad_sequences,
 )
-from recsys_assets.core.models.indexed_adagrad import IndexedAdagradM
+from recsys_assets.core.models.row_optimizers import IndexedAdagradM, gather_rows
 from recsys_assets.core.models.torch_training import (
     DEVICES,
     choose_device,
@@ -420,11 +420,7 @@ class GRU4RecRecommender(Recommender):
         leaves = []
 
         def gather(table: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-            # unique rows as a leaf: its gradient arrives summed per row, ready for step_rows
-            rows, inv = torch.unique(idx, return_inverse=True)
-            leaf = table.detach().index_select(0, rows).requires_grad_()
-            leaves.append((table, rows, leaf))
-            return leaf.index_select(0, inv)
+            return gather_rows(table, idx, leaves)
 
         if p["input_mode"] == "constrained":
             both = gather(net.Wy, torch.cat([x, y]))

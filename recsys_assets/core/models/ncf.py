@@ -1,0 +1,407 @@
+"""Neural Collaborative Filtering: NeuMF (He et al., WWW 2017).
+
+A GMF tower (element-wise product of user and item embeddings) and an MLP tower (a ReLU MLP
+over the concatenated user and item embeddings of its own) fused by one final linear layer.
+Trained on implicit feedback with ``n_negatives`` sampled negatives per positive, drawn
+uniformly from the items the user has not interacted with (vectorised rejection sampling
+against the CSR matrix), under a pointwise log loss ("bce", as in the paper) or a pairwise
+"bpr" loss. Differences from the paper: no GMF/MLP pre-training, Adam with lazy row-wise updates of
+the embedding tables (as SparseAdam; see :mod:`row_optimizers`) and larger batches, for speed.
+
+Validation and early stopping: ``TrainingData`` carries no validation targets, so the model
+holds out, for up to ``val_users`` users with at least two distinct items, the item of their
+last interaction (leave-one-out, as in the paper) and removes those pairs from its training
+matrix. After each epoch it ranks the whole catalogue for those users (their other items
+masked) and computes NDCG@10 of the held-out item; training stops after ``patience`` epochs
+without a gain and keeps the best epoch's weights. The held-out pairs stay in the "seen" matrix
+the base class masks at recommendation time. ``val_users`` 0 turns validation off (all
+``n_epochs`` run on the full matrix).
+
+Scoring all items for a batch of users: GMF is one matrix product (user ⊙ w_gmf) · itemᵀ; the
+MLP's first layer splits into a user part and an item part (precomputed for the catalogue), so
+only the later, narrower layers run per (user, item) pair, in memory-bounded chunks.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from recsys_assets.core.models.base import Recommender
+from recsys_assets.core.models.row_optimizers import LazyAdam, gather_rows
+from recsys_assets.core.models.torch_training import (
+    DEVICES,
+    choose_device,
+    seed_everything,
+    train_epochs,
+)
+from recsys_assets.core.training_data import TrainingData
+
+if TYPE_CHECKING:
+    import optuna
+
+log = logging.getLogger(__name__)
+
+LOSSES = ("bce", "bpr")
+
+# (users × items × hidden) elements of the per-pair MLP activations built at once when scoring
+_PAIR_BLOCK = 2**23
+
+
+class NeuMF(nn.Module):
+    def __init__(self, n_users: int, n_items: int, factors: int, mlp_layers: list[int]):
+        super().__init__()
+        half = mlp_layers[0] // 2
+        # tables outside autograd: the trainer gathers a batch's rows and updates only those
+        self.gmf_user = nn.Parameter(torch.empty(n_users, factors), requires_grad=False)
+        self.gmf_item = nn.Parameter(torch.empty(n_items, factors), requires_grad=False)
+        self.mlp_user = nn.Parameter(torch.empty(n_users, half), requires_grad=False)
+        self.mlp_item = nn.Parameter(torch.empty(n_items, half), requires_grad=False)
+        self.half, self.factors = half, factors
+        sizes = [2 * half, *mlp_layers[1:]]
+        self.mlp = nn.ModuleList(
+            nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:], strict=True)
+        )
+        self.out = nn.Linear(factors + sizes[-1], 1)
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        for emb in (self.gmf_user, self.gmf_item, self.mlp_user, self.mlp_item):
+            nn.init.normal_(emb, std=0.01)
+        for layer in self.mlp:
+            nn.init.xavier_uniform_(layer.weight)
+            nn.init.zeros_(layer.bias)
+        nn.init.kaiming_uniform_(self.out.weight, a=1, nonlinearity="sigmoid")
+        nn.init.zeros_(self.out.bias)
+
+    def mlp_parameters(self) -> list[nn.Parameter]:
+        """The dense parameters (MLP layers and the fusing layer), trained by plain Adam."""
+        return [*self.mlp.parameters(), *self.out.parameters()]
+
+    def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """Logits of (user, item) pairs (inference; training goes through ``pair_logits``)."""
+        return self.pair_logits(
+            self.gmf_user[users], self.gmf_item[items], self.mlp_user[users], self.mlp_item[items]
+        )
+
+    def pair_logits(self, gu, gi, mu, mi) -> torch.Tensor:
+        """Logits from the gathered embedding rows of (user, item) pairs."""
+        gmf = gu * gi
+        x = torch.cat([mu, mi], dim=1)
+        for layer in self.mlp:
+            x = F.relu(layer(x))
+        return self.out(torch.cat([gmf, x], dim=1)).squeeze(1)
+
+    @torch.no_grad()
+    def item_parts(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-item precomputation: GMF item factors and the item half of the first MLP layer."""
+        if len(self.mlp):
+            item_first = self.mlp_item @ self.mlp[0].weight[:, self.half :].T
+        else:
+            item_first = self.mlp_item
+        return self.gmf_item, item_first
+
+    @torch.no_grad()
+    def score_all(self, users: torch.Tensor, parts: tuple[torch.Tensor, torch.Tensor]):
+        """(len(users), n_items) logits: one product per tower, the MLP's tail chunked."""
+        gmf_items, item_first = parts
+        factors, half = self.factors, self.half
+        w_gmf, w_mlp = self.out.weight[0, :factors], self.out.weight[0, factors:]
+        scores = (self.gmf_user[users] * w_gmf) @ gmf_items.T + self.out.bias
+        if not len(self.mlp):
+            # no hidden layer: the tower is linear in the two embeddings, a product form too
+            return (
+                scores
+                + (self.mlp_user(users) @ w_mlp[:half])[:, None]
+                + (item_first @ w_mlp[half:])[None, :]
+            )
+        first = self.mlp[0]
+        user_first = self.mlp_user[users] @ first.weight[:, :half].T + first.bias
+        n_items, width = item_first.shape
+        chunk = max(1, _PAIR_BLOCK // max(1, users.shape[0] * width))
+        for start in range(0, n_items, chunk):
+            stop = min(n_items, start + chunk)
+            h = F.relu(user_first[:, None, :] + item_first[None, start:stop, :])
+            for layer in self.mlp[1:]:
+                h = F.relu(layer(h))
+            scores[:, start:stop] += h @ w_mlp
+        return scores
+
+
+def seen_keys(matrix: sp.csr_matrix) -> np.ndarray:
+    """Sorted ``row * n_cols + col`` of the stored entries (CSR order is already sorted)."""
+    m = matrix.tocsr()
+    m.sort_indices()
+    rows = np.repeat(np.arange(m.shape[0], dtype=np.int64), np.diff(m.indptr))
+    return rows * m.shape[1] + m.indices.astype(np.int64)
+
+
+def is_seen(keys: np.ndarray, users: np.ndarray, items: np.ndarray, n_items: int) -> np.ndarray:
+    q = users.astype(np.int64) * n_items + items
+    pos = np.minimum(np.searchsorted(keys, q), max(keys.size - 1, 0))
+    return keys[pos] == q if keys.size else np.zeros(q.shape, bool)
+
+
+def sample_negatives(
+    keys: np.ndarray,
+    users: np.ndarray,
+    n_items: int,
+    rng: np.random.Generator,
+    max_rounds: int = 20,
+) -> np.ndarray:
+    """One uniformly drawn unseen item per entry of ``users``, redrawn where it was seen.
+
+    After ``max_rounds`` the few remaining collisions (users who saw most of the catalogue)
+    are kept: a handful of false negatives, never a Python loop over interactions.
+    """
+    items = rng.integers(0, n_items, users.size)
+    todo = np.arange(users.size)
+    for _ in range(max_rounds):
+        bad = todo[is_seen(keys, users[todo], items[todo], n_items)]
+        if bad.size == 0:
+            break
+        items[bad] = rng.integers(0, n_items, bad.size)
+        todo = bad
+    return items
+
+
+def holdout_last(
+    data: TrainingData, n_users: int, rng: np.random.Generator
+) -> tuple[sp.csr_matrix, np.ndarray, np.ndarray]:
+    """(training matrix, validation users, their held-out items): each chosen user's most
+    recent item removed from a copy of the matrix. Chosen among users with >= 2 items."""
+    matrix = data.user_item.tocsr().copy()
+    if n_users <= 0 or data.event_user.size == 0:
+        return matrix, np.empty(0, np.int64), np.empty(0, np.int64)
+    # event arrays are time-sorted: the last occurrence of a user is their latest event
+    rev_user = data.event_user[::-1]
+    users_with_events, first_in_rev = np.unique(rev_user, return_index=True)
+    last_item = data.event_item[::-1][first_in_rev].astype(np.int64)
+    eligible = np.diff(matrix.indptr)[users_with_events] >= 2
+    cand = np.flatnonzero(eligible)
+    pick = np.sort(rng.choice(cand, size=min(n_users, cand.size), replace=False))
+    users, items = users_with_events[pick].astype(np.int64), last_item[pick]
+    drop = sp.csr_matrix((np.ones(users.size, np.float32), (users, items)), shape=matrix.shape)
+    # zero the held-out entries, then drop them from the structure
+    matrix = matrix - matrix.multiply(drop)
+    matrix.eliminate_zeros()
+    matrix.sort_indices()
+    return matrix.tocsr(), users, items
+
+
+class NCFRecommender(Recommender):
+    """NeuMF; see the module docstring."""
+
+    name: ClassVar[str] = "ncf"
+
+    @classmethod
+    def default_params(cls) -> dict[str, Any]:
+        return {
+            "factors": 32,
+            "mlp_layers": [64, 32, 16],
+            "loss": "bce",
+            "n_negatives": 4,
+            "n_epochs": 20,
+            "batch_size": 4096,
+            "learning_rate": 0.002,
+            "patience": 3,
+            "val_users": 2000,
+            "seed": 42,
+            "num_threads": 0,
+            "device": "auto",
+        }
+
+    @classmethod
+    def search_space(cls, trial: optuna.Trial) -> dict[str, Any]:
+        width = trial.suggest_categorical("mlp_width", [32, 64, 128])
+        depth = trial.suggest_int("mlp_depth", 1, 3)
+        return {
+            "factors": trial.suggest_int("factors", 8, 128, log=True),
+            "mlp_layers": [max(2, width // 2**i) for i in range(depth)],
+            "loss": trial.suggest_categorical("loss", list(LOSSES)),
+            "n_negatives": trial.suggest_int("n_negatives", 1, 10),
+            "batch_size": trial.suggest_categorical("batch_size", [1024, 4096, 16384]),
+            "learning_rate": trial.suggest_float("learning_rate", 1e-4, 1e-2, log=True),
+        }
+
+    def _validate_params(self) -> None:
+        p = self.params
+        layers = p["mlp_layers"]
+        if not (
+            isinstance(layers, list | tuple)
+            and layers
+            and all(isinstance(h, int | np.integer) and h >= 2 for h in layers)
+        ):
+            raise ValueError(
+                f"mlp_layers must be a non-empty list of integers >= 2, got {layers!r}"
+            )
+        for key in ("factors", "n_negatives", "n_epochs", "batch_size", "patience"):
+            if not (isinstance(p[key], int | np.integer) and p[key] > 0):
+                raise ValueError(f"{key} must be a positive integer, got {p[key]!r}")
+        if not (isinstance(p["val_users"], int | np.integer) and p["val_users"] >= 0):
+            raise ValueError(f"val_users must be an integer >= 0, got {p['val_users']!r}")
+        if p["loss"] not in LOSSES:
+            raise ValueError(f"loss must be one of {LOSSES}, got {p['loss']!r}")
+        if not p["learning_rate"] > 0:
+            raise ValueError(f"learning_rate must be > 0, got {p['learning_rate']!r}")
+        if p["device"] not in DEVICES:
+            raise ValueError(f"device must be one of {DEVICES}, got {p['device']!r}")
+
+    # --- training -----------------------------------------------------------------------------
+
+    def _fit(self, data: TrainingData) -> None:
+        p = self.params
+        rng = seed_everything(int(p["seed"]))
+        self._device = dev = choose_device(p["device"], int(p["num_threads"]))
+        matrix, val_users, val_items = holdout_last(data, int(p["val_users"]), rng)
+        self.net = NeuMF(data.n_users, data.n_items, int(p["factors"]), list(p["mlp_layers"]))
+        self.net.reset_parameters()
+        self.net.to(dev)
+        lr = float(p["learning_rate"])
+        opts = (LazyAdam(lr), torch.optim.Adam(self.net.mlp_parameters(), lr=lr))
+        keys = seen_keys(data.user_item)  # negatives avoid held-out items too
+        pos_users = np.repeat(np.arange(data.n_users, dtype=np.int64), np.diff(matrix.indptr))
+        pos_items = matrix.indices.astype(np.int64)
+        log.info(
+            "ncf: %d positives x %d negatives, %d validation users, device %s, %d threads",
+            pos_users.size,
+            p["n_negatives"],
+            val_users.size,
+            dev,
+            torch.get_num_threads(),
+        )
+        if pos_users.size == 0:
+            raise ValueError("ncf: no positive interaction left to train on")
+        val_exclude = matrix[val_users] if val_users.size else None
+
+        def run_epoch(epoch: int) -> tuple[float, int]:
+            return self._run_epoch(pos_users, pos_items, keys, data.n_items, rng, opts)
+
+        def validate() -> float:
+            return self._validation_ndcg(val_users, val_items, val_exclude)
+
+        self.history = train_epochs(
+            "ncf",
+            self.net,
+            int(p["n_epochs"]),
+            run_epoch,
+            validate if val_users.size else None,
+            int(p["patience"]),
+            "ndcg@10",
+        )
+        self._parts = None
+
+    def _run_epoch(self, pos_users, pos_items, keys, n_items, rng, opts) -> tuple[float, int]:
+        p, dev, net = self.params, self._device, self.net
+        n_neg = int(p["n_negatives"])
+        neg_users = np.repeat(pos_users, n_neg)
+        neg_items = sample_negatives(keys, neg_users, n_items, rng)
+        bce = p["loss"] == "bce"
+        # one shuffle per epoch, then contiguous slices: no per-batch gather of the epoch arrays
+        if bce:
+            order = rng.permutation(pos_users.size + neg_users.size)
+            users = np.concatenate([pos_users, neg_users])[order]
+            items = np.concatenate([pos_items, neg_items])[order]
+            labels = torch.from_numpy((order < pos_users.size).astype(np.float32))
+            positives = None
+        else:
+            order = rng.permutation(neg_users.size)
+            users, items = neg_users[order], neg_items[order]
+            positives = torch.from_numpy(np.repeat(pos_items, n_neg)[order])
+            labels = None
+        users_t, items_t = torch.from_numpy(users), torch.from_numpy(items)
+        row_opt, dense_opt = opts
+        dense = dense_opt.param_groups[0]["params"]
+        batch = int(p["batch_size"])
+        total = 0.0
+        for start in range(0, users.size, batch):
+            sl = slice(start, start + batch)
+            u, i = users_t[sl].to(dev), items_t[sl].to(dev)
+            leaves: list = []
+            gu = gather_rows(net.gmf_user, u, leaves)
+            mu = gather_rows(net.mlp_user, u, leaves)
+            if bce:
+                gi = gather_rows(net.gmf_item, i, leaves)
+                mi = gather_rows(net.mlp_item, i, leaves)
+                logits = net.pair_logits(gu, gi, mu, mi)
+                loss = F.binary_cross_entropy_with_logits(logits, labels[sl].to(dev))
+            else:
+                n = u.shape[0]
+                both = torch.cat([positives[sl].to(dev), i])
+                gi = gather_rows(net.gmf_item, both, leaves)
+                mi = gather_rows(net.mlp_item, both, leaves)
+                logits = net.pair_logits(gu.repeat(2, 1), gi, mu.repeat(2, 1), mi)
+                loss = -F.logsigmoid(logits[:n] - logits[n:]).mean()
+            grads = torch.autograd.grad(loss, [leaf for _, _, leaf in leaves] + dense)
+            row_opt.tick()
+            for (table, rows, _), g in zip(leaves, grads, strict=False):
+                row_opt.step_rows(table, rows, g)
+            for q, g in zip(dense, grads[len(leaves) :], strict=True):
+                q.grad = g
+            dense_opt.step()
+            total += float(loss.detach()) * u.shape[0]
+        # events = training pairs (positives and sampled negatives) seen this epoch
+        n_pairs = users.size if bce else 2 * users.size
+        return total / max(users.size, 1), int(n_pairs)
+
+    def _validation_ndcg(self, users, items, exclude: sp.csr_matrix) -> float:
+        parts = self.net.item_parts()
+        gains = np.zeros(users.size)
+        step = max(1, (1 << 24) // max(1, self.net.gmf_item.shape[0]))
+        for start in range(0, users.size, step):
+            sl = slice(start, start + step)
+            u = torch.from_numpy(users[sl]).to(self._device)
+            scores = self.net.score_all(u, parts).cpu().numpy()
+            rows = np.arange(scores.shape[0])
+            target = scores[rows, items[sl]].copy()
+            ex = exclude[sl]
+            scores[np.repeat(rows, np.diff(ex.indptr)), ex.indices] = -np.inf
+            rank = (scores > target[:, None]).sum(axis=1)  # 0-based
+            gains[sl] = np.where(rank < 10, 1.0 / np.log2(rank + 2.0), 0.0)
+        return float(gains.mean())
+
+    # --- inference ----------------------------------------------------------------------------
+
+    def _item_parts(self):
+        if getattr(self, "_parts", None) is None:
+            self._parts = self.net.item_parts()
+        return self._parts
+
+    def _score(self, user_rows: np.ndarray) -> np.ndarray:
+        u = torch.from_numpy(np.asarray(user_rows, dtype=np.int64)).to(self._device)
+        return self.net.score_all(u, self._item_parts()).cpu().numpy()
+
+    def _score_items(self, item_cols: np.ndarray) -> np.ndarray:
+        # item similarity: cosine of the concatenated GMF and MLP item embeddings
+        w = torch.cat([self.net.gmf_item, self.net.mlp_item], 1).detach()
+        w = w.cpu().numpy()
+        unit = w / np.maximum(np.linalg.norm(w, axis=1, keepdims=True), 1e-12)
+        return unit[item_cols] @ unit.T
+
+    def _state_arrays(self) -> dict[str, np.ndarray]:
+        return {f"net.{k}": v.detach().cpu().numpy() for k, v in self.net.state_dict().items()}
+
+    def _load_state(self, arrays: dict[str, np.ndarray]) -> None:
+        p = self.params
+        self._device = choose_device(p["device"], int(p["num_threads"]))
+        self.net = NeuMF(
+            int(self._user_ids.size),
+            int(self._item_ids.size),
+            int(p["factors"]),
+            list(p["mlp_layers"]),
+        )
+        self.net.load_state_dict(
+            {
+                k[4:]: torch.from_numpy(np.array(v))
+                for k, v in arrays.items()
+                if k.startswith("net.")
+            }
+        )
+        self.net.to(self._device).eval()
+        self._parts = None

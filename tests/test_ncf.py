@@ -1,0 +1,140 @@
+"""NCF (NeuMF): negatives, validation hold-out, fast scoring, accuracy, bytes and seeds."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+from test_models import planted_frames
+
+from recsys_assets.core.evaluation import evaluate, holdout_targets
+from recsys_assets.core.models import create_model
+from recsys_assets.core.models.ncf import (
+    NCFRecommender,
+    holdout_last,
+    is_seen,
+    sample_negatives,
+    seen_keys,
+)
+from recsys_assets.core.training_data import build_training_data
+
+FAST = {
+    "n_epochs": 8,
+    "batch_size": 1024,
+    "learning_rate": 0.005,
+    "val_users": 200,
+    "num_threads": 1,
+}
+
+
+@pytest.fixture(scope="module")
+def frames():
+    return planted_frames()
+
+
+@pytest.fixture(scope="module")
+def data(frames):
+    return build_training_data(*frames)
+
+
+@pytest.fixture(scope="module")
+def model(data):
+    return NCFRecommender(**FAST).fit(data)
+
+
+def test_negatives_are_unseen_and_cover_the_catalogue():
+    rng = np.random.default_rng(0)
+    dense = rng.random((50, 40)) < 0.6  # users who saw most of the catalogue
+    dense[:, 0] = False  # ...but always one unseen item
+    m = sp.csr_matrix(dense.astype(np.float32))
+    keys = seen_keys(m)
+    users = np.repeat(np.arange(50), 200)
+    items = sample_negatives(keys, users, 40, rng, max_rounds=200)
+    assert not dense[users, items].any()
+    assert not is_seen(keys, users, items, 40).any()
+    # every unseen (user, item) pair is drawn: uniform over the unseen items
+    drawn = sp.csr_matrix((np.ones(users.size), (users, items)), shape=(50, 40)).toarray() > 0
+    assert (drawn == ~dense).mean() > 0.95
+
+
+def test_holdout_removes_each_chosen_users_latest_item(data):
+    rng = np.random.default_rng(1)
+    matrix, users, items = holdout_last(data, 100, rng)
+    assert users.size == 100
+    for u, i in zip(users, items, strict=True):  # 100 users of a test
+        user_events = np.flatnonzero(data.event_user == u)
+        assert data.event_item[user_events[-1]] == i
+        assert i not in matrix[u].indices and i in data.user_item[u].indices
+    assert matrix.nnz == data.user_item.nnz - 100
+
+
+def test_fast_scoring_equals_the_network_on_every_pair(model, data):
+    users = torch.arange(7)
+    fast = model.net.score_all(users, model.net.item_parts())
+    with torch.no_grad():
+        pairs = model.net(
+            users.repeat_interleave(data.n_items), torch.arange(data.n_items).repeat(7)
+        )
+    torch.testing.assert_close(fast, pairs.reshape(7, data.n_items), atol=1e-5, rtol=1e-5)
+
+
+def test_ncf_beats_popularity_per_user(frames, data, model):
+    targets = holdout_targets(frames[0], history_splits=("train",), target_split="test")
+    ncf = evaluate(model, "ncf", targets, data.n_items)[1]
+    pop = evaluate(create_model("popular").fit(data), "popular", targets, data.n_items)[1]
+    assert ncf["ndcg_at_10"] > 1.3 * pop["ndcg_at_10"], (ncf, pop)
+    assert model.history.best_epoch is not None
+    assert model.history.best_metric > 0
+
+
+def test_bpr_loss_trains_too(data):
+    m = NCFRecommender(**{**FAST, "loss": "bpr", "n_epochs": 2}).fit(data)
+    losses = [e.loss for e in m.history.epochs]
+    assert np.isfinite(losses).all()
+
+
+def test_round_trip_bytes(model, data):
+    loaded = NCFRecommender.from_bytes(model.to_bytes())
+    users = np.r_[data.user_ids[:100], [-3]]
+    a, b = model.recommend(users, k=20), loaded.recommend(users, k=20)
+    np.testing.assert_array_equal(a.item_ids, b.item_ids)
+    np.testing.assert_array_equal(a.scores, b.scores)
+    np.testing.assert_array_equal(a.fallback, b.fallback)
+    items = data.item_ids[:10]
+    np.testing.assert_array_equal(
+        model.similar_items(items, k=5).item_ids, loaded.similar_items(items, k=5).item_ids
+    )
+
+
+def test_deterministic_under_a_seed(data):
+    quick = {**FAST, "n_epochs": 1}
+    a = NCFRecommender(**quick).fit(data).to_bytes()
+    b = NCFRecommender(**quick).fit(data).to_bytes()
+    c = NCFRecommender(**{**quick, "seed": 3}).fit(data)
+    la, lb = NCFRecommender.from_bytes(a), NCFRecommender.from_bytes(b)
+    for (k, va), vb in zip(la.net.state_dict().items(), lb.net.state_dict().values(), strict=True):
+        torch.testing.assert_close(va, vb, rtol=0, atol=0, msg=k)
+    assert not torch.equal(la.net.gmf_item, c.net.gmf_item)
+
+
+def test_search_space_and_bad_params():
+    optuna = pytest.importorskip("optuna")
+    trial = optuna.trial.FixedTrial(
+        {
+            "mlp_width": 64,
+            "mlp_depth": 3,
+            "factors": 16,
+            "loss": "bpr",
+            "n_negatives": 3,
+            "batch_size": 4096,
+            "learning_rate": 0.001,
+        }
+    )
+    params = NCFRecommender.search_space(trial)
+    assert params["mlp_layers"] == [64, 32, 16]
+    NCFRecommender(**params)
+    with pytest.raises(ValueError, match="mlp_layers"):
+        NCFRecommender(mlp_layers=[])
+    with pytest.raises(ValueError, match="loss"):
+        NCFRecommender(loss="hinge")
