@@ -196,10 +196,10 @@ def trained_model(
         splits, item_catalog, category_tree, use_splits=FINAL_TRAINING_SPLITS
     )
     model = create_model(name, params)
+    # (the model logs its own data sizes and fit time; this says where the parameters came from)
     context.log.info(
-        f"training {name} ({'tuned' if tuned else 'default'} params {params}) on "
-        f"{len(data.user_ids):,} users × {len(data.item_ids):,} items, "
-        f"{data.user_item.nnz:,} interactions"
+        f"training {name} with {'tuned' if tuned else 'default'} parameters on "
+        f"{', '.join(FINAL_TRAINING_SPLITS)}: {params}"
     )
     start = time.perf_counter()
     model.fit(data)
@@ -256,7 +256,7 @@ def eval_recommendations(
     start = time.perf_counter()
     lists = recommend_lists(trained_model.model, users, trained_model.name, k=EVAL_K)
     seconds = time.perf_counter() - start
-    context.log.info(f"scored {len(users):,} users with {trained_model.name} in {seconds:.1f} s")
+    context.log.info(f"scored {trained_model.name}: {len(users):,} users in {seconds:.1f} s")
     context.add_output_metadata(
         frame_metadata(
             lists,
