@@ -213,7 +213,9 @@ class NCFRecommender(Recommender):
             "patience": 3,
             "val_users": 2000,
             "seed": 42,
-            "num_threads": 0,
+            # one torch thread: faster on the shared 2-core machine (see GRU4Rec's default and
+            # benchmarks/bench_torch_models.py, which times both); 0 = one per core
+            "num_threads": 1,
             "device": "auto",
         }
 
