@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -24,7 +25,6 @@ from redis.exceptions import RedisError
 
 from recsys_serving.contract import OPENAPI_PLUGINS, TYPE_DECODERS, StrictRequest
 from recsys_serving.controllers.cache import CacheController
-from recsys_serving.controllers.deps import provide_service
 from recsys_serving.controllers.feedback import FeedbackController
 from recsys_serving.controllers.health import HealthController
 from recsys_serving.controllers.items import ItemsController
@@ -94,15 +94,29 @@ def create_app(settings: Settings | None = None) -> Litestar:
         app.state.store = store
         app.state.service = RecommenderService(store)
         listener = asyncio.create_task(store.listen()) if settings.listen_pubsub else None
+        # A full collection walks every tracked object, and the framework alone is ~70k of them
+        # (tens of ms, measured as the p99 stalls of the serving benchmark). What exists now
+        # lives as long as the process: move it out of the collector's view.
+        gc.collect()
+        gc.freeze()
         try:
             yield
         finally:
+            gc.unfreeze()  # back to the collector when the app stops (tests start many apps)
             if listener is not None:
                 store.stop()
                 listener.cancel()
                 await asyncio.wait({listener}, timeout=2.0)
             with contextlib.suppress(Exception):
                 await redis.aclose(close_connection_pool=True)
+
+    def provide_service() -> RecommenderService:
+        """The one way handlers reach the service (built at startup; ``service.store`` is Redis).
+
+        No parameters: Litestar then skips validating a signature for the provider on every
+        request (``state: State`` cost ~7 us of the ~60 us a cached /recommend takes).
+        """
+        return app.state.service
 
     app = Litestar(
         route_handlers=[

@@ -25,9 +25,11 @@ from typing import Any
 import msgspec
 from litestar import Request
 from litestar.exceptions import ValidationException
+from litestar.exceptions.http_exceptions import RequestEntityTooLarge
 from litestar.handlers import BaseRouteHandler
 from litestar.openapi.spec import OpenAPIType, Operation, Reference, Schema
 from litestar.plugins import OpenAPISchemaPlugin
+from litestar.types import Empty
 from litestar.typing import FieldDefinition
 
 from recsys_serving.schemas import MAX_ID, IdParam
@@ -81,6 +83,28 @@ class StrictRequest(Request):
     A number is what JSON Schema says it is: ``46.0`` is the integer 46 (tried only after the
     fast strict decode failed, so well-formed requests are decoded once).
     """
+
+    async def body(self) -> bytes:
+        # One ASGI message holds a small JSON body: take it without Litestar's streaming
+        # generator (a few us per request); anything else goes the general way.
+        if self._body is Empty and self.is_connected and self._connection_state.body is Empty:
+            event = await self.receive()
+            if event["type"] == "http.request" and not event.get("more_body", False):
+                body = event["body"]
+                limit = self.route_handler.resolve_request_max_body_size()
+                if limit and len(body) > limit:
+                    raise RequestEntityTooLarge
+                self.is_connected = False
+                self._body = self._connection_state.body = body
+                return body
+            receive = self.receive
+
+            async def replay():  # a body in several messages: Litestar's way, from the first
+                self.receive = receive
+                return event
+
+            self.receive = replay
+        return await super().body()
 
     async def json(self) -> Any:
         decoder = _body_decoder(self.route_handler)

@@ -98,7 +98,9 @@ class ErrorBody(msgspec.Struct):
     extra: list[dict[str, str]] | dict[str, str] | None = None
 
 
-class Item(msgspec.Struct):
+class Item(msgspec.Struct, gc=False):
+    """One recommended item (scalars only: not tracked by the garbage collector)."""
+
     item_id: int
     score: float
     rank: int

@@ -75,8 +75,9 @@ def cached_rows(table: ItemTable, lst: ServedList, n: int) -> list[Item]:
     """The first ``n`` response rows of a cached list, built once for at least 10."""
     if lst.rows is None or len(lst.rows) < min(n, len(lst.items)):
         k = max(n, 10)
-        lst.rows = item_rows(table, lst.items[:k], lst.scores[:k])
-    return lst.rows[:n]
+        # a tuple of scalar-only Structs: the collector stops tracking it (see ServedList)
+        lst.rows = tuple(item_rows(table, lst.items[:k], lst.scores[:k]))
+    return list(lst.rows[:n])
 
 
 def combine_neighbours(
@@ -163,17 +164,10 @@ class RecommenderService:
         source, cold = "personal", False
         if got is not None:
             rows = cached_rows(table, got, n)
-        else:  # no published list: recent history as a session, else popular
+        else:
             cold = True
-            hist = await self.store.history(vd, user_id)
-            items = np.zeros(0, np.int64)
-            if hist is not None and len(hist[0]):
-                recent = hist[0][:20][::-1].tolist()  # oldest .. newest
-                items, scores, _ = await self._session_items(snap, recent, n, None)
-                source = "session"
-            if not len(items):
-                items, scores, source = await self._popular_response(vd, n)
-            rows = item_rows(table, items, scores)
+            fallback = await self._fallback(snap, user_id)
+            rows, source = cached_rows(table, fallback, n), fallback.source
         return RecommendResponse(
             version=vd.version,
             model=model,
@@ -185,6 +179,30 @@ class RecommenderService:
             arm=arm,
             experiment=experiment,
         )
+
+    async def _fallback(self, snap: Snapshot, user_id: int) -> ServedList:
+        """A user without a published list: recent history as a session, else popular.
+
+        Computed once per (version, neighbour model, user) for the longest list and kept in the
+        LRU beside the published lists, so a returning unknown user costs what a known one does.
+        """
+        sim_model = self._similar_model(snap, None)
+        key = (snap.data.version, "fallback", sim_model, user_id)
+        got = self.store.cache.get(key)
+        if got is not None:
+            return got
+        vd, longest = snap.data, self.settings.max_recommendations
+        hist = await self.store.history(vd, user_id)
+        items = np.zeros(0, np.int64)
+        if hist is not None and len(hist[0]):
+            recent = hist[0][:20][::-1].tolist()  # oldest .. newest
+            items, scores, _ = await self._session_items(snap, recent, longest, None)
+            source = "session"
+        if not len(items):
+            items, scores, source = await self._popular_response(vd, longest)
+        got = ServedList(items, scores, source=source)
+        self.store.cache.put(key, got)
+        return got
 
     async def cold(
         self, n: int, category: int | None, item_ids: list[int] | None, model: str | None

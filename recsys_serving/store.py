@@ -15,6 +15,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
+import msgspec
 import numpy as np
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import RedisError
@@ -82,14 +83,18 @@ class Snapshot:
     experiment: dict | None
 
 
-class ServedList:
-    """A decoded list in the LRU, with its response rows built once on first use."""
+class ServedList(msgspec.Struct, gc=False):
+    """A decoded list in the LRU, with its response rows built once on first use.
 
-    __slots__ = ("items", "scores", "rows")
+    Not tracked by the garbage collector (``gc=False``; it holds arrays and a tuple of scalar
+    Structs, never a cycle): a full LRU would otherwise add its entries to every full collection,
+    which stops the event loop for all requests in flight.
+    """
 
-    def __init__(self, items: np.ndarray, scores: np.ndarray):
-        self.items, self.scores = items, scores
-        self.rows: list | None = None
+    items: np.ndarray
+    scores: np.ndarray
+    rows: tuple | None = None
+    source: str = "personal"  # or how a fallback list was made ("session", "popular")
 
 
 class RecsysStore:

@@ -1,11 +1,10 @@
-"""What the controllers share: the one service provider, the admin guard, documented errors."""
+"""What the controllers share: the service dependency, the admin guard, documented errors."""
 
 from __future__ import annotations
 
 import hmac
 
 from litestar.connection import ASGIConnection
-from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
 from litestar.handlers.base import BaseRouteHandler
@@ -14,12 +13,8 @@ from litestar.openapi import ResponseSpec
 from recsys_serving.schemas import ErrorBody
 from recsys_serving.service import RecommenderService
 
+# every handler takes ``service: Service``, provided by ``create_app`` (one provider)
 Service = NamedDependency[RecommenderService]
-
-
-def provide_service(state: State) -> RecommenderService:
-    """The app's one :class:`RecommenderService` (built at startup); its ``store`` is Redis."""
-    return state.service
 
 
 _ERRORS = {
