@@ -39,19 +39,16 @@ TYPE_DECODERS = [(lambda t: t is IdParam, IdParam.parse)]
 _AT_FIELD = re.compile(r"at `\$\.([A-Za-z_][A-Za-z0-9_]*)")
 _NAMED_FIELD = re.compile(r"field `([^`]+)`")
 _NO_BODY = object()
+_DECODERS: dict[BaseRouteHandler, msgspec.json.Decoder | None] = {}
 
 
 def _body_decoder(handler: BaseRouteHandler) -> msgspec.json.Decoder | None:
     """A strict decoder for the handler's ``data`` type, built once per handler."""
-    cache = _body_decoder.cache
-    got = cache.get(handler, _NO_BODY)
+    got = _DECODERS.get(handler, _NO_BODY)
     if got is _NO_BODY:
         param = handler.parsed_fn_signature.parameters.get("data")
-        got = cache[handler] = msgspec.json.Decoder(param.annotation) if param else None
+        got = _DECODERS[handler] = msgspec.json.Decoder(param.annotation) if param else None
     return got
-
-
-_body_decoder.cache = {}
 
 
 def body_error(method: str, path: str, exc: msgspec.ValidationError) -> ValidationException:
