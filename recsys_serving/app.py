@@ -16,7 +16,6 @@ from pathlib import Path
 
 from litestar import Litestar, MediaType, Request, Response
 from litestar.datastructures import State
-from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.routes import HTTPRoute
@@ -110,14 +109,6 @@ def create_app(settings: Settings | None = None) -> Litestar:
             with contextlib.suppress(Exception):
                 await redis.aclose(close_connection_pool=True)
 
-    def provide_service() -> RecommenderService:
-        """The one way handlers reach the service (built at startup; ``service.store`` is Redis).
-
-        No parameters: Litestar then skips validating a signature for the provider on every
-        request (``state: State`` cost ~7 us of the ~60 us a cached /recommend takes).
-        """
-        return app.state.service
-
     app = Litestar(
         route_handlers=[
             HealthController,
@@ -130,7 +121,6 @@ def create_app(settings: Settings | None = None) -> Litestar:
             FeedbackController,
             PageController,
         ],
-        dependencies={"service": Provide(provide_service, sync_to_thread=False)},
         request_class=StrictRequest,
         type_decoders=TYPE_DECODERS,
         plugins=OPENAPI_PLUGINS,

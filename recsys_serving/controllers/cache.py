@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from litestar import Controller, get, post
+from litestar import Controller, Request, get, post
 from redis.exceptions import RedisError
 
-from recsys_serving.controllers.deps import ADMIN_ERRORS, Service, admin_guard, errors
+from recsys_serving.controllers.deps import ADMIN_ERRORS, admin_guard, errors, service_of
 from recsys_serving.schemas import CacheFlushResponse, CacheStats
 
 
@@ -14,8 +14,8 @@ class CacheController(Controller):
     tags = ["cache"]
 
     @get("/stats", summary="Hits, misses, hit rate, keys and Redis memory")
-    async def stats(self, service: Service) -> CacheStats:
-        store = service.store
+    async def stats(self, request: Request) -> CacheStats:
+        store = service_of(request).store
         s = store.cache.stats()
         mem = keys = version = None
         try:
@@ -40,8 +40,8 @@ class CacheController(Controller):
         summary="Empty the list cache (admin)",
         responses=errors(*ADMIN_ERRORS),
     )
-    async def flush(self, service: Service) -> CacheFlushResponse:
-        store = service.store
+    async def flush(self, request: Request) -> CacheFlushResponse:
+        store = service_of(request).store
         flushed = store.cache.clear()
         try:  # other workers flush on the channel message
             await store.reader.announce("flush")

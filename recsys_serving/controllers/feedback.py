@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from litestar import Controller, post
+from litestar import Controller, Request, post
 
-from recsys_serving.controllers.deps import Service, errors
+from recsys_serving.controllers.deps import errors, service_of
 from recsys_serving.schemas import FeedbackRequest, FeedbackResponse
 
 
@@ -18,8 +18,8 @@ class FeedbackController(Controller):
         summary="Record an impression/click/addtocart/transaction",
         responses=errors(503),
     )
-    async def feedback(self, data: FeedbackRequest, service: Service) -> FeedbackResponse:
-        out = await service.feedback(
+    async def feedback(self, data: FeedbackRequest, request: Request) -> FeedbackResponse:
+        out = await service_of(request).feedback(
             data.user_id, data.item_id, data.event, data.model, data.rank, data.timestamp
         )
         return FeedbackResponse(**out)

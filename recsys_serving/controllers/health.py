@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from litestar import Controller, Response, get
+from litestar import Controller, Request, Response, get
 from litestar.openapi import ResponseSpec
 from redis.exceptions import RedisError
 
-from recsys_serving.controllers.deps import Service
+from recsys_serving.controllers.deps import service_of
 from recsys_serving.schemas import HealthResponse
 from recsys_serving.store import NotPublished
 
@@ -20,8 +20,8 @@ class HealthController(Controller):
         summary="ok (200) or degraded (503) with the reason",
         responses={503: ResponseSpec(HealthResponse, description="Degraded, with the reason")},
     )
-    async def health(self, service: Service) -> Response[HealthResponse]:
-        store = service.store
+    async def health(self, request: Request) -> Response[HealthResponse]:
+        store = service_of(request).store
         try:
             await store.redis.ping()
         except (RedisError, OSError) as exc:

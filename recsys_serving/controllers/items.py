@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from litestar import Controller, get, post
+from litestar import Controller, Request, get, post
 from litestar.params import QueryParameter
 
 from recsys_serving.contract import OptionalBodyOperation
-from recsys_serving.controllers.deps import Service, errors
+from recsys_serving.controllers.deps import errors, service_of
 from recsys_serving.schemas import (
     IdParam,
     PopularResponse,
@@ -33,8 +33,9 @@ class ItemsController(Controller):
         operation_class=OptionalBodyOperation,
     )
     async def similar(
-        self, item_id: IdParam, service: Service, data: SimilarRequest | None = None
+        self, item_id: IdParam, request: Request, data: SimilarRequest | None = None
     ) -> SimilarResponse:
+        service = service_of(request)
         d = data or SimilarRequest()
         return await service.similar(item_id, d.n_recommendations, d.model)
 
@@ -45,8 +46,8 @@ class ItemsController(Controller):
     )
     async def popular(
         self,
-        service: Service,
+        request: Request,
         category_id: IdParam | None = None,
         n: NParam = 10,
     ) -> PopularResponse:
-        return await service.popular(category_id, n)
+        return await service_of(request).popular(category_id, n)

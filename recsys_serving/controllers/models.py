@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from litestar import Controller, delete, get, post
+from litestar import Controller, Request, delete, get, post
 
-from recsys_serving.controllers.deps import ADMIN_ERRORS, Service, admin_guard, errors
+from recsys_serving.controllers.deps import ADMIN_ERRORS, admin_guard, errors, service_of
 from recsys_serving.schemas import DefaultModelRequest, ExperimentRequest, ModelsResponse
 
 
@@ -13,8 +13,8 @@ class ModelsController(Controller):
     tags = ["models"]
 
     @get("/", summary="Published models with version and metrics", responses=errors(503))
-    async def models(self, service: Service) -> ModelsResponse:
-        return await service.models()
+    async def models(self, request: Request) -> ModelsResponse:
+        return await service_of(request).models()
 
     @post(
         "/default",
@@ -23,8 +23,8 @@ class ModelsController(Controller):
         summary="Switch the default model (admin)",
         responses=errors(*ADMIN_ERRORS, 404, 503),
     )
-    async def set_default(self, data: DefaultModelRequest, service: Service) -> ModelsResponse:
-        return await service.set_default_model(data.model)
+    async def set_default(self, data: DefaultModelRequest, request: Request) -> ModelsResponse:
+        return await service_of(request).set_default_model(data.model)
 
 
 class ExperimentController(Controller):
@@ -32,8 +32,8 @@ class ExperimentController(Controller):
     tags = ["models"]
 
     @get("/", summary="The active A/B experiment (null when none)", responses=errors(503))
-    async def get_experiment(self, service: Service) -> ModelsResponse:
-        return await service.models()
+    async def get_experiment(self, request: Request) -> ModelsResponse:
+        return await service_of(request).models()
 
     @post(
         "/",
@@ -42,7 +42,8 @@ class ExperimentController(Controller):
         summary="Start or change the A/B experiment (admin)",
         responses=errors(*ADMIN_ERRORS, 404, 503),
     )
-    async def set_experiment(self, data: ExperimentRequest, service: Service) -> ModelsResponse:
+    async def set_experiment(self, data: ExperimentRequest, request: Request) -> ModelsResponse:
+        service = service_of(request)
         exp = {
             "name": data.name,
             "control": data.control,
@@ -58,5 +59,5 @@ class ExperimentController(Controller):
         summary="Drop the admin experiment (admin)",
         responses=errors(*ADMIN_ERRORS, 503),
     )
-    async def clear_experiment(self, service: Service) -> ModelsResponse:
-        return await service.set_experiment(None)
+    async def clear_experiment(self, request: Request) -> ModelsResponse:
+        return await service_of(request).set_experiment(None)

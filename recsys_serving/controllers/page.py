@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from litestar import Controller, get
+from litestar import Controller, Request, get
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.params import FromQuery
 from litestar.response import Template
 from redis.exceptions import RedisError
 
-from recsys_serving.controllers.deps import Service
+from recsys_serving.controllers.deps import service_of
 from recsys_serving.store import NotPublished
 
 
@@ -33,12 +33,13 @@ class PageController(Controller):
     @get("/", summary="Recommendations page")
     async def index(
         self,
-        service: Service,
+        request: Request,
         user_id: FromQuery[str | None] = None,
         model: FromQuery[str | None] = None,
         item_id: FromQuery[str | None] = None,
         n: FromQuery[str | None] = None,
     ) -> Template:
+        service = service_of(request)
         ctx: dict = {"user_id": user_id or "", "model": model or "", "error": None}
         status = 200
         try:

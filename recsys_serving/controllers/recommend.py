@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from litestar import Controller, post
+from litestar import Controller, Request, post
 
-from recsys_serving.controllers.deps import Service, errors
+from recsys_serving.controllers.deps import errors, service_of
 from recsys_serving.schemas import ColdRequest, RecommendRequest, RecommendResponse, SessionRequest
 
 
@@ -18,8 +18,8 @@ class RecommendController(Controller):
         summary="Top-N for a user (cold-start answer when unknown)",
         responses=errors(404, 503),
     )
-    async def recommend(self, data: RecommendRequest, service: Service) -> RecommendResponse:
-        return await service.recommend(data.user_id, data.n_recommendations, data.model)
+    async def recommend(self, data: RecommendRequest, request: Request) -> RecommendResponse:
+        return await service_of(request).recommend(data.user_id, data.n_recommendations, data.model)
 
     @post(
         "/cold",
@@ -27,8 +27,8 @@ class RecommendController(Controller):
         summary="No history: popular, per category or around items",
         responses=errors(404, 503),
     )
-    async def cold(self, data: ColdRequest, service: Service) -> RecommendResponse:
-        return await service.cold(
+    async def cold(self, data: ColdRequest, request: Request) -> RecommendResponse:
+        return await service_of(request).cold(
             data.n_recommendations, data.category_id, data.item_ids, data.model
         )
 
@@ -38,7 +38,7 @@ class RecommendController(Controller):
         summary="From recently viewed item ids (newest last)",
         responses=errors(404, 503),
     )
-    async def session(self, data: SessionRequest, service: Service) -> RecommendResponse:
-        return await service.session(
+    async def session(self, data: SessionRequest, request: Request) -> RecommendResponse:
+        return await service_of(request).session(
             data.item_ids, data.n_recommendations, data.model, data.user_id
         )

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from litestar import Controller, get
+from litestar import Controller, Request, get
 from litestar.params import QueryParameter
 
-from recsys_serving.controllers.deps import Service, errors
+from recsys_serving.controllers.deps import errors, service_of
 from recsys_serving.schemas import HistoryResponse, IdParam
 
 
@@ -23,7 +23,7 @@ class UsersController(Controller):
     async def history(
         self,
         user_id: IdParam,
-        service: Service,
+        request: Request,
         n: Annotated[int, QueryParameter(ge=1, le=50)] = 50,
     ) -> HistoryResponse:
-        return await service.history(user_id, n)
+        return await service_of(request).history(user_id, n)
