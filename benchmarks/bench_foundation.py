@@ -42,9 +42,13 @@ def main() -> None:
 
     from dagster import DagsterInstance
 
-    from recsys_assets.core import retailrocket
+    from recsys_assets.core.data import retailrocket
+    from recsys_assets.core.data.schemas import (
+        PROPERTY_AVAILABLE,
+        PROPERTY_CATEGORY,
+        PROPERTY_PRICE,
+    )
     from recsys_assets.core.generator import GeneratorConfig, generate_dataset
-    from recsys_assets.core.schemas import PROPERTY_AVAILABLE, PROPERTY_CATEGORY, PROPERTY_PRICE
     from recsys_assets.definitions import build_definitions
     from recsys_assets.pipeline import plan_stages, prepare_raw_data, run_stage
     from recsys_assets.settings import Settings

@@ -9,7 +9,7 @@ import time
 import numpy as np
 import polars as pl
 
-from recsys_assets.core.metrics import lists_to_frame, ranking_metrics
+from recsys_assets.core.evaluation.metrics import lists_to_frame, ranking_metrics
 
 
 def main() -> None:

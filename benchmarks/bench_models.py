@@ -22,13 +22,13 @@ from dataclasses import replace
 import numpy as np
 import polars as pl
 
-from recsys_assets.core.models import create_model
-from recsys_assets.core.schemas import (
+from recsys_assets.core.data.schemas import (
     CATEGORY_TREE_TABLE_SCHEMA,
     ITEM_CATALOG_SCHEMA,
     SPLITS_SCHEMA,
 )
-from recsys_assets.core.training_data import TrainingData, build_training_data
+from recsys_assets.core.data.training_data import TrainingData, build_training_data
+from recsys_assets.core.models import create_model
 
 DAY = 86_400_000
 N_USERS, N_ITEMS, N_CATEGORIES = 1_407_580, 235_061, 1_669

@@ -34,14 +34,14 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from generated_frames import load_generated, next_item_protocol  # noqa: E402
 
+from recsys_assets.core.data.training_data import build_training_data  # noqa: E402
+from recsys_assets.core.evaluation.next_item import next_item_events, session_metrics  # noqa: E402
 from recsys_assets.core.generator import GeneratorConfig, generate_dataset  # noqa: E402
 from recsys_assets.core.models import create_model  # noqa: E402
 from recsys_assets.core.models import gru4rec as gru_module  # noqa: E402
 from recsys_assets.core.models.gru4rec import GRU4RecRecommender  # noqa: E402
 from recsys_assets.core.models.gru4rec_data import training_sessions  # noqa: E402
 from recsys_assets.core.models.ncf import NCFRecommender  # noqa: E402
-from recsys_assets.core.session_eval import next_item_events, session_metrics  # noqa: E402
-from recsys_assets.core.training_data import build_training_data  # noqa: E402
 
 ORIGINAL = {"recall_at_20": 0.508, "mrr_at_20": 0.365}
 

@@ -74,7 +74,7 @@ def events_file_sensor(context: SensorEvaluationContext, source: RetailRocketSou
     stamp = f"{stat.st_mtime_ns}:{stat.st_size}"
     if context.cursor == stamp:
         return SkipReason(f"{path} unchanged")
-    from recsys_assets.core.retailrocket import event_days as days_of
+    from recsys_assets.core.data.retailrocket import event_days as days_of
 
     days = days_of(path)
     known = set(context.instance.get_dynamic_partitions(event_days.name))

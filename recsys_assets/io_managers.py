@@ -7,7 +7,7 @@ from typing import Any
 
 from dagster import ConfigurableIOManager, InputContext, MetadataValue, OutputContext
 
-from recsys_assets.core.model_store import ModelStore
+from recsys_assets.core.models.store import ModelStore
 
 
 @dataclass

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from dagster import ConfigurableResource
 
-from recsys_assets.core.model_store import ModelStore
-from recsys_assets.core.schemas import CATEGORY_TREE_FILE, EVENTS_FILE, PROPERTIES_FILES
+from recsys_assets.core.data.schemas import CATEGORY_TREE_FILE, EVENTS_FILE, PROPERTIES_FILES
+from recsys_assets.core.models.store import ModelStore
 
 RAW_FILES = (EVENTS_FILE, *PROPERTIES_FILES, CATEGORY_TREE_FILE)
 

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import polars as pl
 
-from recsys_assets.core import catalog as catalog_core
-from recsys_assets.core import retailrocket
-from recsys_assets.core.interactions import clean_interactions
-from recsys_assets.core.splits import temporal_split
+from recsys_assets.core.data import catalog as catalog_core
+from recsys_assets.core.data import retailrocket
+from recsys_assets.core.data.interactions import clean_interactions
+from recsys_assets.core.data.splits import temporal_split
 
 
 def load_generated(raw_dir: Path) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:

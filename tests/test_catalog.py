@@ -5,14 +5,14 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-from recsys_assets.core.catalog import (
+from recsys_assets.core.data.catalog import (
     category_tree_table,
     item_catalog,
     property_history,
     values_at,
 )
-from recsys_assets.core.retailrocket import RetailRocketFormatError, read_item_properties
-from recsys_assets.core.schemas import (
+from recsys_assets.core.data.retailrocket import RetailRocketFormatError, read_item_properties
+from recsys_assets.core.data.schemas import (
     CATEGORY_TREE_TABLE_SCHEMA,
     ITEM_CATALOG_SCHEMA,
     PROPERTY_HISTORY_SCHEMA,

@@ -13,8 +13,8 @@ import duckdb
 import pytest
 from dagster import AssetKey, DagsterInstance
 
+from recsys_assets.core.data.retailrocket import read_events
 from recsys_assets.core.generator import GeneratorConfig, generate_dataset
-from recsys_assets.core.retailrocket import read_events
 
 
 def _dataset(folder: Path, start: str, end: str, duplicates: int) -> Path:

@@ -8,7 +8,7 @@ import polars as pl
 import pytest
 
 from recsys_assets.core.analytics.funnel import FUNNEL_SCHEMA, conversion_funnel
-from recsys_assets.core.schemas import INTERACTIONS_SCHEMA, ITEM_CATALOG_SCHEMA
+from recsys_assets.core.data.schemas import INTERACTIONS_SCHEMA, ITEM_CATALOG_SCHEMA
 
 D1 = int(datetime(2015, 5, 4, tzinfo=UTC).timestamp() * 1000)  # 2015-05-04 00:00 UTC
 D2 = D1 + 86_400_000

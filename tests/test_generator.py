@@ -13,6 +13,7 @@ import numpy as np
 import polars as pl
 import pytest
 
+from recsys_assets.core.data.schemas import CATEGORY_TREE_FILE, EVENTS_FILE, PROPERTIES_FILES
 from recsys_assets.core.generator import (
     REAL_COUNTS,
     TRUTH_FILE,
@@ -20,7 +21,6 @@ from recsys_assets.core.generator import (
     ensure_dataset,
     generate_dataset,
 )
-from recsys_assets.core.schemas import CATEGORY_TREE_FILE, EVENTS_FILE, PROPERTIES_FILES
 
 SCALE = 0.01
 ALL_FILES = (EVENTS_FILE, *PROPERTIES_FILES, CATEGORY_TREE_FILE, TRUTH_FILE)
@@ -355,7 +355,7 @@ def test_ensure_dataset_generates_once_and_atomically(tmp_path):
 
 
 def test_project_reader_accepts_the_files(generated):
-    from recsys_assets.core import retailrocket
+    from recsys_assets.core.data import retailrocket
 
     retailrocket.validate_raw_dir(generated.out_dir)
     events, report = retailrocket.read_events(generated.out_dir / EVENTS_FILE)

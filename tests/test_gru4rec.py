@@ -10,6 +10,8 @@ import pytest
 import torch
 from generated_frames import load_generated, next_item_protocol
 
+from recsys_assets.core.data.training_data import build_training_data
+from recsys_assets.core.evaluation.next_item import next_item_events, session_metrics
 from recsys_assets.core.models import create_model
 from recsys_assets.core.models.gru4rec import (
     GRU4RecRecommender,
@@ -24,8 +26,6 @@ from recsys_assets.core.models.gru4rec_data import (
 )
 from recsys_assets.core.models.gru4rec_numpy import session_scores, top_k
 from recsys_assets.core.models.row_optimizers import IndexedAdagradM
-from recsys_assets.core.session_eval import next_item_events, session_metrics
-from recsys_assets.core.training_data import build_training_data
 
 # the official RetailRocket parameters, 3 epochs, a smaller sample cache (it is refilled)
 FAST = {"n_epochs": 3, "sample_cache_size": 200_000, "num_threads": 1}

@@ -5,8 +5,8 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-from recsys_assets.core.interactions import BotRule, bot_visitors, clean_interactions
-from recsys_assets.core.schemas import INTERACTIONS_SCHEMA, RAW_EVENTS_SCHEMA
+from recsys_assets.core.data.interactions import BotRule, bot_visitors, clean_interactions
+from recsys_assets.core.data.schemas import INTERACTIONS_SCHEMA, RAW_EVENTS_SCHEMA
 
 T0 = 1_433_000_400_000  # 2015-05-30 15:40:00 UTC (not on an hour boundary)
 HOUR0 = 1_433_001_600_000  # 2015-05-30 16:00:00 UTC

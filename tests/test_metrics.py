@@ -8,7 +8,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from recsys_assets.core.metrics import (
+from recsys_assets.core.evaluation.metrics import (
     EVAL_RECOMMENDATIONS_SCHEMA,
     lists_to_frame,
     metric_columns,

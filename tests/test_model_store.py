@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from recsys_assets.core.model_store import ModelStore, ModelVersionNotFoundError
+from recsys_assets.core.models.store import ModelStore, ModelVersionNotFoundError
 
 
 def test_versions_append_and_load_back(tmp_path):

@@ -7,6 +7,12 @@ import polars as pl
 import pytest
 import scipy.sparse as sp
 
+from recsys_assets.core.data.schemas import (
+    CATEGORY_TREE_TABLE_SCHEMA,
+    ITEM_CATALOG_SCHEMA,
+    SPLITS_SCHEMA,
+)
+from recsys_assets.core.data.training_data import build_training_data, relevant_items
 from recsys_assets.core.models import (
     MODEL_REGISTRY,
     ItemKNNRecommender,
@@ -17,12 +23,6 @@ from recsys_assets.core.models import (
     model_from_bytes,
 )
 from recsys_assets.core.models.topk import topk_dense
-from recsys_assets.core.schemas import (
-    CATEGORY_TREE_TABLE_SCHEMA,
-    ITEM_CATALOG_SCHEMA,
-    SPLITS_SCHEMA,
-)
-from recsys_assets.core.training_data import build_training_data, relevant_items
 
 DAY = 86_400_000
 MODELS = sorted(MODEL_REGISTRY)

@@ -8,7 +8,8 @@ import scipy.sparse as sp
 import torch
 from test_models import planted_frames
 
-from recsys_assets.core.evaluation import evaluate, holdout_targets
+from recsys_assets.core.data.training_data import build_training_data
+from recsys_assets.core.evaluation.holdout import evaluate, holdout_targets
 from recsys_assets.core.models import create_model
 from recsys_assets.core.models.ncf import (
     NCFRecommender,
@@ -17,7 +18,6 @@ from recsys_assets.core.models.ncf import (
     sample_negatives,
     seen_keys,
 )
-from recsys_assets.core.training_data import build_training_data
 
 FAST = {
     "n_epochs": 8,

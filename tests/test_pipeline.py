@@ -11,7 +11,7 @@ def _table(con, name: str) -> pl.DataFrame:
 
 def test_raw_events_hold_every_day_of_the_file(warehouse, pipeline_run):
     settings, _ = pipeline_run
-    from recsys_assets.core.retailrocket import read_events
+    from recsys_assets.core.data.retailrocket import read_events
 
     events, report = read_events(settings.raw_dir / "events.csv")
     stored = warehouse.sql("select count(*) from recsys.raw_events").fetchone()[0]

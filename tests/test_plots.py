@@ -9,11 +9,11 @@ import struct
 import polars as pl
 import pytest
 
-from recsys_assets.core import plots
+from recsys_assets.core.analytics import plots
 from recsys_assets.core.analytics.funnel import conversion_funnel
 from recsys_assets.core.analytics.heatmap import activity_heatmap
 from recsys_assets.core.analytics.rfm import rfm_segment_summary, rfm_segments
-from recsys_assets.core.schemas import INTERACTIONS_SCHEMA
+from recsys_assets.core.data.schemas import INTERACTIONS_SCHEMA
 
 MARKDOWN = re.compile(
     r"^!\[(?P<alt>[^\]\n]*)\]\(data:image/png;base64,(?P<data>[A-Za-z0-9+/=]+)\)$"

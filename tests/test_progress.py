@@ -16,16 +16,16 @@ import polars as pl
 import pytest
 from dagster import DagsterInstance, asset, materialize
 
-from recsys_assets.core.evaluation import recommend_lists
-from recsys_assets.core.models.registry import create_model
-from recsys_assets.core.progress import Progress
-from recsys_assets.core.schemas import (
+from recsys_assets.core.data.schemas import (
     CATEGORY_TREE_TABLE_SCHEMA,
     ITEM_CATALOG_SCHEMA,
     SPLITS_SCHEMA,
 )
+from recsys_assets.core.data.training_data import build_training_data
+from recsys_assets.core.evaluation.holdout import recommend_lists
+from recsys_assets.core.models.registry import create_model
+from recsys_assets.core.progress import Progress
 from recsys_assets.core.serving_bundle import BundleLimits, PublishedModel, build_serving_bundle
-from recsys_assets.core.training_data import build_training_data
 
 REPO = Path(__file__).resolve().parents[1]
 N_USERS, N_ITEMS = 7, 12
@@ -107,11 +107,11 @@ def test_progress_is_rate_limited_and_ends_at_the_total(caplog):
 
 
 def test_scoring_batches_log_progress(caplog, popular):
-    caplog.set_level(logging.INFO, logger="recsys_assets.core.evaluation")
+    caplog.set_level(logging.INFO, logger="recsys_assets.core.evaluation.holdout")
     users = np.arange(100, 100 + N_USERS)
     lists = recommend_lists(popular, users, "popular", k=5, batch_size=3, log_every_seconds=0)
     assert lists["user_id"].n_unique() == N_USERS
-    lines = [m.split(" (")[0] for m in _messages(caplog, "recsys_assets.core.evaluation")]
+    lines = [m.split(" (")[0] for m in _messages(caplog, "recsys_assets.core.evaluation.holdout")]
     assert lines == [
         "popular: scored 3/7 users",
         "popular: scored 6/7 users",

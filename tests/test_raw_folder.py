@@ -15,7 +15,7 @@ import duckdb
 import pytest
 from dagster import DagsterInstance
 
-from recsys_assets.core.schemas import CATEGORY_TREE_FILE, EVENTS_FILE, PROPERTIES_FILES
+from recsys_assets.core.data.schemas import CATEGORY_TREE_FILE, EVENTS_FILE, PROPERTIES_FILES
 
 RAW_FILES = (EVENTS_FILE, *PROPERTIES_FILES, CATEGORY_TREE_FILE)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from recsys_assets.core.retailrocket import (
+from recsys_assets.core.data.retailrocket import (
     ReadReport,
     RetailRocketFormatError,
     read_category_tree,
@@ -16,7 +16,7 @@ from recsys_assets.core.retailrocket import (
     read_item_properties,
     validate_raw_dir,
 )
-from recsys_assets.core.schemas import (
+from recsys_assets.core.data.schemas import (
     RAW_CATEGORY_TREE_SCHEMA,
     RAW_EVENTS_SCHEMA,
     RAW_PROPERTIES_SCHEMA,

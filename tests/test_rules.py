@@ -23,7 +23,7 @@ from recsys_assets.core.analytics.rules_bound import (
     DEFAULT_MAX_CANDIDATES,
     cap_baskets,
 )
-from recsys_assets.core.schemas import INTERACTIONS_SCHEMA
+from recsys_assets.core.data.schemas import INTERACTIONS_SCHEMA
 
 # Ten baskets that survive pruning, plus two that do not.
 #   item counts: 1 -> 6, 2 -> 6, 3 -> 5, 4 -> 5 (of 10)

@@ -9,7 +9,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from recsys_assets.core.session_eval import next_item_events, session_metrics
+from recsys_assets.core.evaluation.next_item import next_item_events, session_metrics
 
 
 def session_table() -> pl.DataFrame:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-from recsys_assets.core.schemas import INTERACTIONS_SCHEMA, SPLITS_SCHEMA
-from recsys_assets.core.splits import split_cutoffs, temporal_split
+from recsys_assets.core.data.schemas import INTERACTIONS_SCHEMA, SPLITS_SCHEMA
+from recsys_assets.core.data.splits import split_cutoffs, temporal_split
 
 T0 = 1_433_000_000_000
 

@@ -9,6 +9,7 @@ import pytest
 import torch
 from test_models import planted_frames
 
+from recsys_assets.core.data.training_data import build_training_data
 from recsys_assets.core.models import create_model
 from recsys_assets.core.models.torch_training import (
     EarlyStopping,
@@ -18,7 +19,6 @@ from recsys_assets.core.models.torch_training import (
     shuffled_batches,
     train_epochs,
 )
-from recsys_assets.core.training_data import build_training_data
 
 
 def test_model_modules_do_not_import_each_other():

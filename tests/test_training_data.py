@@ -6,12 +6,12 @@ import numpy as np
 import polars as pl
 import pytest
 
-from recsys_assets.core.schemas import (
+from recsys_assets.core.data.schemas import (
     CATEGORY_TREE_TABLE_SCHEMA,
     ITEM_CATALOG_SCHEMA,
     SPLITS_SCHEMA,
 )
-from recsys_assets.core.training_data import build_training_data, price_buckets, relevant_items
+from recsys_assets.core.data.training_data import build_training_data, price_buckets, relevant_items
 
 DAY = 86_400_000
 

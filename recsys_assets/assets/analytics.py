@@ -5,8 +5,7 @@ import time
 import polars as pl
 from dagster import AssetExecutionContext, Config, MetadataValue, asset
 
-from recsys_assets.core import plots
-from recsys_assets.core.analytics import funnel, heatmap, rfm, rules
+from recsys_assets.core.analytics import funnel, heatmap, plots, rfm, rules
 from recsys_assets.settings import DUCKDB_POOL
 
 from .metadata import frame_metadata, markdown_table

@@ -5,9 +5,9 @@ from collections.abc import Sequence
 import polars as pl
 from dagster import AssetExecutionContext, BackfillPolicy, DagsterInstance, MetadataValue, asset
 
-from recsys_assets.core import catalog as catalog_core
-from recsys_assets.core import retailrocket
-from recsys_assets.core.schemas import PROPERTY_AVAILABLE, PROPERTY_CATEGORY, PROPERTY_PRICE
+from recsys_assets.core.data import catalog as catalog_core
+from recsys_assets.core.data import retailrocket
+from recsys_assets.core.data.schemas import PROPERTY_AVAILABLE, PROPERTY_CATEGORY, PROPERTY_PRICE
 from recsys_assets.partitions import event_days
 from recsys_assets.resources import RetailRocketSource
 from recsys_assets.settings import DUCKDB_POOL

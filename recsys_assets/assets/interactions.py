@@ -3,9 +3,9 @@
 import polars as pl
 from dagster import AssetExecutionContext, Config, MetadataValue, asset
 
-from recsys_assets.core import interactions as interactions_core
-from recsys_assets.core import splits as splits_core
-from recsys_assets.core.schemas import DEFAULT_EVENT_WEIGHTS, DEFAULT_SESSION_GAP_MINUTES
+from recsys_assets.core.data import interactions as interactions_core
+from recsys_assets.core.data import splits as splits_core
+from recsys_assets.core.data.schemas import DEFAULT_EVENT_WEIGHTS, DEFAULT_SESSION_GAP_MINUTES
 from recsys_assets.settings import DUCKDB_POOL
 
 from .metadata import frame_metadata

@@ -14,12 +14,12 @@ from dagster import AssetExecutionContext, AssetIn, Config, MetadataValue, Resou
 from dagster_duckdb import DuckDBResource
 from dagster_mlflow.resources import MlFlow
 
-from recsys_assets.core.evaluation import EVAL_K, evaluate, holdout_targets, recommend_lists
-from recsys_assets.core.metrics import ranking_metrics
+from recsys_assets.core.data.training_data import build_training_data
+from recsys_assets.core.evaluation.holdout import EVAL_K, evaluate, holdout_targets, recommend_lists
+from recsys_assets.core.evaluation.metrics import ranking_metrics
+from recsys_assets.core.evaluation.next_item import next_item_events
+from recsys_assets.core.evaluation.next_item import session_metrics as session_protocol
 from recsys_assets.core.models.registry import create_model, get_model_class
-from recsys_assets.core.session_eval import next_item_events
-from recsys_assets.core.session_eval import session_metrics as session_protocol
-from recsys_assets.core.training_data import build_training_data
 from recsys_assets.io_managers import TrainedModel
 from recsys_assets.partitions import model_partitions
 from recsys_assets.resources import ModelStoreResource

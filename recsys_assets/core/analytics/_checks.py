@@ -11,7 +11,7 @@ from collections.abc import Iterable
 
 import polars as pl
 
-from recsys_assets.core.schemas import EVENT_TYPES
+from recsys_assets.core.data.schemas import EVENT_TYPES
 
 
 def require_columns(frame: pl.DataFrame, columns: Iterable[str], table: str) -> None:

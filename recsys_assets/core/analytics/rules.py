@@ -53,7 +53,7 @@ from recsys_assets.core.analytics.rules_bound import (
     cap_baskets,
     validate_bound,
 )
-from recsys_assets.core.schemas import EVENT_TYPES
+from recsys_assets.core.data.schemas import EVENT_TYPES
 
 BASKETS_SCHEMA = {"basket_id": pl.Int64, "item_id": pl.Int64}
 

@@ -10,10 +10,10 @@ import numpy as np
 import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
+from recsys_assets.core.data.training_data import TrainingData
 from recsys_assets.core.models.base import Recommender
 from recsys_assets.core.models.topk import EXCLUDED, sort_candidates
 from recsys_assets.core.models.weighting import WEIGHTINGS, weight_interactions
-from recsys_assets.core.training_data import TrainingData
 
 if TYPE_CHECKING:
     import optuna

@@ -19,6 +19,7 @@ import numpy as np
 import polars as pl
 import scipy.sparse as sp
 
+from recsys_assets.core.data.training_data import TrainingData, lookup_index
 from recsys_assets.core.models.serialization import (
     csr_from_arrays,
     csr_to_arrays,
@@ -26,7 +27,6 @@ from recsys_assets.core.models.serialization import (
     unpack,
 )
 from recsys_assets.core.models.topk import topk_dense
-from recsys_assets.core.training_data import TrainingData, lookup_index
 
 if TYPE_CHECKING:
     import optuna

@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 import scipy.sparse as sp
 
+from recsys_assets.core.data.training_data import MS_PER_DAY, TrainingData
 from recsys_assets.core.models.base import Recommender, normalize_rows
 from recsys_assets.core.models.serialization import csr_from_arrays, csr_to_arrays
 from recsys_assets.core.models.topk import topk_candidates
-from recsys_assets.core.training_data import MS_PER_DAY, TrainingData
 
 if TYPE_CHECKING:
     import optuna

@@ -43,6 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from recsys_assets.core.data.training_data import TrainingData, lookup_index
 from recsys_assets.core.models.base import Recommendations, Recommender
 from recsys_assets.core.models.gru4rec_data import (
     session_parallel_batches,
@@ -62,7 +63,6 @@ from recsys_assets.core.models.torch_training import (
     seed_everything,
     train_epochs,
 )
-from recsys_assets.core.training_data import TrainingData, lookup_index
 
 if TYPE_CHECKING:
     import optuna

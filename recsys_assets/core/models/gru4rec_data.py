@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from recsys_assets.core.training_data import TrainingData
+from recsys_assets.core.data.training_data import TrainingData
 
 
 def collapse_repeats(indptr: np.ndarray, items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -28,11 +28,11 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 import scipy.sparse as sp
 
+from recsys_assets.core.data.training_data import TrainingData
 from recsys_assets.core.models.base import Recommender
 from recsys_assets.core.models.serialization import csr_from_arrays, csr_to_arrays
 from recsys_assets.core.models.topk import topk_candidates
 from recsys_assets.core.models.weighting import WEIGHTINGS, weight_interactions
-from recsys_assets.core.training_data import TrainingData
 
 if TYPE_CHECKING:
     import optuna

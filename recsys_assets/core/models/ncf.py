@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from recsys_assets.core.data.training_data import TrainingData
 from recsys_assets.core.models.base import Recommender
 from recsys_assets.core.models.row_optimizers import LazyAdam, gather_rows
 from recsys_assets.core.models.torch_training import (
@@ -41,7 +42,6 @@ from recsys_assets.core.models.torch_training import (
     seed_everything,
     train_epochs,
 )
-from recsys_assets.core.training_data import TrainingData
 
 if TYPE_CHECKING:
     import optuna

@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 import scipy.sparse as sp
 
+from recsys_assets.core.data.training_data import MS_PER_DAY, TrainingData
 from recsys_assets.core.models.base import Recommender
-from recsys_assets.core.training_data import MS_PER_DAY, TrainingData
 
 if TYPE_CHECKING:
     import optuna

@@ -17,7 +17,7 @@ Decisions worth knowing:
   seconds (10^11 s is the year 5138; 10^11 ms is 1973-03-03), one of 10^14 or more is micro- or
   nanoseconds (10^14 ms is the year 5138).
 * In the category tree, a parent that is not itself listed is accepted (it becomes a root in
-  :func:`recsys_assets.core.catalog.category_tree_table`); the same category listed with two
+  :func:`recsys_assets.core.data.catalog.category_tree_table`); the same category listed with two
   different parents, or a cycle, is an error.
 """
 
@@ -31,7 +31,7 @@ from pathlib import Path
 
 import polars as pl
 
-from recsys_assets.core.schemas import (
+from recsys_assets.core.data.schemas import (
     CATEGORY_TREE_COLUMNS,
     CATEGORY_TREE_FILE,
     EVENT_TYPES,

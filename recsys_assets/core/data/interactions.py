@@ -20,8 +20,8 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from recsys_assets.core.retailrocket import drop_exact_duplicates
-from recsys_assets.core.schemas import (
+from recsys_assets.core.data.retailrocket import drop_exact_duplicates
+from recsys_assets.core.data.schemas import (
     DEFAULT_EVENT_WEIGHTS,
     DEFAULT_SESSION_GAP_MINUTES,
     EVENT_TYPES,

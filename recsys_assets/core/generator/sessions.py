@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 
 import numpy as np
 
-from recsys_assets.core.generator_catalog import BlockSampler, CategoryForest, ItemCatalog
+from recsys_assets.core.generator.catalog import BlockSampler, CategoryForest, ItemCatalog
 
 DAY_MS = 86_400_000
 HOUR_MS = 3_600_000

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 import polars as pl
 
-from recsys_assets.core.metrics import lists_to_frame, ranking_metrics
+from recsys_assets.core.evaluation.metrics import lists_to_frame, ranking_metrics
 from recsys_assets.core.progress import DEFAULT_EVERY_SECONDS, Progress
 
 log = logging.getLogger(__name__)

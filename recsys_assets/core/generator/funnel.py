@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from recsys_assets.core.generator_catalog import BlockSampler, CategoryForest, ItemCatalog
-from recsys_assets.core.generator_sessions import SEC_MS, Views, segment_cumsum
+from recsys_assets.core.generator.catalog import BlockSampler, CategoryForest, ItemCatalog
+from recsys_assets.core.generator.sessions import SEC_MS, Views, segment_cumsum
 
 EVENT_VIEW, EVENT_CART, EVENT_TRANSACTION = 0, 1, 2
 

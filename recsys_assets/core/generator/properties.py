@@ -21,14 +21,14 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from recsys_assets.core.generator_catalog import BlockSampler, CategoryForest, ItemCatalog
-from recsys_assets.core.generator_sessions import DAY_MS, HOUR_MS, Period
-from recsys_assets.core.schemas import (
+from recsys_assets.core.data.schemas import (
     PROPERTIES_FILES,
     PROPERTY_AVAILABLE,
     PROPERTY_CATEGORY,
     PROPERTY_PRICE,
 )
+from recsys_assets.core.generator.catalog import BlockSampler, CategoryForest, ItemCatalog
+from recsys_assets.core.generator.sessions import DAY_MS, HOUR_MS, Period
 
 # Hashed properties every item carries; the first one is category-like (items of a category
 # share its value), so hashed features are not pure noise for content models.

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import polars as pl
 
-from recsys_assets.core.retailrocket import RetailRocketFormatError, validate_category_tree
-from recsys_assets.core.schemas import (
+from recsys_assets.core.data.retailrocket import RetailRocketFormatError, validate_category_tree
+from recsys_assets.core.data.schemas import (
     CATEGORY_TREE_TABLE_SCHEMA,
     ITEM_CATALOG_SCHEMA,
     PROPERTY_AVAILABLE,

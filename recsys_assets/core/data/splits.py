@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from recsys_assets.core.schemas import INTERACTIONS_SCHEMA, SPLIT_NAMES, SPLITS_SCHEMA
+from recsys_assets.core.data.schemas import INTERACTIONS_SCHEMA, SPLIT_NAMES, SPLITS_SCHEMA
 
 
 @dataclass

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from recsys_assets.core.schemas import CATEGORY_TREE_FILE
+from recsys_assets.core.data.schemas import CATEGORY_TREE_FILE
 
 # Share of non-root categories at depth 1, 2, 3, 4: a few broad departments, most categories two
 # or three levels down, as in the real tree (25 roots, 1,669 categories).

@@ -13,15 +13,15 @@ property snapshots with prices and availability that move.
 What is planted (learnable structure):
 
 1. **taste** — visitors prefer a Dirichlet mix of a few root categories and pick items by
-   latent factors (``generator_sessions``): matrix factorisation and content models beat
+   latent factors (``sessions``): matrix factorisation and content models beat
    popularity;
 2. **transitions** — every viewed item has ``len(next_slot_probs)`` successors in its category
    and sessions walk them with probability ``p_chain`` per step: kNN and session models beat
    popularity on next-item prediction;
 3. **bundles** — groups of 2–3 items bought together in one transaction
-   (``generator_funnel``): association rules recover them with a high lift;
+   (``funnel``): association rules recover them with a high lift;
 4. **prices and availability** move across the weekly snapshots, categories almost never
-   (``generator_properties``).
+   (``properties``).
 
 Seeded and deterministic: the same config gives byte-identical files. Vectorised: scale 1.0
 (2.76M events, 20M property rows) takes well under a minute.
@@ -40,32 +40,32 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from recsys_assets.core.generator_catalog import (
+from recsys_assets.core.data.schemas import (
+    CATEGORY_TREE_FILE,
+    EVENT_TYPES,
+    EVENTS_FILE,
+    PROPERTIES_FILES,
+)
+from recsys_assets.core.generator.catalog import (
     build_category_forest,
     build_items,
     build_next_items,
     write_category_tree,
 )
-from recsys_assets.core.generator_funnel import (
+from recsys_assets.core.generator.funnel import (
     EVENT_TRANSACTION,
     build_bundles,
     bundle_picks,
     generate_funnel,
 )
-from recsys_assets.core.generator_properties import write_item_properties
-from recsys_assets.core.generator_sessions import (
+from recsys_assets.core.generator.properties import write_item_properties
+from recsys_assets.core.generator.sessions import (
     STEP_CHAIN,
     STEP_FRESH,
     STEP_REPEAT,
     Behaviour,
     Period,
     generate_views,
-)
-from recsys_assets.core.schemas import (
-    CATEGORY_TREE_FILE,
-    EVENT_TYPES,
-    EVENTS_FILE,
-    PROPERTIES_FILES,
 )
 
 TRUTH_FILE = "generator_truth.json"

@@ -15,7 +15,7 @@ import numpy as np
 import polars as pl
 import scipy.sparse as sp
 
-from recsys_assets.core.schemas import SPLIT_NAMES
+from recsys_assets.core.data.schemas import SPLIT_NAMES
 
 MS_PER_DAY = 86_400_000
 N_PRICE_BUCKETS = 5
@@ -287,8 +287,10 @@ def _category_ancestors(
     # the category itself is always in its own row, whatever the tree's ancestors list holds
     diag = np.arange(category_ids.size)
     mat = sp.csr_matrix(
-        (np.ones(rows.size + diag.size, dtype=np.float32),
-         (np.concatenate([rows, diag]), np.concatenate([cols, diag]))),
+        (
+            np.ones(rows.size + diag.size, dtype=np.float32),
+            (np.concatenate([rows, diag]), np.concatenate([cols, diag])),
+        ),
         shape=(category_ids.size, category_ids.size),
     )
     mat.sum_duplicates()

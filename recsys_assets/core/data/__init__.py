@@ -1,0 +1,1 @@
+"""RetailRocket reader, column contracts, catalogue, cleaning, splits and training data."""

@@ -1,0 +1,1 @@
+"""Offline evaluation: the temporal holdout, ranking metrics, the next-item session protocol."""
