@@ -19,6 +19,18 @@ def _now_iso() -> str:
 
 
 @dataclass
+class GruWeights:
+    """A session model's network, published so that the service can run it live (numpy only).
+
+    ``arrays`` follows the layout of :mod:`recsys_serving.gru_forward` (what
+    ``GRU4RecRecommender.export_numpy()`` returns); ``item_ids`` maps its columns to external ids.
+    """
+
+    item_ids: np.ndarray  # int64 (n_items,), column -> external item id
+    arrays: dict[str, np.ndarray]
+
+
+@dataclass
 class ModelLists:
     """One trained model's precomputed lists (external ids; ``-1`` pads short rows)."""
 
@@ -33,6 +45,7 @@ class ModelLists:
     similar_item_ids: np.ndarray | None = None  # int64 (n_items,)
     similar_items: np.ndarray | None = None  # int64 (n_items, M), -1 padded
     similar_scores: np.ndarray | None = None  # float32 (n_items, M)
+    gru: GruWeights | None = None  # answers session requests live when present
 
 
 @dataclass

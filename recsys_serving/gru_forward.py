@@ -1,8 +1,10 @@
-"""GRU4Rec's forward pass in plain numpy, for serving without torch.
+"""GRU4Rec's forward pass in plain numpy: the service runs a trained GRU4Rec without torch.
 
 Input: the arrays of ``GRU4RecRecommender.export_numpy()`` and item sequences as *column
 indices* of the model's catalogue (unknown items already dropped, most recent last). This module
-imports numpy only, so the REST service can run a trained GRU4Rec live on a request's items.
+imports numpy only; it is the one copy of the forward pass: the offline model
+(``recsys_assets.core.models.gru4rec``) imports it from here, and the service
+(:mod:`recsys_serving.gru_live`) runs it on a request's items.
 
 Array layout (all float32 unless said otherwise):
 
@@ -122,3 +124,69 @@ def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     vals = np.take_along_axis(scores, part, axis=1)
     order = np.lexsort((part, -vals), axis=-1)
     return np.take_along_axis(part, order, axis=1), np.take_along_axis(vals, order, axis=1)
+
+
+def next_item_scores(weights: dict[str, np.ndarray], cols: np.ndarray) -> np.ndarray:
+    """Scores (n_items,) of every item after one sequence of known columns (oldest first).
+
+    The sequence runs as a batch of one (one small GEMV per gate block and step); the scores are
+    a single (n_items x h) matrix-vector product, the cost that dominates a live request.
+    """
+    cols = np.asarray(cols, dtype=np.int64).reshape(1, -1)
+    h = session_hidden(weights, cols, np.ones(cols.shape, dtype=bool))[0]
+    return weights["output_weight"] @ h + weights["output_bias"]
+
+
+def check_weights(weights: dict[str, np.ndarray], where: str = "weights") -> int:
+    """Check names, dtypes and shapes against the layout above; returns the number of items.
+
+    ValueError naming the array, so a bad export is refused at publish time, not in a request.
+    """
+
+    def need(name: str, ndim: int) -> np.ndarray:
+        if name not in weights:
+            raise ValueError(f"{where}: missing array {name!r} (have {sorted(weights)})")
+        arr = np.asarray(weights[name])
+        if arr.ndim != ndim:
+            raise ValueError(f"{where}.{name}: want {ndim} dimensions, got shape {arr.shape}")
+        if ndim and arr.dtype != np.float32:
+            raise ValueError(f"{where}.{name}: want float32, got {arr.dtype}")
+        return arr
+
+    mode, n_layers = int(need("input_mode", 0)), int(need("n_layers", 0))
+    if mode not in (INPUT_CONSTRAINED, INPUT_EMBEDDING, INPUT_ONEHOT) or n_layers < 1:
+        raise ValueError(f"{where}: input_mode {mode} / n_layers {n_layers} out of range")
+    out_w, out_b = need("output_weight", 2), need("output_bias", 1)
+    n_items = out_w.shape[0]
+    if out_b.shape != (n_items,):
+        raise ValueError(f"{where}.output_bias: want shape ({n_items},), got {out_b.shape}")
+    if mode == INPUT_CONSTRAINED:
+        n_in = out_w.shape[1]
+    elif mode == INPUT_EMBEDDING:
+        emb = need("input_embedding", 2)
+        if emb.shape[0] != n_items:
+            raise ValueError(f"{where}.input_embedding: want {n_items} rows, got {emb.shape[0]}")
+        n_in = emb.shape[1]
+    else:
+        wx, wh, bh = need("onehot_wx", 2), need("onehot_wh", 2), need("onehot_bh", 1)
+        h0 = wh.shape[0]
+        if wx.shape != (n_items, 3 * h0) or wh.shape != (h0, 3 * h0) or bh.shape != (3 * h0,):
+            raise ValueError(
+                f"{where}.onehot_*: want ({n_items}, {3 * h0}), ({h0}, {3 * h0}), "
+                f"({3 * h0},); got {wx.shape}, {wh.shape}, {bh.shape}"
+            )
+        n_in = h0
+    for i in range(n_layers):
+        w_ih, w_hh = need(f"layer{i}_weight_ih", 2), need(f"layer{i}_weight_hh", 2)
+        b_ih, b_hh = need(f"layer{i}_bias_ih", 1), need(f"layer{i}_bias_hh", 1)
+        h = w_hh.shape[1]
+        want = ((3 * h, n_in), (3 * h, h), (3 * h,), (3 * h,))
+        got = (w_ih.shape, w_hh.shape, b_ih.shape, b_hh.shape)
+        if got != want:
+            raise ValueError(f"{where}.layer{i}_*: want shapes {want}, got {got}")
+        n_in = h
+    if out_w.shape[1] != n_in:
+        raise ValueError(
+            f"{where}.output_weight: want {n_in} columns (last layer), got {out_w.shape}"
+        )
+    return n_items

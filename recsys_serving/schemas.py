@@ -58,11 +58,24 @@ class ColdRequest(_In):
     model: ModelName | None = None
 
 
+MAX_SESSION_ITEMS = 50  # as many as a user's history holds (MAX_HISTORY); more is a 400
+
+
 class SessionRequest(_In):
-    item_ids: Annotated[list[Id], Meta(min_length=1, max_length=50)]
+    item_ids: Annotated[
+        list[Id],
+        Meta(
+            min_length=1,
+            max_length=MAX_SESSION_ITEMS,
+            description="the session's item ids, oldest first (newest last)",
+        ),
+    ]
     n_recommendations: N = 10
     model: ModelName | None = None
     user_id: Id | None = None
+    exclude_seen: Annotated[
+        bool, Meta(description="leave the session's own items out of the answer")
+    ] = True
 
 
 class SimilarRequest(_In):
@@ -121,6 +134,13 @@ class RecommendResponse(msgspec.Struct):
     experiment: str | None = None
 
 
+class SessionResponse(RecommendResponse):
+    """A session answer; ``ignored_item_ids``: request items the answering model does not know
+    (no network input, no neighbour list), so they did not count."""
+
+    ignored_item_ids: list[int] = []
+
+
 class SimilarResponse(msgspec.Struct):
     item_id: int
     version: str
@@ -161,6 +181,7 @@ class ModelInfo(msgspec.Struct):
     n_users: int
     has_similar: bool
     is_default: bool
+    live_session: bool = False  # a published network answers /recommend/session live
 
 
 class ModelsResponse(msgspec.Struct):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
 
@@ -18,6 +19,7 @@ from recsys_serving.schemas import (
     ModelsResponse,
     PopularResponse,
     RecommendResponse,
+    SessionResponse,
     SimilarResponse,
 )
 from recsys_serving.store import NotPublished, RecsysStore, ServedList, Snapshot, VersionData
@@ -135,16 +137,39 @@ class RecommenderService:
         items, scores = await self.store.popular(vd, None) or (np.zeros(0, np.int64),) * 2
         return items[:n], scores[:n], "popular"
 
+    async def _neighbour_answer(
+        self, snap: Snapshot, item_ids: list[int], n: int, model: str | None, exclude_seen: bool
+    ) -> tuple[np.ndarray, np.ndarray, str | None, list[int]]:
+        """Recency-weighted sum of the items' neighbour lists: (items, scores, model, ids that
+        have no list)."""
+        sim_model = self._similar_model(snap, model)
+        if sim_model is None:
+            return np.zeros(0, np.int64), np.zeros(0, np.float32), None, list(item_ids)
+        lists = await self.store.similar_lists(snap.data, sim_model, item_ids)
+        weights = SESSION_DECAY ** np.arange(len(item_ids))[::-1]  # newest (last) weighs 1
+        exclude = np.asarray(item_ids) if exclude_seen else np.zeros(0, np.int64)
+        items, scores = combine_neighbours(lists, weights, exclude, n)
+        missing = [i for i, g in zip(item_ids, lists, strict=True) if g is None]
+        return items, scores, sim_model, list(dict.fromkeys(missing))
+
     async def _session_items(
         self, snap: Snapshot, item_ids: list[int], n: int, model: str | None
     ) -> tuple[np.ndarray, np.ndarray, str | None]:
-        sim_model = self._similar_model(snap, model)
-        if sim_model is None:
-            return np.zeros(0, np.int64), np.zeros(0, np.float32), None
-        lists = await self.store.similar_lists(snap.data, sim_model, item_ids)
-        weights = SESSION_DECAY ** np.arange(len(item_ids))[::-1]  # newest (last) weighs 1
-        items, scores = combine_neighbours(lists, weights, np.asarray(item_ids), n)
-        return items, scores, sim_model
+        items, scores, used, _ = await self._neighbour_answer(snap, item_ids, n, model, True)
+        return items, scores, used
+
+    def _live_model(self, snap: Snapshot, requested: str | None) -> str | None:
+        """The model whose published network answers a session live, or None (neighbours).
+
+        A requested model answers live when it has a network; with none requested, the default
+        model when it has one, else the first published model that has one.
+        """
+        vd = snap.data
+        if requested is not None:
+            return requested if "gru" in self._model(vd, requested) else None
+        if "gru" in vd.models[snap.default_model]:
+            return snap.default_model
+        return next((m for m, info in vd.models.items() if "gru" in info), None)
 
     async def recommend(self, user_id: int, n: int, model: str | None) -> RecommendResponse:
         """The hot path: a cache hit costs no Redis call and reuses the built rows."""
@@ -228,15 +253,33 @@ class RecommenderService:
         )
 
     async def session(
-        self, item_ids: list[int], n: int, model: str | None, user_id: int | None
-    ) -> RecommendResponse:
+        self,
+        item_ids: list[int],
+        n: int,
+        model: str | None,
+        user_id: int | None,
+        exclude_seen: bool = True,
+    ) -> SessionResponse:
+        """Next items after ``item_ids`` (oldest first): GRU4Rec live when one is published.
+
+        The network runs in a worker thread (numpy releases the GIL in its products), so the
+        ~10-20 ms of a full-catalogue scoring never stalls the other requests on the loop.
+        """
         snap = await self.store.snapshot()
         vd = snap.data
-        items, scores, used = await self._session_items(snap, item_ids, n, model)
+        used = self._live_model(snap, model)
+        if used is not None:
+            network = await self.store.live_gru(vd, used)
+            got = await asyncio.to_thread(network.recommend, item_ids, n, exclude_seen)
+            items, scores, ignored = got.items, got.scores, got.ignored
+        else:
+            items, scores, used, ignored = await self._neighbour_answer(
+                snap, item_ids, n, model, exclude_seen
+            )
         source = "session"
         if not len(items):
             items, scores, source = await self._popular_response(vd, n)
-        return RecommendResponse(
+        return SessionResponse(
             version=vd.version,
             model=used,
             model_version=vd.models[used]["version"] if used else None,
@@ -244,6 +287,7 @@ class RecommenderService:
             cold_start=source != "session",
             recommendations=item_rows(await self.store.items(vd), items, scores),
             user_id=user_id,
+            ignored_item_ids=ignored,
         )
 
     async def similar(self, item_id: int, n: int, model: str | None) -> SimilarResponse:
@@ -328,6 +372,7 @@ class RecommenderService:
                     n_users=m["n_users"],
                     has_similar=m["has_similar"],
                     is_default=m["name"] == default,
+                    live_session="gru" in m,
                 )
                 for m in vd.meta["models"]
             ],

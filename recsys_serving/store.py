@@ -1,7 +1,9 @@
 """The service's view of Redis: the served version, per-version data and an LRU of decoded lists.
 
 Published versions never change, so everything decoded from one (meta, vocabularies, bucket
-bounds, item table, lists) is cached in process keyed by version. Only the small pointer/control
+bounds, item table, lists) is cached in process keyed by version; a session network (GRU4Rec's
+weights) is held keyed by its digest, so a version or a rollback that serves the same network
+does not load it again. Only the small pointer/control
 state can change; it is trusted for ``state_ttl`` seconds and re-read at once when the pub/sub
 channel announces a new version, a rollback or an admin change.
 """
@@ -21,6 +23,7 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import RedisError
 
 from recsys_serving.cache import LRUCache
+from recsys_serving.gru_live import LiveGru
 from recsys_serving.redis_layout import (
     HIST_FAMILY,
     ItemTable,
@@ -38,6 +41,9 @@ from recsys_serving.settings import Settings
 
 log = logging.getLogger(__name__)
 _ABSENT = False  # cached marker for "no list for this id" (None means "not cached")
+# Session networks held at once: the served one and the one before it (a rollback or a switch
+# back costs no reload). At scale 1.0 one is ~215 MB of float32.
+LIVE_NETWORKS = 2
 
 
 class NotPublished(Exception):
@@ -110,6 +116,9 @@ class RecsysStore:
         self._state_lock = asyncio.Lock()
         self._versions: OrderedDict[str, VersionData] = OrderedDict()
         self._snapshot: Snapshot | None = None
+        self._networks: OrderedDict[str, LiveGru] = OrderedDict()
+        self._networks_lock = asyncio.Lock()
+        self.network_loads = 0
         self.pubsub_connected = False
         self.notifications = 0
         self._stopping = False
@@ -241,6 +250,28 @@ class RecsysStore:
     async def history(self, vd: VersionData, user_id: int):
         """(items, event codes, timestamps) newest first, or None."""
         return (await self._lists(vd, HIST_FAMILY, [user_id]))[0]
+
+    async def live_gru(self, vd: VersionData, model: str) -> LiveGru:
+        """The session network of ``model`` in this version, loaded from Redis once."""
+        spec = vd.models[model]["gru"]
+        key = spec["digest"]
+        got = self._networks.get(key)
+        if got is None:
+            async with self._networks_lock:  # a burst of first requests loads it once
+                got = self._networks.get(key)
+                if got is None:
+                    try:
+                        arrays = await self.reader.weights(vd.version, model, spec)
+                        got = await asyncio.to_thread(LiveGru.from_arrays, arrays)
+                    except ValueError as exc:  # keys gone: the version was deleted meanwhile
+                        self.invalidate()
+                        raise NotPublished(f"session network of {model!r}: {exc}") from exc
+                    self._networks[key] = got
+                    self.network_loads += 1
+                    while len(self._networks) > LIVE_NETWORKS:
+                        self._networks.popitem(last=False)
+        self._networks.move_to_end(key)
+        return got
 
     async def popular(self, vd: VersionData, category: int | None):
         key = (vd.version, "popular", category)

@@ -24,8 +24,8 @@ from recsys_assets.core.models.gru4rec_data import (
     training_sessions,
     user_histories,
 )
-from recsys_assets.core.models.gru4rec_numpy import session_scores, top_k
 from recsys_assets.core.models.row_optimizers import IndexedAdagradM
+from recsys_serving.gru_forward import session_scores, top_k
 
 # the official RetailRocket parameters, 3 epochs, a smaller sample cache (it is refilled)
 FAST = {"n_epochs": 3, "sample_cache_size": 200_000, "num_threads": 1}
@@ -204,7 +204,7 @@ def test_numpy_forward_equals_torch(data, model, protocol, input_mode):
 def test_numpy_module_imports_numpy_only():
     # loaded from its file alone (the package __init__ imports every model): the service can
     # take the module as it is
-    import recsys_assets.core.models.gru4rec_numpy as g
+    import recsys_serving.gru_forward as g
 
     code = (
         "import importlib.util, sys; "

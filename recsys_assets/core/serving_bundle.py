@@ -4,7 +4,9 @@ Personal lists are precomputed for the most recently active users known to the m
 so a full-scale publish fits its Redis memory budget); everyone else with a history is answered
 online from their history and the published neighbour lists, and everyone new from popularity.
 The lists come from the same ``recommend`` call as the offline evaluation, so the service's
-top-10 for a test user equals that model's ``eval_recommendations`` top-10.
+top-10 for a test user equals that model's ``eval_recommendations`` top-10. A model that can
+export its network to numpy (``export_numpy``, GRU4Rec) also publishes it, and the service answers
+session requests with it live (:mod:`recsys_serving.gru_forward`).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import numpy as np
 import polars as pl
 
 from recsys_assets.core.progress import Progress
-from recsys_serving.bundle import EVENT_CODES, ModelLists, ServingBundle
+from recsys_serving.bundle import EVENT_CODES, GruWeights, ModelLists, ServingBundle
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +147,22 @@ def _model_lists(
         similar_item_ids=sim_ids,
         similar_items=sim_items,
         similar_scores=sim_scores,
+        gru=_network(name, model),
     )
+
+
+def _network(name: str, model) -> GruWeights | None:
+    """The model's network for live session answers, when it can export one (GRU4Rec)."""
+    export = getattr(model, "export_numpy", None)
+    if export is None:
+        return None
+    arrays = export()
+    log.info(
+        "bundle %s: network for live sessions, %.1f MB",
+        name,
+        sum(a.nbytes for a in arrays.values()) / 1e6,
+    )
+    return GruWeights(item_ids=np.asarray(model.item_ids, dtype=np.int64), arrays=arrays)
 
 
 def _batched(

@@ -5,7 +5,13 @@ from __future__ import annotations
 from litestar import Controller, Request, post
 
 from recsys_serving.controllers.deps import errors, service_of
-from recsys_serving.schemas import ColdRequest, RecommendRequest, RecommendResponse, SessionRequest
+from recsys_serving.schemas import (
+    ColdRequest,
+    RecommendRequest,
+    RecommendResponse,
+    SessionRequest,
+    SessionResponse,
+)
 
 
 class RecommendController(Controller):
@@ -36,9 +42,19 @@ class RecommendController(Controller):
         "/session",
         status_code=200,
         summary="From recently viewed item ids (newest last)",
+        description=(
+            "When the served version publishes a GRU4Rec network, it runs live over the items "
+            "(`model` null: the default model if it has a network, else the first that has one; "
+            "a named model without a network answers from its neighbour lists, as do versions "
+            "without any network). 1 to 50 items, oldest first: an empty or longer list is a "
+            "400 naming `item_ids`. Items the answering model does not know are skipped and "
+            "listed in `ignored_item_ids`; when none is known the answer is the popular list "
+            "(`source` popular, `cold_start` true). The session's own items are left out "
+            "unless `exclude_seen` is false."
+        ),
         responses=errors(404, 503),
     )
-    async def session(self, data: SessionRequest, request: Request) -> RecommendResponse:
+    async def session(self, data: SessionRequest, request: Request) -> SessionResponse:
         return await service_of(request).session(
-            data.item_ids, data.n_recommendations, data.model, data.user_id
+            data.item_ids, data.n_recommendations, data.model, data.user_id, data.exclude_seen
         )

@@ -16,6 +16,9 @@ Every published version lives under its own prefix and is never modified once co
     {p}:v:<v>:blob:<family>:<b>     bucket blob of per-id lists (see below)
     {p}:v:<v>:popular               hash "all" | "<category id>" -> int64 items + float32 scores
     {p}:v:<v>:items                 hash "ids","category","price","available" -> raw arrays
+    {p}:v:<v>:weights:<m>:<a>:<c>   chunk c (4 MiB) of array a of model m's session network
+                                    (GRU4Rec: item ids, embeddings, gates, output layer; the
+                                    spec - dtype, shape, chunks, digest - is in the meta)
 
 Families: ``rec:<model>`` (per-user top-N), ``sim:<model>`` (per-item neighbours), ``hist``.
 
@@ -34,7 +37,8 @@ the list; the order of items is stored exactly.
 
 Modules: :mod:`.keys` (key names), :mod:`.codec` (byte formats, no Redis), :mod:`.validation`
 (bundle contract), :mod:`.writer` (publish, cleanup, rollback; sync client), :mod:`.reader`
-(the service's async reads) and :mod:`.scripts` (the ``lua/*.lua`` scripts, read once).
+(the service's async reads), :mod:`.weights` (a session network's arrays as chunks) and
+:mod:`.scripts` (the ``lua/*.lua`` scripts, read once).
 Everything public is re-exported here: ``from recsys_serving.redis_layout import ...``.
 """
 
@@ -69,6 +73,13 @@ from recsys_serving.redis_layout.keys import (
 from recsys_serving.redis_layout.reader import LayoutReader, LayoutState
 from recsys_serving.redis_layout.scripts import LOOKUP_LUA, ROLLBACK_LUA, SWITCH_LUA
 from recsys_serving.redis_layout.validation import validate_bundle, validate_experiment
+from recsys_serving.redis_layout.weights import (
+    CHUNK_BYTES,
+    decode_array,
+    encode_weights,
+    weight_arrays,
+    weights_nbytes,
+)
 from recsys_serving.redis_layout.writer import (
     DEFAULT_BLOB_BYTES,
     FORMAT_VERSION,
@@ -81,6 +92,7 @@ from recsys_serving.redis_layout.writer import (
 )
 
 __all__ = [
+    "CHUNK_BYTES", "decode_array", "encode_weights", "weight_arrays", "weights_nbytes",
     "CONTROL_AB", "DEFAULT_BLOB_BYTES", "FORMAT_VERSION", "HIST_FAMILY", "LIST_HEADER",
     "LOOKUP_LUA", "MAX_HISTORY", "MAX_LIST_LENGTH", "ROLLBACK_LUA", "SWITCH_LUA", "ItemTable",
     "Keys", "LayoutReader", "LayoutState", "ProgressHook", "PublishReport", "Vocab",

@@ -59,6 +59,9 @@ class Keys:
     def items(self, version: str) -> str:
         return f"{self.prefix}:v:{version}:items"
 
+    def weights(self, version: str, model: str, array: str, chunk: int) -> str:
+        return f"{self.prefix}:v:{version}:weights:{model}:{array}:{chunk}"
+
 
 def rec_family(model: str) -> str:
     return f"rec:{model}"

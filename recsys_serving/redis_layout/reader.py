@@ -10,6 +10,7 @@ import numpy as np
 from recsys_serving.redis_layout.codec import ItemTable, decode_items, decode_meta
 from recsys_serving.redis_layout.keys import CONTROL_AB, Keys, control_default_field
 from recsys_serving.redis_layout.scripts import LOOKUP_LUA
+from recsys_serving.redis_layout.weights import decode_array
 
 
 def _text(v) -> str | None:
@@ -91,6 +92,31 @@ class LayoutReader:
 
     async def items(self, version: str) -> ItemTable:
         return decode_items(await self.redis.hgetall(self.keys.items(version)))
+
+    async def weights(
+        self, version: str, model: str, spec: dict, batch_bytes: int = 16 << 20
+    ) -> dict[str, np.ndarray]:
+        """A session network's arrays (spec from the model's meta entry), in fresh buffers.
+
+        Read in pipelines of about ``batch_bytes``, so other requests' commands interleave on
+        the shared connection pool while a large network loads.
+        """
+        wanted = [
+            (name, c) for name, info in spec["arrays"].items() for c in range(int(info["chunks"]))
+        ]
+        per_batch = max(1, batch_bytes // int(spec["chunk_bytes"]))
+        raw: dict[str, list] = {name: [] for name in spec["arrays"]}
+        for a in range(0, len(wanted), per_batch):
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for name, c in wanted[a : a + per_batch]:
+                    pipe.get(self.keys.weights(version, model, name, c))
+                got = await pipe.execute()
+            for (name, _), value in zip(wanted[a : a + per_batch], got, strict=True):
+                raw[name].append(value)
+        return {
+            name: decode_array(info, raw[name], f"version {version} model {model} {name}")
+            for name, info in spec["arrays"].items()
+        }
 
     async def set_default_model(self, version: str, model: str) -> None:
         await self.redis.hset(self.keys.control, control_default_field(version), model)

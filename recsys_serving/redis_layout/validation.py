@@ -7,7 +7,8 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from recsys_serving.bundle import ServingBundle
+from recsys_serving.bundle import GruWeights, ServingBundle
+from recsys_serving.gru_forward import check_weights
 from recsys_serving.redis_layout.codec import MAX_LIST_LENGTH
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.\-]+$")
@@ -61,6 +62,17 @@ def _check_lists(where: str, ids, items, scores) -> None:
         raise ValueError(f"{where}: ids must be unique and non-negative")
 
 
+def _check_gru(where: str, gru: GruWeights) -> None:
+    n_items = check_weights(gru.arrays, f"{where}.arrays")
+    ids = np.asarray(gru.item_ids)
+    if ids.shape != (n_items,) or ids.dtype.kind not in "iu":
+        raise ValueError(
+            f"{where}.item_ids: want {n_items} integer ids, got {ids.dtype} {ids.shape}"
+        )
+    if n_items and (ids.min() < 0 or len(np.unique(ids)) != n_items):
+        raise ValueError(f"{where}.item_ids: ids must be unique and non-negative")
+
+
 def validate_bundle(bundle: ServingBundle) -> None:
     """Raise ValueError naming the model and field of the first contract violation."""
     if not bundle.models:
@@ -79,6 +91,8 @@ def validate_bundle(bundle: ServingBundle) -> None:
                 m.similar_items,
                 m.similar_scores,
             )
+        if m.gru is not None:
+            _check_gru(f"models[{m.name}].gru", m.gru)
     if bundle.default_model not in names:
         raise ValueError(f"bundle.default_model: {bundle.default_model!r} not in {names}")
     validate_experiment(bundle.ab_experiment, names, "bundle.ab_experiment")

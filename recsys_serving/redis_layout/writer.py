@@ -32,6 +32,7 @@ from recsys_serving.redis_layout.keys import (
 )
 from recsys_serving.redis_layout.scripts import ROLLBACK_LUA, SWITCH_LUA
 from recsys_serving.redis_layout.validation import validate_bundle, validate_experiment
+from recsys_serving.redis_layout.weights import CHUNK_BYTES, encode_weights, weights_nbytes
 
 FORMAT_VERSION = 1
 DEFAULT_BLOB_BYTES = 28_600  # jemalloc class 28 KiB minus the sds header; < 32 KiB
@@ -54,6 +55,7 @@ class PublishReport:
     family_bytes: dict[str, int] = field(default_factory=dict)
     family_lists: dict[str, int] = field(default_factory=dict)
     deleted_versions: list[str] = field(default_factory=list)
+    weight_bytes: dict[str, int] = field(default_factory=dict)  # model -> bytes of its network
 
     @property
     def bytes_per_user_list(self) -> float:
@@ -182,6 +184,14 @@ def _write_history(w: _Writer, keys: Keys, version: str, b: ServingBundle, blob_
     return info
 
 
+def _write_weights(w: _Writer, keys: Keys, version: str, m: ModelLists, chunk_bytes: int) -> dict:
+    """The session network's arrays as chunked strings; returns their spec for the meta."""
+    spec, chunks = encode_weights(m.gru, chunk_bytes)
+    for name, c, raw in chunks:
+        w.set(keys.weights(version, m.name, name, c), raw)
+    return spec
+
+
 def _scan_versions(redis, keys: Keys) -> dict[str, list[bytes]]:
     """Every key under ``{p}:v:*`` grouped by version (finds partial versions too)."""
     found: dict[str, list[bytes]] = {}
@@ -230,12 +240,14 @@ def publish_bundle(
     on_progress: ProgressHook | None = None,
     batch_bytes: int = 8 << 20,
     batch_keys: int = 1000,
+    weight_chunk_bytes: int = CHUNK_BYTES,
 ) -> PublishReport:
     """Write ``bundle`` as a new version, switch ``{p}:current`` to it atomically, announce it.
 
     ``redis`` is a synchronous ``redis.Redis`` (bytes responses). Versions other than the new
     current and the previous one are deleted, including partial ones left by a failed publish.
-    ``on_progress(keys_written, bytes_written)`` runs after each pipelined batch.
+    ``on_progress(keys_written, bytes_written)`` runs after each pipelined batch. A model's
+    session network (``ModelLists.gru``) is written in strings of ``weight_chunk_bytes``.
     """
     if redis.connection_pool.connection_kwargs.get("decode_responses"):
         raise ValueError("publish_bundle: the Redis client must use decode_responses=False")
@@ -266,7 +278,10 @@ def publish_bundle(
                 m.similar_scores,
                 blob_bytes,
             )
-        models_meta.append(_model_meta(m, has_similar))
+        meta_m = _model_meta(m, has_similar)
+        if m.gru is not None:
+            meta_m["gru"] = _write_weights(w, keys, version, m, weight_chunk_bytes)
+        models_meta.append(meta_m)
     families[HIST_FAMILY] = _write_history(w, keys, version, bundle, blob_bytes)
     popular = {"all": encode_pairs(bundle.popular_items, bundle.popular_scores)}
     for cat, (it, sc) in bundle.popular_by_category.items():
@@ -306,6 +321,7 @@ def publish_bundle(
         family_bytes={k: v["bytes"] for k, v in families.items()},
         family_lists={k: v["count"] for k, v in families.items()},
         deleted_versions=deleted,
+        weight_bytes={m["name"]: weights_nbytes(m["gru"]) for m in models_meta if "gru" in m},
     )
 
 

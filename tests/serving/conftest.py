@@ -14,17 +14,40 @@ import pytest
 import redis
 
 from recsys_devtools.redis_server import RedisServer, ping
-from recsys_serving.bundle import ModelLists, ServingBundle
+from recsys_serving.bundle import GruWeights, ModelLists, ServingBundle
 from recsys_serving.redis_layout import delete_prefix
 
 LOCAL_URL = "redis://127.0.0.1:6379/0"
 ADMIN = "s3cret-token"
 
 
-def hand_bundle(shift: int = 0) -> ServingBundle:
+def hand_gru(seed: int = 0, hidden: int = 4) -> GruWeights:
+    """A random one-layer GRU4Rec network (constrained embedding) over items 10..50.
+
+    Item 60 is in the network's columns but untrained (bias -inf, as GRU4Rec marks items it
+    never saw): it is neither an input nor an answer.
+    """
+    rng = np.random.default_rng(seed)
+    n, h = 6, hidden
+    arrays = {
+        "input_mode": np.asarray(0, np.int64),
+        "n_layers": np.asarray(1, np.int64),
+        "output_weight": rng.normal(0, 0.5, (n, h)).astype(np.float32),
+        "output_bias": np.r_[rng.normal(0, 0.1, n - 1), -np.inf].astype(np.float32),
+        "layer0_weight_ih": rng.normal(0, 0.5, (3 * h, h)).astype(np.float32),
+        "layer0_weight_hh": rng.normal(0, 0.5, (3 * h, h)).astype(np.float32),
+        "layer0_bias_ih": rng.normal(0, 0.1, 3 * h).astype(np.float32),
+        "layer0_bias_hh": rng.normal(0, 0.1, 3 * h).astype(np.float32),
+    }
+    # columns in another order than the ids: the service must map ids to columns
+    return GruWeights(item_ids=np.array([30, 10, 50, 20, 40, 60]), arrays=arrays)
+
+
+def hand_bundle(shift: int = 0, gru: bool = False) -> ServingBundle:
     """Six items, users 100/200/300 with lists, user 400 with history only.
 
-    ``shift`` rotates the als lists so that a second publish is recognisably different.
+    ``shift`` rotates the als lists so that a second publish is recognisably different;
+    ``gru`` adds a third model, ``gru4rec``, with a published network (:func:`hand_gru`).
     """
     f32 = np.float32
     als_items = np.array([[10, 20, 30, 40], [50, 10, -1, -1], [60, 50, 40, 30]])
@@ -53,8 +76,23 @@ def hand_bundle(shift: int = 0) -> ServingBundle:
         similar_items=np.array([[20, 30, -1], [10, 40, 50], [10, -1, -1]]),
         similar_scores=np.array([[0.9, 0.6, 0], [0.8, 0.6, 0.4], [0.7, 0, 0]], f32),
     )
+    models = [als, knn]
+    if gru:
+        models.append(
+            ModelLists(
+                name="gru4rec",
+                version="2",
+                trained_at="2015-09-18T02:00:00+00:00",
+                metrics={"ndcg_at_10": 0.3},
+                params={"layers": [4]},
+                user_ids=np.array([100]),
+                items=np.array([[20, 30, 40]]),
+                scores=np.array([[0.3, 0.2, 0.1]], f32),
+                gru=hand_gru(),
+            )
+        )
     return ServingBundle(
-        models=[als, knn],
+        models=models,
         default_model="als",
         popular_items=np.array([50, 10, 20, 30, 40, 60]),
         popular_scores=np.array([60, 50, 40, 30, 20, 10], f32),

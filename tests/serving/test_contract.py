@@ -1,7 +1,8 @@
 """The OpenAPI document tells the truth: schemathesis, every check on, against the running service.
 
-The service runs under uvicorn on loopback over a real Redis holding the hand-made bundle, with
-an admin token so that the admin endpoints are exercised too. Schemathesis generates requests
+The service runs under uvicorn on loopback over a real Redis holding the hand-made bundle (with
+a GRU4Rec network, so session requests run the live forward pass), with an admin token so that
+the admin endpoints are exercised too. Schemathesis generates requests
 from /schema/openapi.json (valid and invalid ones, then stateful sequences) and checks every
 answer against the document: status codes, bodies, headers, that valid input is accepted and
 invalid input refused, that an unsupported method gets 405 with a true ``Allow`` header.
@@ -30,8 +31,9 @@ SCHEMATHESIS = Path(sys.executable).with_name("schemathesis")
 
 
 @pytest.fixture
-def service_url(r, redis_url, prefix, bundle):
-    L.publish_bundle(r, bundle, prefix)
+def service_url(r, redis_url, prefix, make_bundle):
+    # with a GRU4Rec network: /recommend/session is generated against the live forward pass
+    L.publish_bundle(r, make_bundle(gru=True), prefix)
     port = free_port()
     env = {
         **os.environ,

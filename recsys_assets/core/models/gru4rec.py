@@ -28,7 +28,7 @@ Per-user lists (``recommend``) run the network over each user's most recent
 ``history_sessions`` sessions (at most ``max_history`` items); ``recommend_session`` runs it over
 the given item sequence; ``similar_items`` ranks items by the cosine of their output weights
 (the item embeddings under the constrained embedding). ``export_numpy`` gives the arrays that
-:mod:`gru4rec_numpy` needs for a torch-free forward pass.
+:mod:`recsys_serving.gru_forward` needs for a torch-free forward pass (the service runs it).
 """
 
 from __future__ import annotations
@@ -50,18 +50,18 @@ from recsys_assets.core.models.gru4rec_data import (
     training_sessions,
     user_histories,
 )
-from recsys_assets.core.models.gru4rec_numpy import (
-    INPUT_CONSTRAINED,
-    INPUT_EMBEDDING,
-    INPUT_ONEHOT,
-    pad_sequences,
-)
 from recsys_assets.core.models.row_optimizers import IndexedAdagradM, gather_rows
 from recsys_assets.core.models.torch_training import (
     DEVICES,
     choose_device,
     seed_everything,
     train_epochs,
+)
+from recsys_serving.gru_forward import (
+    INPUT_CONSTRAINED,
+    INPUT_EMBEDDING,
+    INPUT_ONEHOT,
+    pad_sequences,
 )
 
 if TYPE_CHECKING:
@@ -551,7 +551,7 @@ class GRU4RecRecommender(Recommender):
     # --- export and serialisation -------------------------------------------------------------
 
     def export_numpy(self) -> dict[str, np.ndarray]:
-        """Plain float32 arrays for :mod:`gru4rec_numpy` (layout in its docstring)."""
+        """Plain float32 arrays for :mod:`recsys_serving.gru_forward` (layout in its docstring)."""
         self._check_fitted()
         net = self.net
 
