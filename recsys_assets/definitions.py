@@ -1,4 +1,8 @@
-"""The Dagster code location: every asset, resource, job, schedule and sensor of recsys.
+"""The Dagster code location: the domains of ``recsys_assets.defs`` plus resources and loggers.
+
+Every asset, job, schedule and sensor defined at module level under ``recsys_assets.defs``
+(``ingestion``, ``interactions``, ``analytics``, ``models``, ``serving``) is loaded from there, so
+adding one to a domain module needs no edit here.
 
 ``defs`` is built lazily (``@dagster.definitions``): importing this module reads no
 environment variable and creates no folder; Dagster's tools call it when they load the code
@@ -7,36 +11,24 @@ location, and the main job and the tests call ``build_definitions`` with their o
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import dagster as dg
-from dagster import Definitions, load_assets_from_modules
+from dagster import Definitions
 from dagster_duckdb import DuckDBResource
-from dagster_duckdb_polars import DuckDBPolarsIOManager
 from dagster_mlflow import mlflow_tracking
 
-from recsys_assets.assets import analytics, ingestion, interactions, models, serving
-from recsys_assets.automation import jobs, schedules, sensors
-from recsys_assets.io_managers import ModelStoreIOManager
+import recsys_assets.defs as domains
+from recsys_assets.io_managers import ModelStoreIOManager, WarehouseIOManager
 from recsys_assets.resources import ModelStoreResource, RedisResource, RetailRocketSource
 from recsys_assets.settings import DUCKDB_SCHEMA, Settings
 from recsys_assets.terminal import progress_logger
-
-
-class WarehouseIOManager(DuckDBPolarsIOManager):
-    """The DuckDB/polars IO manager, creating the warehouse's folder when a run first needs it."""
-
-    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
-        Path(self.database).parent.mkdir(parents=True, exist_ok=True)
-        super().setup_for_execution(context)
 
 
 def build_definitions(settings: Settings | None = None) -> Definitions:
     """Build the Definitions for one environment (tests pass their own temporary settings)."""
     settings = settings or Settings.from_env()
     database = str(settings.duckdb_path)
-    return Definitions(
-        assets=load_assets_from_modules([ingestion, interactions, analytics, models, serving]),
+    return dg.load_definitions_from_package_module(
+        domains,
         resources={
             "io_manager": WarehouseIOManager(database=database, schema=DUCKDB_SCHEMA),
             "model_io_manager": ModelStoreIOManager(database=database, schema_name=DUCKDB_SCHEMA),
@@ -56,9 +48,6 @@ def build_definitions(settings: Settings | None = None) -> Definitions:
                 seed=settings.seed,
             ),
         },
-        jobs=jobs,
-        schedules=schedules,
-        sensors=sensors,
         # Runs that name no logger in their config keep Dagster's console logger; the main job
         # names `progress` (see recsys_assets.terminal) to print compact lines instead.
         loggers={"console": dg.colored_console_logger, "progress": progress_logger},

@@ -1,16 +1,16 @@
 """Partition definitions: the days of raw events, and one static partition per model.
 
 The days are dynamic: their keys (``YYYY-MM-DD``, UTC) are the days found in the events file,
-registered on the Dagster instance before events are loaded (see
-``recsys_assets.assets.ingestion.register_event_days``), so data from any period is loaded
-without a setting. Nothing here reads the environment.
+registered on the Dagster instance before events are loaded (``register_event_days``), so data
+from any period is loaded without a setting. Nothing here reads the environment.
 """
 
 from __future__ import annotations
 
-from dagster import DynamicPartitionsDefinition, StaticPartitionsDefinition
+from dagster import DagsterInstance, DynamicPartitionsDefinition, StaticPartitionsDefinition
 
 from recsys_assets.core.models.registry import MODEL_REGISTRY
+from recsys_assets.resources import RetailRocketSource
 
 event_days = DynamicPartitionsDefinition(name="event_days")
 model_partitions = StaticPartitionsDefinition(list(MODEL_REGISTRY))
@@ -24,3 +24,24 @@ PARTITION_RANGE_END_TAG = "dagster/asset_partition_range_end"
 
 def partition_range_tags(first: str, last: str) -> dict[str, str]:
     return {PARTITION_RANGE_START_TAG: first, PARTITION_RANGE_END_TAG: last}
+
+
+def register_event_days(instance: DagsterInstance, source: RetailRocketSource) -> list[str]:
+    """Add every day of the events file as a partition of ``raw_events``; return all its days.
+
+    The file is read and validated whole (a bad file fails here, naming file, row and column,
+    before anything is written). Days already registered are kept; only new ones are added.
+    """
+    from recsys_assets.core.data.retailrocket import event_days as days_of
+
+    days = days_of(source.events_path)
+    new = unregistered_days(instance, days)
+    if new:
+        instance.add_dynamic_partitions(event_days.name, new)
+    return days
+
+
+def unregistered_days(instance: DagsterInstance, days: list[str]) -> list[str]:
+    """The days that are not yet partitions of ``raw_events``, in the order given."""
+    known = set(instance.get_dynamic_partitions(event_days.name))
+    return [day for day in days if day not in known]

@@ -8,7 +8,7 @@ The stages are derived from the Definitions (``plan_stages``): a Dagster run cov
 partitions definition, so the assets are grouped by partitions definition in topological order.
 A stage whose assets all have a single-run backfill policy (the days of events) is one run over
 all its partitions; any other partitioned stage (the models) is one run per partition. Adding an
-asset to a module of ``recsys_assets.assets`` adds it to the main job, with no edit here.
+asset to a domain module of ``recsys_assets.defs`` adds it to the main job, with no edit here.
 
 Before the first run, the raw folder is checked (the embedded default is generated only into an
 empty default folder) and the days of the events file are registered as partitions, so the
@@ -169,7 +169,7 @@ def run_stage(
 
 def prepare_raw_data(defs: Definitions, instance: DagsterInstance) -> Path:
     """Check (or generate) the raw files and register the days of events; nothing else."""
-    from recsys_assets.assets.ingestion import register_event_days
+    from recsys_assets.partitions import register_event_days
     from recsys_assets.resources import RawFilesMissingError
 
     source = defs.resources["source"]
@@ -250,7 +250,7 @@ def print_leaderboard(defs) -> None:
     import duckdb
     import polars as pl
 
-    from recsys_assets.assets.models import LEADERBOARD_COLUMNS
+    from recsys_assets.defs.models.assets import LEADERBOARD_COLUMNS
 
     database = defs.resources["warehouse"].database
     with duckdb.connect(database) as con:

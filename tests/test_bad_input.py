@@ -10,9 +10,8 @@ from dagster import AssetKey, DagsterInstance
 
 
 def test_bad_events_file_fails_the_run_and_keeps_stored_days(tmp_path, small_raw_dir):
-    from recsys_assets.assets.ingestion import register_event_days
     from recsys_assets.definitions import build_definitions
-    from recsys_assets.partitions import partition_range_tags
+    from recsys_assets.partitions import partition_range_tags, register_event_days
     from recsys_assets.settings import Settings
 
     raw = tmp_path / "raw"

@@ -88,8 +88,7 @@ def test_data_of_any_period_is_loaded_whole(tmp_path, datasets):
 
 
 def test_rows_outside_the_materialised_days_are_counted(tmp_path, datasets):
-    from recsys_assets.assets.ingestion import register_event_days
-    from recsys_assets.partitions import partition_range_tags
+    from recsys_assets.partitions import partition_range_tags, register_event_days
 
     old, _ = datasets
     settings, defs = _defs(tmp_path, old)
@@ -120,7 +119,7 @@ def test_rows_outside_the_materialised_days_are_counted(tmp_path, datasets):
 def test_events_file_sensor_registers_days_and_requests_one_run(tmp_path, datasets):
     from dagster import build_sensor_context
 
-    from recsys_assets.automation import events_file_sensor
+    from recsys_assets.defs.ingestion.sensors import events_file_sensor
     from recsys_assets.partitions import PARTITION_RANGE_END_TAG, PARTITION_RANGE_START_TAG
 
     old, _ = datasets

@@ -10,8 +10,8 @@ import polars as pl
 import pytest
 from dagster import MetadataValue, TableColumn, TableRecord, TableSchema
 
-from recsys_assets.assets.metadata import frame_metadata, markdown_table
 from recsys_assets.core.analytics import plots
+from recsys_assets.metadata import frame_metadata, markdown_table
 
 FRAME = pl.DataFrame({"model": ["als", "popular"], "ndcg_at_10": [0.1234567, 0.05]})
 

@@ -178,7 +178,7 @@ def test_tuning_logs_one_line_per_trial(tmp_path):
     """The tuned_params callback on a real Optuna study, inside a real Dagster run."""
     import optuna
 
-    from recsys_assets.assets.models import _trial_logger
+    from recsys_assets.defs.models.assets import _trial_logger
 
     @asset
     def study(context) -> None:

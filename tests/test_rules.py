@@ -383,8 +383,8 @@ def test_asset_metadata_reports_the_bound():
     """The association_rules asset attaches each basket type's SearchBound as metadata."""
     from dagster import build_asset_context
 
-    from recsys_assets.assets.analytics import RulesConfig
-    from recsys_assets.assets.analytics import association_rules as rules_asset
+    from recsys_assets.defs.analytics.assets import RulesConfig
+    from recsys_assets.defs.analytics.assets import association_rules as rules_asset
 
     dense = _dense_baskets(300, 400, 20, 50, seed=4)
     n = dense.height

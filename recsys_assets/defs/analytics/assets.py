@@ -6,9 +6,8 @@ import polars as pl
 from dagster import AssetExecutionContext, Config, MetadataValue, asset
 
 from recsys_assets.core.analytics import funnel, heatmap, plots, rfm, rules
+from recsys_assets.metadata import frame_metadata, markdown_table
 from recsys_assets.settings import DUCKDB_POOL
-
-from .metadata import frame_metadata, markdown_table
 
 GROUP = "analytics"
 

@@ -3,16 +3,15 @@
 from collections.abc import Sequence
 
 import polars as pl
-from dagster import AssetExecutionContext, BackfillPolicy, DagsterInstance, MetadataValue, asset
+from dagster import AssetExecutionContext, BackfillPolicy, MetadataValue, asset
 
 from recsys_assets.core.data import catalog as catalog_core
 from recsys_assets.core.data import retailrocket
 from recsys_assets.core.data.schemas import PROPERTY_AVAILABLE, PROPERTY_CATEGORY, PROPERTY_PRICE
+from recsys_assets.metadata import frame_metadata
 from recsys_assets.partitions import event_days
 from recsys_assets.resources import RetailRocketSource
 from recsys_assets.settings import DUCKDB_POOL
-
-from .metadata import frame_metadata
 
 GROUP = "ingestion"
 
@@ -20,20 +19,6 @@ GROUP = "ingestion"
 # UTC date of the Unix-ms timestamp compares equal to a 'YYYY-MM-DD' key, and needs no extra
 # column (a date cast is ~30x cheaper than formatting the date as text).
 DAY_PARTITION_EXPR = 'cast(epoch_ms("timestamp") as date)'
-
-
-def register_event_days(instance: DagsterInstance, source: RetailRocketSource) -> list[str]:
-    """Add every day of the events file as a partition of ``raw_events``; return all its days.
-
-    The file is read and validated whole (a bad file fails here, naming file, row and column,
-    before anything is written). Days already registered are kept; only new ones are added.
-    """
-    days = retailrocket.event_days(source.events_path)
-    known = set(instance.get_dynamic_partitions(event_days.name))
-    new = [day for day in days if day not in known]
-    if new:
-        instance.add_dynamic_partitions(event_days.name, new)
-    return days
 
 
 @asset(
@@ -49,9 +34,10 @@ def register_event_days(instance: DagsterInstance, source: RetailRocketSource) -
 def raw_events(context: AssetExecutionContext, source: RetailRocketSource) -> pl.DataFrame:
     """RetailRocket ``events.csv`` rows of the materialised days, validated and de-duplicated.
 
-    The days are the file's own (registered by ``register_event_days``). The file is validated
-    whole before anything is written, so a bad file leaves every stored day untouched. Rows on
-    days outside this run are not loaded, and the metadata (and a warning) says how many.
+    The days are the file's own (registered by ``recsys_assets.partitions.register_event_days``).
+    The file is validated whole before anything is written, so a bad file leaves every stored day
+    untouched. Rows on days outside this run are not loaded, and the metadata (and a warning)
+    says how many.
     """
     events, report = retailrocket.read_events(source.events_path)
     days = context.partition_keys

@@ -1,0 +1,1 @@
+"""Shop analytics: conversion funnel, activity heat-map, RFM segments, association rules."""

@@ -1,0 +1,1 @@
+"""Raw RetailRocket files into DuckDB: events by day, category tree, properties, catalog."""

@@ -1,0 +1,1 @@
+"""Cleaned, sessionised interactions and the temporal train/valid/test split."""

@@ -1,0 +1,1 @@
+"""Recommenders per model partition: tuning, training, lists, metrics; the leaderboard."""

@@ -1,0 +1,1 @@
+"""Publishing: the serving bundle written to Redis."""
