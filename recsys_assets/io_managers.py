@@ -1,13 +1,52 @@
-"""The DuckDB-backed model store as a Dagster IO manager (one versioned row per training run)."""
+"""IO managers: the DuckDB warehouse (polars tables) and the model store (versioned models)."""
 
 from __future__ import annotations
 
+import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
 from typing import Any
 
-from dagster import ConfigurableIOManager, InputContext, MetadataValue, OutputContext
+import duckdb
+import polars as pl
+from dagster import (
+    ConfigurableIOManager,
+    InitResourceContext,
+    InputContext,
+    MetadataValue,
+    OutputContext,
+)
+from dagster_duckdb_polars import DuckDBPolarsIOManager, DuckDBPolarsTypeHandler
 
-from recsys_assets.core.models.store import ModelStore
+from recsys_assets.core.models.store import ModelStore, ModelVersionNotFoundError, StoredModel
+
+# Input metadata (``AssetIn(metadata={MISSING_TABLE_IS_EMPTY: True})``) for an upstream asset that
+# is optional: a table never materialised loads as an empty frame instead of failing the run.
+MISSING_TABLE_IS_EMPTY = "missing_table_is_empty"
+
+
+class _OptionalTablesHandler(DuckDBPolarsTypeHandler):
+    def load_input(self, context: InputContext, table_slice, connection) -> pl.DataFrame:
+        try:
+            return super().load_input(context, table_slice, connection)
+        except duckdb.CatalogException:
+            if not (context.definition_metadata or {}).get(MISSING_TABLE_IS_EMPTY):
+                raise
+            return pl.DataFrame()
+
+
+class WarehouseIOManager(DuckDBPolarsIOManager):
+    """The DuckDB/polars IO manager, creating the warehouse's folder when a run first needs it."""
+
+    def setup_for_execution(self, context: InitResourceContext) -> None:
+        Path(self.database).parent.mkdir(parents=True, exist_ok=True)
+        super().setup_for_execution(context)
+
+    @staticmethod
+    def type_handlers() -> list[DuckDBPolarsTypeHandler]:
+        return [_OptionalTablesHandler()]
 
 
 @dataclass
@@ -19,13 +58,25 @@ class TrainedModel:
     train_seconds: float
     info: dict[str, Any] = field(default_factory=dict)
     version: int | None = None  # set by the store
+    # as stored (filled when loaded): metrics are attached by model_metrics after training
+    params: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+    created_at: datetime | None = None
+
+
+def _wants_mapping(context: InputContext) -> bool:
+    annotation = context.dagster_type.typing_type
+    return annotation is dict or typing.get_origin(annotation) in (dict, Mapping)
 
 
 class ModelStoreIOManager(ConfigurableIOManager):
     """Stores each output as a new version in ``{schema}.model_store``; loads the latest one.
 
     An input can pin an older version with ``AssetIn(metadata={"model_version": N})``; a version
-    that does not exist is a clear ``ModelVersionNotFoundError``.
+    that does not exist is a clear ``ModelVersionNotFoundError``. An unpartitioned consumer of
+    several model partitions (an input annotated ``dict[str, TrainedModel]`` with a partition
+    mapping such as ``AllPartitionMapping``) gets the latest version of each mapped model that
+    was ever trained, by name.
     """
 
     database: str
@@ -48,16 +99,29 @@ class ModelStoreIOManager(ConfigurableIOManager):
             }
         )
 
-    def load_input(self, context: InputContext) -> TrainedModel:
-        from recsys_assets.core.models.registry import model_from_bytes
-
-        name = context.asset_partition_key
+    def load_input(self, context: InputContext) -> TrainedModel | dict[str, TrainedModel]:
+        if _wants_mapping(context):
+            models = {}
+            for name in context.asset_partition_keys:
+                try:
+                    models[name] = _trained(self.store.load(name))
+                except ModelVersionNotFoundError:
+                    continue  # a model never trained; the consumer says whether it needs it
+            return models
         version = (context.definition_metadata or {}).get("model_version")
-        stored = self.store.load(name, version)
-        return TrainedModel(
-            name=name,
-            model=model_from_bytes(name, stored.payload),
-            train_seconds=float(stored.info.get("train_seconds", float("nan"))),
-            info=stored.info,
-            version=stored.version,
-        )
+        return _trained(self.store.load(context.asset_partition_key, version))
+
+
+def _trained(stored: StoredModel) -> TrainedModel:
+    from recsys_assets.core.models.registry import model_from_bytes
+
+    return TrainedModel(
+        name=stored.model,
+        model=model_from_bytes(stored.model, stored.payload),
+        train_seconds=float(stored.info.get("train_seconds", float("nan"))),
+        info=stored.info,
+        version=stored.version,
+        params=stored.params,
+        metrics=stored.metrics,
+        created_at=stored.created_at,
+    )

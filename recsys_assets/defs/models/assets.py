@@ -10,8 +10,16 @@ import time
 from datetime import UTC, datetime
 
 import polars as pl
-from dagster import AssetExecutionContext, AssetIn, Config, MetadataValue, ResourceParam, asset
-from dagster_duckdb import DuckDBResource
+from dagster import (
+    AssetExecutionContext,
+    AssetIn,
+    Config,
+    IdentityPartitionMapping,
+    MetadataValue,
+    ResourceParam,
+    SpecificPartitionsPartitionMapping,
+    asset,
+)
 from dagster_mlflow.resources import MlFlow
 
 from recsys_assets.core.data.training_data import build_training_data
@@ -20,13 +28,12 @@ from recsys_assets.core.evaluation.metrics import ranking_metrics
 from recsys_assets.core.evaluation.next_item import next_item_events
 from recsys_assets.core.evaluation.next_item import session_metrics as session_protocol
 from recsys_assets.core.models.registry import create_model, get_model_class
-from recsys_assets.io_managers import TrainedModel
+from recsys_assets.io_managers import MISSING_TABLE_IS_EMPTY, TrainedModel
+from recsys_assets.metadata import frame_metadata, markdown_table
 from recsys_assets.partitions import model_partitions
 from recsys_assets.resources import ModelStoreResource
-from recsys_assets.settings import DUCKDB_POOL, DUCKDB_SCHEMA
+from recsys_assets.settings import DUCKDB_POOL
 from recsys_assets.tracking import log_to_mlflow
-
-from .metadata import frame_metadata, markdown_table
 
 GROUP = "models"
 FINAL_TRAINING_SPLITS = ("train", "valid")
@@ -35,6 +42,16 @@ SESSION_MODELS = ("popular", "item_knn")
 # Evaluation needs only who saw what in which split: loading 3 of the 8 columns of `splits` saves
 # seconds per asset at scale 1.0.
 TARGET_COLUMNS = ["user_id", "item_id", "split"]
+# A table of one model's rows (the IO manager rewrites `WHERE model = <partition>`) computed
+# against the test targets.
+PER_MODEL_TEST_TABLE = dict(
+    group_name=GROUP,
+    partitions_def=model_partitions,
+    pool=DUCKDB_POOL,
+    metadata={"partition_expr": "model"},
+    ins={"splits": AssetIn(metadata={"columns": TARGET_COLUMNS})},
+    kinds={"duckdb", "polars"},
+)
 
 
 class TuningConfig(Config):
@@ -155,42 +172,32 @@ def _trial_logger(context: AssetExecutionContext, n_trials: int):
     return log_trial
 
 
-def _tuned_params(warehouse: DuckDBResource, name: str) -> dict | None:
-    """The stored best parameters for ``name``, or None when it was never tuned."""
-    with warehouse.get_connection() as con:
-        exists = con.execute(
-            "select count(*) from information_schema.tables "
-            "where table_schema = ? and table_name = 'tuned_params'",
-            [DUCKDB_SCHEMA],
-        ).fetchone()[0]
-        if not exists:
-            return None
-        row = con.execute(
-            f"select params_json from {DUCKDB_SCHEMA}.tuned_params where model = ?", [name]
-        ).fetchone()
-    return json.loads(row[0]) if row else None
-
-
 @asset(
     group_name=GROUP,
     partitions_def=model_partitions,
     pool=DUCKDB_POOL,
     io_manager_key="model_io_manager",
-    # Tuning is optional: trained_model reads the best parameters when they exist, else defaults.
-    deps=["tuned_params"],
+    ins={
+        # Tuning is optional: the model's own tuned_params row when it was tuned, else defaults
+        # (a never-materialised tuned_params loads as an empty frame).
+        "tuned_params": AssetIn(
+            partition_mapping=IdentityPartitionMapping(),
+            metadata={MISSING_TABLE_IS_EMPTY: True},
+        )
+    },
     kinds={"duckdb"},
 )
 def trained_model(
     context: AssetExecutionContext,
-    warehouse: DuckDBResource,
     mlflow: ResourceParam[MlFlow],
+    tuned_params: pl.DataFrame,
     splits: pl.DataFrame,
     item_catalog: pl.DataFrame,
     category_tree: pl.DataFrame,
 ) -> TrainedModel:
     """One model fitted on train+valid, stored as a new version in ``recsys.model_store``."""
     name = context.partition_key
-    tuned = _tuned_params(warehouse, name)
+    tuned = json.loads(tuned_params["params_json"][0]) if tuned_params.height else None
     params = {**get_model_class(name).default_params(), **(tuned or {})}
     data = build_training_data(
         splits, item_catalog, category_tree, use_splits=FINAL_TRAINING_SPLITS
@@ -238,14 +245,7 @@ def trained_model(
     return TrainedModel(name=name, model=model, train_seconds=train_seconds, info=info)
 
 
-@asset(
-    group_name=GROUP,
-    partitions_def=model_partitions,
-    pool=DUCKDB_POOL,
-    metadata={"partition_expr": "model"},
-    ins={"splits": AssetIn(metadata={"columns": TARGET_COLUMNS})},
-    kinds={"duckdb", "polars"},
-)
+@asset(**PER_MODEL_TEST_TABLE)
 def eval_recommendations(
     context: AssetExecutionContext, trained_model: TrainedModel, splits: pl.DataFrame
 ) -> pl.DataFrame:
@@ -268,14 +268,7 @@ def eval_recommendations(
     return lists
 
 
-@asset(
-    group_name=GROUP,
-    partitions_def=model_partitions,
-    pool=DUCKDB_POOL,
-    metadata={"partition_expr": "model"},
-    ins={"splits": AssetIn(metadata={"columns": TARGET_COLUMNS})},
-    kinds={"duckdb", "polars"},
-)
+@asset(**PER_MODEL_TEST_TABLE)
 def model_metrics(
     context: AssetExecutionContext,
     model_store: ModelStoreResource,
@@ -321,27 +314,36 @@ def model_metrics(
 @asset(
     group_name=GROUP,
     pool=DUCKDB_POOL,
-    deps=["trained_model"],
+    ins={
+        # only the models that implement the protocol: their partitions, nothing else loaded
+        "trained_model": AssetIn(
+            partition_mapping=SpecificPartitionsPartitionMapping(list(SESSION_MODELS))
+        )
+    },
     kinds={"duckdb", "polars"},
 )
 def session_metrics(
-    context: AssetExecutionContext, model_store: ModelStoreResource, splits: pl.DataFrame
+    context: AssetExecutionContext, trained_model: dict[str, TrainedModel], splits: pl.DataFrame
 ) -> pl.DataFrame:
     """Next-item Recall@20 / MRR@20 over test sessions (the GRU4Rec papers' protocol)."""
-    from recsys_assets.core.models.registry import model_from_bytes
-
+    missing = [name for name in SESSION_MODELS if name not in trained_model]
+    if missing:
+        raise ValueError(
+            f"session_metrics needs trained_model for {missing}: materialise those partitions "
+            "first (dagster asset materialize --select trained_model --partition <name>)"
+        )
     prefixes, targets = next_item_events(splits, split="test", max_events=50_000, seed=0)
     rows = []
     for name in SESSION_MODELS:
-        stored = model_store.store.load(name)
-        model = model_from_bytes(name, stored.payload)
+        trained = trained_model[name]
+        model = trained.model
         context.log.info(f"session protocol: {name} on {len(targets):,} next-item events")
         start = time.perf_counter()
         result = session_protocol(model.recommend_session, prefixes, targets, k=20)
         rows.append(
             {
                 "model": name,
-                "model_version": stored.version,
+                "model_version": trained.version,
                 "recall_at_20": float(result["recall_at_20"]),
                 "mrr_at_20": float(result["mrr_at_20"]),
                 "n_events": int(result["n_events"]),

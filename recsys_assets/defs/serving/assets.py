@@ -4,15 +4,21 @@ import json
 import time
 
 import polars as pl
-from dagster import AssetExecutionContext, Config, MetadataValue, asset
+from dagster import (
+    AllPartitionMapping,
+    AssetExecutionContext,
+    AssetIn,
+    Config,
+    MetadataValue,
+    asset,
+)
 
-from recsys_assets.core.models.registry import model_from_bytes
 from recsys_assets.core.serving_bundle import BundleLimits, PublishedModel, build_serving_bundle
-from recsys_assets.resources import ModelStoreResource, RedisResource
+from recsys_assets.io_managers import TrainedModel
+from recsys_assets.metadata import frame_metadata
+from recsys_assets.resources import RedisResource
 from recsys_assets.settings import DUCKDB_POOL
 from recsys_serving.redis_layout import publish_bundle
-
-from .metadata import frame_metadata
 
 
 class PublishConfig(Config):
@@ -31,14 +37,15 @@ class PublishConfig(Config):
 @asset(
     group_name="serving",
     pool=DUCKDB_POOL,
-    deps=["trained_model"],
+    # every model partition: the leaderboard decides which of them are published
+    ins={"trained_model": AssetIn(partition_mapping=AllPartitionMapping())},
     kinds={"redis", "duckdb"},
 )
 def serving_bundle(
     context: AssetExecutionContext,
     config: PublishConfig,
     redis: RedisResource,
-    model_store: ModelStoreResource,
+    trained_model: dict[str, TrainedModel],
     leaderboard: pl.DataFrame,
     splits: pl.DataFrame,
     item_catalog: pl.DataFrame,
@@ -48,16 +55,16 @@ def serving_bundle(
     A complete new version is written under its own prefix before one pointer key is switched, so
     the service never sees half a bundle; a failed publish leaves the previous version serving.
     """
-    models = {}
-    for row in leaderboard.iter_rows(named=True):
-        stored = model_store.store.load(row["model"], row["model_version"])
-        models[row["model"]] = PublishedModel(
-            model=model_from_bytes(row["model"], stored.payload),
-            version=stored.version,
-            trained_at=str(stored.info.get("trained_at", stored.created_at.isoformat())),
-            metrics={k: float(v) for k, v in stored.metrics.items()},
-            params=stored.params,
+    models = {
+        name: PublishedModel(
+            model=trained.model,
+            version=trained.version,
+            trained_at=str(trained.info.get("trained_at", trained.created_at.isoformat())),
+            metrics={k: float(v) for k, v in trained.metrics.items()},
+            params=trained.params,
         )
+        for name, trained in published_models(trained_model, leaderboard).items()
+    }
     default = config.default_model or str(leaderboard["model"][0])
     experiment = None
     if config.ab_control and config.ab_treatment:
@@ -122,3 +129,22 @@ def serving_bundle(
         )
     )
     return table
+
+
+def published_models(
+    trained: dict[str, TrainedModel], leaderboard: pl.DataFrame
+) -> dict[str, TrainedModel]:
+    """The leaderboard's models, each the very version it scored (so the published metrics and
+    the champion are those of the served model); a model retrained since is a clear error."""
+    chosen = {}
+    for row in leaderboard.select("model", "model_version").iter_rows(named=True):
+        name, scored = row["model"], row["model_version"]
+        latest = trained.get(name)
+        if latest is None or latest.version != scored:
+            found = "no trained version" if latest is None else f"version {latest.version}"
+            raise ValueError(
+                f"the leaderboard scored {name} version {scored} but trained_model has {found}: "
+                f"materialise eval_recommendations and model_metrics for {name}, then leaderboard"
+            )
+        chosen[name] = latest
+    return chosen
