@@ -64,11 +64,23 @@ def test_same_millisecond_events_are_ordered_view_cart_transaction():
     assert out["event"].to_list() == ["view", "addtocart", "transaction"]
 
 
-def test_duplicates_dropped_and_counted():
-    row = (T0, 1, "view", 5, None)
-    out, report = clean_interactions(events([row, row, row, (T0 + 1, 1, "view", 6, None)]))
-    assert (report.rows_in, report.duplicates_dropped, report.rows_out) == (4, 2, 2)
-    assert out.height == 2
+def test_duplicates_dropped_and_counted_once_when_the_file_is_read(tmp_path):
+    """Exact repeats are dropped (and counted) by the reader; cleaning gets them no more."""
+    from recsys_assets.core.data.retailrocket import read_events
+
+    path = tmp_path / "events.csv"
+    row = f"{T0},1,view,5,"
+    path.write_text(
+        "\n".join(
+            ["timestamp,visitorid,event,itemid,transactionid", row, row, row, f"{T0 + 1},1,view,6,"]
+        )
+        + "\n"
+    )
+    raw, read = read_events(path)
+    assert (read.rows_read, read.duplicates_dropped, read.rows) == (4, 2, 2)
+    out, report = clean_interactions(raw)
+    assert (report.rows_in, report.rows_out) == (2, 2)
+    assert out["item_id"].to_list() == [5, 6]
 
 
 def test_sessions_split_strictly_after_the_gap():

@@ -2,8 +2,8 @@
 
 Rules (documented here because reports and tests depend on them):
 
-* Exact duplicate events are dropped first (``read_events`` already does this; doing it again
-  keeps the function safe on frames from elsewhere).
+* Exact duplicate events are not looked for here: ``read_events`` drops and counts them once,
+  when the file is read (the ``raw_events`` metadata reports them).
 * Bot / outlier visitors (:class:`BotRule`) are dropped with all their events. Real
   RetailRocket has a handful of visitors with thousands of events that would otherwise
   dominate popularity and co-occurrence counts.
@@ -20,7 +20,6 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from recsys_assets.core.data.retailrocket import drop_exact_duplicates
 from recsys_assets.core.data.schemas import (
     DEFAULT_EVENT_WEIGHTS,
     DEFAULT_SESSION_GAP_MINUTES,
@@ -44,7 +43,6 @@ class BotRule:
 @dataclass
 class CleaningReport:
     rows_in: int
-    duplicates_dropped: int
     bot_visitors: int
     bot_events_dropped: int
     rows_out: int
@@ -99,8 +97,7 @@ def clean_interactions(
         )
 
     rows_in = events.height
-    df = drop_exact_duplicates(events.select(list(RAW_EVENTS_SCHEMA)))
-    duplicates = rows_in - df.height
+    df = events.select(list(RAW_EVENTS_SCHEMA))
 
     bots = bot_visitors(df, bot_rule)
     before = df.height
@@ -127,7 +124,6 @@ def clean_interactions(
     )
     report = CleaningReport(
         rows_in=rows_in,
-        duplicates_dropped=duplicates,
         bot_visitors=bots.len(),
         bot_events_dropped=bot_events,
         rows_out=df.height,

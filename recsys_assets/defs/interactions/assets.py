@@ -6,9 +6,8 @@ from dagster import AssetExecutionContext, Config, MetadataValue, asset
 from recsys_assets.core.data import interactions as interactions_core
 from recsys_assets.core.data import splits as splits_core
 from recsys_assets.core.data.schemas import DEFAULT_EVENT_WEIGHTS, DEFAULT_SESSION_GAP_MINUTES
+from recsys_assets.metadata import frame_metadata
 from recsys_assets.settings import DUCKDB_POOL
-
-from .metadata import frame_metadata
 
 GROUP = "interactions"
 
@@ -28,7 +27,7 @@ class InteractionsConfig(Config):
 def interactions(
     context: AssetExecutionContext, config: InteractionsConfig, raw_events: pl.DataFrame
 ) -> pl.DataFrame:
-    """Events with bots removed, duplicates dropped, event weights and 30-minute sessions."""
+    """Events with bots removed, event weights and 30-minute sessions (duplicates: raw_events)."""
     cleaned, report = interactions_core.clean_interactions(
         raw_events,
         weights={
@@ -46,7 +45,6 @@ def interactions(
         frame_metadata(
             cleaned,
             rows_in=report.rows_in,
-            duplicates_dropped=report.duplicates_dropped,
             bot_visitors=report.bot_visitors,
             bot_events_dropped=report.bot_events_dropped,
             users=report.users,
