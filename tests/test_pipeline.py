@@ -132,7 +132,13 @@ def test_eval_recommendations_reproduce_model_metrics(warehouse):
         assert math.isclose(row["recall_at_10"], r / users, rel_tol=1e-9)
         assert math.isclose(row["ndcg_at_10"], n / users, rel_tol=1e-9)
         assert math.isclose(row["hit_rate_at_10"], h / users, rel_tol=1e-9)
-        assert row["train_seconds"] >= 0
+        # the training time measured by trained_model, as stored with the scored version
+        stored = warehouse.sql(
+            "select cast(info->>'train_seconds' as double) from recsys.model_store "
+            "where model = ? and version = ?",
+            [row["model"], row["model_version"]],
+        ).fetchone()[0]
+        assert row["train_seconds"] == stored and 0 < stored < 600
 
 
 def test_leaderboard_and_model_store(warehouse):
