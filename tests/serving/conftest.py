@@ -150,5 +150,11 @@ def make_bundle():
 
 
 @pytest.fixture
+def make_gru():
+    """The hand-made network builder (``make_gru(seed=1)`` for another one)."""
+    return hand_gru
+
+
+@pytest.fixture
 def admin_token():
     return ADMIN
