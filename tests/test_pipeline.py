@@ -133,7 +133,7 @@ def test_eval_recommendations_reproduce_model_metrics(warehouse):
         assert math.isclose(row["ndcg_at_10"], n / users, rel_tol=1e-9)
         assert math.isclose(row["hit_rate_at_10"], h / users, rel_tol=1e-9)
         # the training time measured by trained_model, as stored with the scored version
-        stored = warehouse.sql(
+        stored = warehouse.execute(
             "select cast(info->>'train_seconds' as double) from recsys.model_store "
             "where model = ? and version = ?",
             [row["model"], row["model_version"]],
