@@ -1,0 +1,1 @@
+"""Experiments over the evaluated models: offline A/B tests, CTR, financial impact, ablation."""
