@@ -15,16 +15,15 @@ import shutil
 import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from chromium import DevTools, headless_chromium, requires_chromium
 
 REPO = Path(__file__).resolve().parents[1]
-CHROMIUM = Path("/usr/bin/chromium")
 # Models the leaderboard needs at least: session_metrics scores these two.
 UI_MODELS = ("popular", "item_knn")
 # A MetadataValue flattened to text by str(): the defect this module guards against.
@@ -172,78 +171,10 @@ def webserver(ui_home, tmp_path_factory):
             proc.wait()
 
 
-class DevTools:
-    """Just enough of the Chrome DevTools protocol: calls, evaluation, waiting for a page."""
-
-    def __init__(self, ws_url: str):
-        from websockets.sync.client import connect
-
-        self.ws = connect(ws_url, max_size=None, open_timeout=10)
-        self.next_id = 0
-
-    def call(self, method: str, **params) -> dict:
-        self.next_id += 1
-        self.ws.send(json.dumps({"id": self.next_id, "method": method, "params": params}))
-        while True:
-            msg = json.loads(self.ws.recv(timeout=30))
-            if msg.get("id") == self.next_id:
-                if "error" in msg:
-                    raise RuntimeError(f"{method}: {msg['error']}")
-                return msg.get("result", {})
-
-    def js(self, expression: str):
-        result = self.call("Runtime.evaluate", expression=expression, returnByValue=True)
-        if "exceptionDetails" in result:
-            raise RuntimeError(result["exceptionDetails"])
-        return result["result"].get("value")
-
-    def wait_js(self, expression: str, timeout: float = 30.0, what: str = ""):
-        """Poll ``expression`` until it is truthy: the UI is a React app that renders late."""
-        deadline = time.monotonic() + timeout
-        while not (value := self.js(expression)):
-            assert time.monotonic() < deadline, f"not seen in {timeout} s: {what or expression}"
-            time.sleep(0.1)
-        return value
-
-
 @pytest.fixture(scope="module")
 def chromium(tmp_path_factory):
-    profile = tmp_path_factory.mktemp("chromium-profile")
-    proc = subprocess.Popen(
-        [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--no-first-run", "--disable-dev-shm-usage", f"--user-data-dir={profile}",
-         "--remote-debugging-port=0", "--window-size=1400,1000", "about:blank"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )  # fmt: skip
-    found: list[str] = []
-    ready = threading.Event()
-
-    def read_stderr():  # Chromium announces its DevTools port on stderr
-        for line in proc.stderr:
-            m = re.search(r"DevTools listening on (ws://\S+)", line)
-            if m and not found:
-                found.append(m.group(1))
-                ready.set()
-
-    threading.Thread(target=read_stderr, daemon=True).start()
-    try:
-        assert ready.wait(30), "chromium did not start its DevTools endpoint"
-        port = re.search(r"ws://[^:/]+:(\d+)/", found[0]).group(1)
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=5) as resp:
-            pages = [t for t in json.load(resp) if t["type"] == "page"]
-        tab = DevTools(pages[0]["webSocketDebuggerUrl"])
+    with headless_chromium(tmp_path_factory.mktemp("chromium-profile"), "1400,1000") as tab:
         yield tab
-        tab.ws.close()
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 # The asset page's metadata table: one <tr> per entry, its key in the first cell. Short markdown
@@ -310,7 +241,7 @@ def _screenshot(tab: DevTools, path: Path) -> Path:
 
 
 @pytest.mark.browser
-@pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed")
+@requires_chromium
 def test_plots_render_as_images_and_markdown_tables_as_tables(webserver, chromium, tmp_path):
     _open_asset(chromium, webserver, "conversion_funnel")
     # the defect showed every markdown value as the text "MarkdownMetadataValue(md_str='…"
