@@ -1,0 +1,11 @@
+"""Offline experiments over stored recommendation lists: statistics, outcomes, CTR and money.
+
+- ``assignment``: users to arms by a stable seeded hash;
+- ``stats``: Welch and paired t-tests, sample-ratio mismatch, Holm / Benjamini–Hochberg,
+  minimum detectable effect, CUPED;
+- ``bootstrap``: vectorised (paired) bootstrap of means over users;
+- ``outcomes``: per-user hit@K, NDCG@K, click, add-to-cart, purchase per model;
+- ``ab_report``, ``ctr``, ``revenue``: the report tables; ``plots``: their figures.
+
+Pure code: numpy, scipy, polars and matplotlib only (no Dagster).
+"""
