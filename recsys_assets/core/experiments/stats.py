@@ -51,7 +51,8 @@ def welch_test(control, treatment) -> TestResult:
     a, b = _vector(control, "control"), _vector(treatment, "treatment")
     ma = float(a.mean()) if a.size else float("nan")
     mb = float(b.mean()) if b.size else float("nan")
-    if a.size < 2 or b.size < 2:
+    if a.size < 2 or b.size < 2 or (np.ptp(a) == 0 and np.ptp(b) == 0):
+        # (no variation in either arm: the t statistic is 0/0; scipy would warn and say NaN)
         se = t = df = p = float("nan")
     else:
         va, vb = a.var(ddof=1) / a.size, b.var(ddof=1) / b.size
@@ -72,7 +73,7 @@ def paired_test(control, treatment) -> TestResult:
         )
     ma = float(a.mean()) if a.size else float("nan")
     mb = float(b.mean()) if b.size else float("nan")
-    if a.size < 2:
+    if a.size < 2 or np.ptp(b - a) == 0:
         se = t = p = float("nan")
     else:
         se = float((b - a).std(ddof=1) / np.sqrt(a.size))
