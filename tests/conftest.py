@@ -71,6 +71,7 @@ def pipeline_run(pipeline_settings):
     registration of the event days, then every stage planned from the Definitions.
     """
     from dagster import DagsterInstance
+    from quick_models import quick_run_config
 
     from recsys_assets.definitions import build_definitions
     from recsys_assets.pipeline import run_all
@@ -78,7 +79,8 @@ def pipeline_run(pipeline_settings):
     defs = build_definitions(pipeline_settings)
     try:
         with DagsterInstance.ephemeral() as instance:
-            run_all(defs, instance, echo=lambda line: None)
+            # fewer epochs for the torch models, through the run config (quick_models.py)
+            run_all(defs, instance, run_config=quick_run_config(), echo=lambda line: None)
             yield pipeline_settings, instance
     finally:
         import redis

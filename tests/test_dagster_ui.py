@@ -24,8 +24,8 @@ import pytest
 from chromium import DevTools, headless_chromium, requires_chromium
 
 REPO = Path(__file__).resolve().parents[1]
-# Models the leaderboard needs at least: session_metrics scores these two.
-UI_MODELS = ("popular", "item_knn")
+# Models the leaderboard needs at least: session_metrics scores these three.
+UI_MODELS = ("popular", "item_knn", "gru4rec")
 # A MetadataValue flattened to text by str(): the defect this module guards against.
 REPR_TEXT = re.compile(r"^\w+MetadataValue\(")
 
@@ -43,6 +43,7 @@ UI_ASSETS = (
 def ui_home(tmp_path_factory, small_raw_dir):
     """DAGSTER_HOME and RECSYS_* env of a persistent instance holding materialised assets."""
     from dagster import AssetKey, DagsterInstance
+    from quick_models import quick_run_config
 
     from recsys_assets.definitions import build_definitions
     from recsys_assets.partitions import model_partitions
@@ -72,7 +73,13 @@ def ui_home(tmp_path_factory, small_raw_dir):
         prepare_raw_data(defs, instance)
         for stage in plan_stages(defs, [AssetKey(a) for a in UI_ASSETS]):
             models = stage.partitions_def == model_partitions
-            run_stage(defs, instance, stage, partition_keys=UI_MODELS if models else None)
+            run_stage(
+                defs,
+                instance,
+                stage,
+                partition_keys=UI_MODELS if models else None,
+                run_config=quick_run_config(),  # GRU4Rec with fewer epochs
+            )
     return env
 
 

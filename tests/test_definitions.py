@@ -51,7 +51,9 @@ def test_definitions_load_and_graph_shape():
     assert AssetKey("interactions") in graph.get(AssetKey("association_rules")).parent_keys
 
     models = graph.get(AssetKey("trained_model")).partitions_def.get_partition_keys()
-    assert {"popular", "als", "item_knn", "content_based"} <= set(models)
+    assert set(models) == {
+        "popular", "als", "item_knn", "content_based", "ncf", "gru4rec", "hybrid"
+    }  # fmt: skip
     assert AssetKey("trained_model") in graph.get(AssetKey("eval_recommendations")).parent_keys
 
     # Every asset writes to the DuckDB file, so every asset is in the single-slot pool.
@@ -217,4 +219,5 @@ def test_models_reach_their_consumers_as_inputs_not_lookups():
     upstream = session.get_upstream_mapped_partitions_result_for_partitions(
         None, None, models, dynamic_partitions_store=None
     ).partitions_subset.get_partition_keys()
-    assert sorted(upstream) == ["item_knn", "popular"]
+    # Popularity (the baseline) and the models with a native session mode
+    assert sorted(upstream) == ["gru4rec", "item_knn", "popular"]

@@ -138,3 +138,45 @@ def test_search_space_and_bad_params():
         NCFRecommender(mlp_layers=[])
     with pytest.raises(ValueError, match="loss"):
         NCFRecommender(loss="hinge")
+
+
+def test_two_stage_top_k_against_exact_scoring(model, data):
+    """Candidates from the linearised model, then exact NeuMF: compared with exact scoring of
+    the whole catalogue (score_candidates 0) on the same fitted network."""
+    users = data.user_ids[: min(400, data.n_users)]
+    model.params["score_candidates"] = 0
+    try:
+        exact = model.recommend(users, k=20)
+        n_cand = max(20, data.n_items // 8)
+        model.params["score_candidates"] = n_cand
+        two = model.recommend(users, k=20)
+        model.params["score_candidates"] = data.n_items  # every item a candidate: exact again
+        everything = model.recommend(users, k=20)
+    finally:
+        model.params["score_candidates"] = FAST.get("score_candidates", 1000)
+    np.testing.assert_array_equal(everything.item_ids, exact.item_ids)
+    overlap = np.mean(
+        [len(set(a) & set(b)) / 20 for a, b in zip(two.item_ids, exact.item_ids, strict=True)]
+    )
+    print(f"two-stage ({n_cand} of {data.n_items} items) top-20 overlap with exact: {overlap:.3f}")
+    assert overlap >= 0.9, overlap
+    # the second stage's scores are the network's exact scores of those items, in order
+    rows = data.user_index(users[:50])
+    dense = model._score(rows)
+    cols = data.item_index(two.item_ids[:50].ravel()).reshape(50, 20)
+    np.testing.assert_allclose(
+        two.scores[:50], np.take_along_axis(dense, cols, axis=1), rtol=1e-5, atol=1e-5
+    )
+    assert (np.diff(two.scores, axis=1) <= 0).all()
+
+
+def test_one_layer_mlp_scores_and_recommends(data):
+    """mlp_layers of one size (no hidden layer, search-space depth 1): the MLP tower is then a
+    product form, scored without pairs; it must equal the network on every pair."""
+    m = NCFRecommender(**{**FAST, "n_epochs": 1, "mlp_layers": [16]}).fit(data)
+    users = torch.arange(5)
+    fast = m.net.score_all(users, m.net.item_parts())
+    with torch.no_grad():
+        pairs = m.net(users.repeat_interleave(data.n_items), torch.arange(data.n_items).repeat(5))
+    torch.testing.assert_close(fast, pairs.reshape(5, data.n_items), atol=1e-5, rtol=1e-5)
+    assert (m.recommend(data.user_ids[:5], k=10).item_ids >= 0).all()

@@ -110,7 +110,10 @@ def test_eval_recommendations_reproduce_model_metrics(warehouse):
         targets.setdefault(user, set()).add(item)
     metrics = _table(warehouse, "model_metrics")
     lists = _table(warehouse, "eval_recommendations")
-    assert set(metrics["model"]) == {"popular", "als", "item_knn", "content_based"}
+    from recsys_assets.core.models.registry import MODEL_REGISTRY
+
+    # every registered model (the four classic ones, NCF, GRU4Rec and the Hybrid) was scored
+    assert set(metrics["model"]) == set(MODEL_REGISTRY) >= {"ncf", "gru4rec", "hybrid"}
     for row in metrics.iter_rows(named=True):
         model_lists = lists.filter(pl.col("model") == row["model"]).sort("user_id", "rank")
         by_user = {
@@ -151,6 +154,35 @@ def test_leaderboard_and_model_store(warehouse):
     assert {m for m, _, _ in store} == set(board["model"])
     assert all(n >= 1 and size > 0 for _, n, size in store)
     sessions = _table(warehouse, "session_metrics")
+    # Popularity (the baseline) and the models with a native session mode
+    assert set(sessions["model"]) == {"popular", "item_knn", "gru4rec"}
     rec = dict(zip(sessions["model"], sessions["recall_at_20"], strict=True))
-    # the planted within-session transitions are what ItemKNN's session mode finds
+    mrr = dict(zip(sessions["model"], sessions["mrr_at_20"], strict=True))
+    # the planted within-session transitions are what the session models find
     assert rec["item_knn"] > 2 * rec["popular"]
+    assert rec["gru4rec"] > 2 * rec["popular"] and mrr["gru4rec"] > 2 * mrr["popular"]
+    assert (
+        board.filter(pl.col("model") == "gru4rec")["session_recall_at_20"].item()
+        == (rec["gru4rec"])
+    )
+
+
+def test_hybrid_row_and_its_sources(warehouse):
+    """The Hybrid is on the leaderboard, above Popularity, built from every other model."""
+    import json
+
+    from recsys_assets.core.models.registry import MODEL_REGISTRY
+
+    board = _table(warehouse, "leaderboard")
+    ndcg = dict(zip(board["model"], board["ndcg_at_10"], strict=True))
+    assert set(ndcg) == set(MODEL_REGISTRY)
+    assert ndcg["hybrid"] > ndcg["popular"], ndcg
+    version = board.filter(pl.col("model") == "hybrid")["model_version"].item()
+    params = json.loads(
+        warehouse.execute(
+            "select params from recsys.model_store where model = 'hybrid' and version = ?",
+            [version],
+        ).fetchone()[0]
+    )
+    # the sources it was fitted with: every registered model but itself
+    assert sorted(params["sources"]) == sorted(set(MODEL_REGISTRY) - {"hybrid"})

@@ -12,6 +12,7 @@ import logging
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -81,6 +82,11 @@ class Recommender(ABC):
 
     name: ClassVar[str]
     session_aware: ClassVar[bool] = False  # True when _score_sessions is implemented
+    # Optuna budget of the tuned_params asset for this model (its run config may override):
+    # at most this many trials, and no new trial after this many seconds. A model whose fit
+    # is expensive declares a smaller budget here, beside its search space.
+    tuning_trials: ClassVar[int] = 6
+    tuning_timeout_seconds: ClassVar[float] = 120.0
 
     def __init__(self, **params: Any) -> None:
         defaults = self.default_params()
@@ -107,6 +113,12 @@ class Recommender(ABC):
     @abstractmethod
     def search_space(cls, trial: optuna.Trial) -> dict[str, Any]:
         """Hyper-parameters suggested by an Optuna ``trial`` (a subset of ``default_params``)."""
+
+    @classmethod
+    def tuning_context(cls) -> AbstractContextManager[None]:
+        """Entered around a whole tuning study (every trial's fit): a model may keep state
+        that trials can share there (the Hybrid reuses its fitted sources). Default: nothing."""
+        return nullcontext()
 
     @abstractmethod
     def _fit(self, data: TrainingData) -> None:

@@ -24,9 +24,12 @@ Stored without pickle: each source's own bytes, the trees as numpy arrays (walke
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
@@ -44,6 +47,9 @@ from recsys_assets.core.models.hybrid_candidates import (
     merge_sources,
 )
 from recsys_assets.core.models.hybrid_features import (
+    ITEM_FEATURES,
+    PAIR_FEATURES,
+    USER_FEATURES,
     FeatureContext,
     build_context,
     candidate_features,
@@ -60,14 +66,41 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 OWN_SOURCES = ("category_popular", "trending")
+# The re-ranker's feature groups, in the column order of ``feature_names``: "source" is every
+# source's score, rank and gap. ``drop_feature_groups`` hides groups from the ranker (ablation).
+FEATURE_GROUPS = ("item", "user", "pair", "source")
 # Users per candidate batch while building the re-ranker's training set.
 _TRAIN_BATCH = 2048
+
+# Sources fitted inside HybridRecommender.tuning_context(), by (name, parameters, data
+# fingerprint); None outside it, so nothing outlives a tuning study.
+_shared_sources: dict[tuple[str, str, str], Recommender] | None = None
 
 
 class HybridRecommender(Recommender):
     """Multi-source candidates + features, re-ranked by boosted trees (module docstring)."""
 
     name: ClassVar[str] = "hybrid"
+    # A fit trains every source twice; inside tuning_context the trials after the first reuse
+    # those fits (the search space never changes a source), so a trial then costs candidates,
+    # features and the re-ranker only. The budget covers the first trial's source fits.
+    tuning_trials: ClassVar[int] = 6
+    tuning_timeout_seconds: ClassVar[float] = 240.0
+
+    @classmethod
+    @contextmanager
+    def tuning_context(cls) -> Iterator[None]:
+        """Fits inside share their fitted sources: a source fitted on the same data with the
+        same parameters is fitted once (both phases of every trial of a study)."""
+        global _shared_sources
+        outer = _shared_sources
+        if outer is None:
+            _shared_sources = {}
+        try:
+            yield
+        finally:
+            if outer is None:
+                _shared_sources = None
 
     @classmethod
     def default_params(cls) -> dict[str, Any]:
@@ -77,7 +110,8 @@ class HybridRecommender(Recommender):
             # per-source parameter overrides (applied to the sources in use). ALS runs twice per
             # fit and dominates its time at scale 1.0 (44 s per fit); 6 iterations instead of 15
             # left the Hybrid's NDCG@10 unchanged on the default (0.0904 vs 0.0892, scale 0.05)
-            "source_params": {"als": {"iterations": 6}},
+            # GRU4Rec: 3 epochs gave 98% of its 5-epoch next-item MRR on the default
+            "source_params": {"als": {"iterations": 6}, "gru4rec": {"n_epochs": 3}},
             "candidates_per_source": 30,
             "category_candidates": 20,
             "categories_per_user": 3,
@@ -104,6 +138,9 @@ class HybridRecommender(Recommender):
             "ranker_threads": 1,
             "similar_source": "item_knn",
             "random_state": 42,
+            # feature groups (FEATURE_GROUPS) the re-ranker never sees: their columns are a
+            # constant 0, so no tree can split on them (the ablation report's knob)
+            "drop_feature_groups": [],
         }
 
     @classmethod
@@ -165,6 +202,11 @@ class HybridRecommender(Recommender):
                 )
             if self.name in p["sources"]:
                 raise ValueError("sources: the hybrid cannot be its own source")
+        dropped = p["drop_feature_groups"]
+        if isinstance(dropped, str) or not all(g in FEATURE_GROUPS for g in dropped):
+            raise ValueError(
+                f"drop_feature_groups must be a list of {list(FEATURE_GROUPS)}, got {dropped!r}"
+            )
         if not isinstance(p["source_params"], dict):
             raise ValueError(
                 f"source_params must be a mapping name -> params, got {p['source_params']!r}"
@@ -192,10 +234,33 @@ class HybridRecommender(Recommender):
     ) -> dict[str, Recommender]:
         from recsys_assets.core.models.registry import create_model
 
+        shared = _shared_sources
+        digest = data_fingerprint(data) if shared is not None else ""
         models = {}
         for name in names:
             start = time.perf_counter()
-            models[name] = create_model(name, self.params["source_params"].get(name)).fit(data)
+            params = self.params["source_params"].get(name)
+            key = (name, json.dumps(params, sort_keys=True, default=str), digest)
+            model = shared.get(key) if shared is not None else None
+            if model is None:
+                try:
+                    model = create_model(name, params).fit(data)
+                except ValueError as exc:
+                    # A model registered later may not apply to every data set (GRU4Rec needs
+                    # sessions of two items or more). With the automatic source list it is
+                    # left out and reported; a source the caller named must fit.
+                    if self.params["sources"] is not None or phase != "history":
+                        raise
+                    log.warning("hybrid: source %s left out: %s", name, exc)
+                    self.dropped_sources[name] = str(exc)
+                    continue
+                if shared is not None:
+                    shared[key] = model
+            else:
+                log.info(
+                    "hybrid: %s source %s reused from an earlier fit on the same data", phase, name
+                )
+            models[name] = model
             self.timings[f"{phase}_fit_{name}"] = time.perf_counter() - start
         return models
 
@@ -204,8 +269,7 @@ class HybridRecommender(Recommender):
         self.timings: dict[str, float] = {}
         self.score_timings: dict[str, float] = {}
         names = self._source_names()
-        self.source_names = names
-        self.params["sources"] = list(names)  # record what "every registered model" meant
+        self.dropped_sources: dict[str, str] = {}
 
         clock = time.perf_counter()
         cutoff = label_cutoff(data, float(p["label_fraction"]))
@@ -222,6 +286,11 @@ class HybridRecommender(Recommender):
         )
 
         models = self._fit_sources(names, history, "history")
+        if not models:
+            raise ValueError(f"hybrid: none of the sources {names} could be fitted")
+        names = list(models)
+        self.source_names = names
+        self.params["sources"] = list(names)  # record what "every registered model" meant
         clock = time.perf_counter()
         self.half_life_days = p["hot_half_life_days"]
         if self.half_life_days is None:
@@ -246,6 +315,7 @@ class HybridRecommender(Recommender):
             **info,
             "label_cutoff_ms": int(cutoff),
             "sources": names,
+            "dropped_sources": self.dropped_sources,
             "hot_half_life_days": self.half_life_days,
         }
         log.info("hybrid: fitted; %s", {k: round(v, 2) for k, v in self.timings.items()})
@@ -291,7 +361,7 @@ class HybridRecommender(Recommender):
             useful[cand.rows[hit]] = True
             keep = useful[cand.rows]
             t0 = time.perf_counter()
-            parts_x.append(candidate_features(ctx, rows, cand.take(keep)))
+            parts_x.append(self._features(ctx, rows, cand.take(keep)))
             t_feat += time.perf_counter() - t0
             parts_y.append(hit[keep])
         self.timings["history_candidates"] = time.perf_counter() - clock - t_feat
@@ -321,6 +391,12 @@ class HybridRecommender(Recommender):
                 "target among the candidates); more data or more candidates are needed"
             )
         p = self.params
+        # A column without any value (a source that proposed nothing, e.g. one switched off
+        # with 0 candidates) breaks sklearn's binning; a constant one gives the same trees.
+        empty = np.isnan(X).all(axis=0)
+        if empty.any():
+            X = X.copy()
+            X[:, empty] = 0.0
         ranker = HistGradientBoostingClassifier(
             learning_rate=float(p["learning_rate"]),
             max_iter=int(p["max_iter"]),
@@ -340,6 +416,17 @@ class HybridRecommender(Recommender):
 
     def _feature_names(self) -> list[str]:
         return feature_names([*self.source_names, *OWN_SOURCES])
+
+    def _features(self, ctx: FeatureContext, user_rows: np.ndarray, cand: Candidates) -> np.ndarray:
+        """The re-ranker's input: ``candidate_features`` with dropped groups set to 0 (a
+        constant column gives the trees no split; an all-NaN one breaks sklearn's binning)."""
+        X = candidate_features(ctx, user_rows, cand)
+        dropped = self.params.get("drop_feature_groups") or []
+        if dropped:
+            sizes = (len(ITEM_FEATURES), len(USER_FEATURES), len(PAIR_FEATURES))
+            group = np.repeat(np.arange(len(FEATURE_GROUPS)), [*sizes, X.shape[1] - sum(sizes)])
+            X[:, np.isin(group, [FEATURE_GROUPS.index(g) for g in dropped])] = 0.0
+        return X
 
     def _candidates(
         self,
@@ -412,7 +499,7 @@ class HybridRecommender(Recommender):
     def _ranked(self, user_rows: np.ndarray, exclude_seen: bool) -> tuple[Candidates, np.ndarray]:
         cand = self._candidates(self.models, self.context, self._seen, user_rows, exclude_seen)
         clock = time.perf_counter()
-        X = candidate_features(self.context, user_rows, cand)
+        X = self._features(self.context, user_rows, cand)
         self._tick("features", clock)
         clock = time.perf_counter()
         raw = self.ensemble.predict_raw(X)
@@ -482,6 +569,24 @@ class HybridRecommender(Recommender):
         self.info, self.timings = stored["info"], stored["timings"]
         self.half_life_days = self.info["hot_half_life_days"]
         self._prepare()
+
+
+def data_fingerprint(data: TrainingData) -> str:
+    """A digest of everything a model can learn from ``data`` (its arrays and user features)."""
+    h = hashlib.blake2b(digest_size=16)
+    for value in vars(data).values():
+        if sp.issparse(value):
+            arrays = [value.indptr, value.indices, value.data, np.asarray(value.shape)]
+        elif isinstance(value, np.ndarray):
+            arrays = [value]
+        elif hasattr(value, "hash_rows"):  # polars frame
+            arrays = [value.hash_rows(seed=0).to_numpy(), np.asarray(value.columns, dtype=str)]
+        else:
+            arrays = [np.asarray(repr(value), dtype=str)]
+        for a in arrays:
+            h.update(str((a.dtype, a.shape)).encode())
+            h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()
 
 
 def _csr_keys(m: sp.csr_matrix) -> np.ndarray:

@@ -7,7 +7,10 @@ from typing import Any
 from recsys_assets.core.models.als import ALSRecommender
 from recsys_assets.core.models.base import Recommender
 from recsys_assets.core.models.content_based import ContentBasedRecommender
+from recsys_assets.core.models.gru4rec import GRU4RecRecommender
+from recsys_assets.core.models.hybrid import HybridRecommender
 from recsys_assets.core.models.item_knn import ItemKNNRecommender
+from recsys_assets.core.models.ncf import NCFRecommender
 from recsys_assets.core.models.popularity import PopularityRecommender
 from recsys_assets.core.models.serialization import unpack
 
@@ -18,6 +21,10 @@ MODEL_REGISTRY: dict[str, type[Recommender]] = {
         ALSRecommender,
         ItemKNNRecommender,
         ContentBasedRecommender,
+        NCFRecommender,
+        GRU4RecRecommender,
+        # last: its default sources are every model registered besides itself
+        HybridRecommender,
     )
 }
 

@@ -8,6 +8,7 @@ train and is scored on valid, so the test split is never seen before the final e
 import json
 import time
 from datetime import UTC, datetime
+from typing import Any
 
 import polars as pl
 from dagster import (
@@ -27,7 +28,7 @@ from recsys_assets.core.evaluation.holdout import EVAL_K, evaluate, holdout_targ
 from recsys_assets.core.evaluation.metrics import ranking_metrics
 from recsys_assets.core.evaluation.next_item import next_item_events
 from recsys_assets.core.evaluation.next_item import session_metrics as session_protocol
-from recsys_assets.core.models.registry import create_model, get_model_class
+from recsys_assets.core.models.registry import MODEL_REGISTRY, create_model, get_model_class
 from recsys_assets.io_managers import MISSING_TABLE_IS_EMPTY, TrainedModel
 from recsys_assets.metadata import frame_metadata, markdown_table
 from recsys_assets.partitions import model_partitions
@@ -37,8 +38,9 @@ from recsys_assets.tracking import log_to_mlflow
 
 GROUP = "models"
 FINAL_TRAINING_SPLITS = ("train", "valid")
-# Models that implement the next-item session protocol natively (the rest answer with popularity).
-SESSION_MODELS = ("popular", "item_knn")
+# The next-item protocol scores Popularity (its baseline) and every model that implements the
+# protocol natively (``session_aware``: ItemKNN, GRU4Rec); the rest would answer with popularity.
+SESSION_MODELS = ("popular", *(n for n, c in MODEL_REGISTRY.items() if c.session_aware))
 # Evaluation needs only who saw what in which split: loading 3 of the 8 columns of `splits` saves
 # seconds per asset at scale 1.0.
 TARGET_COLUMNS = ["user_id", "item_id", "split"]
@@ -54,11 +56,40 @@ PER_MODEL_TEST_TABLE = dict(
 )
 
 
-class TuningConfig(Config):
-    """Optuna study on the validation split; small by default so the main job stays quick."""
+class ModelParamsConfig(Config):
+    """Per-model parameter overrides, as JSON ``{"gru4rec": {"n_epochs": 2}}``, applied over
+    the default, tuned or trial parameters of the models named. For quick runs (the test suite's
+    pipeline); ``make run`` sets none."""
 
-    n_trials: int = 6
-    timeout_seconds: float = 120.0
+    params_json: str = "{}"
+
+    def overrides(self, name: str) -> dict[str, Any]:
+        try:
+            table = json.loads(self.params_json)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"config params_json is not valid JSON: {exc}") from None
+        if not isinstance(table, dict) or not all(isinstance(v, dict) for v in table.values()):
+            raise ValueError(
+                f"config params_json must map model names to parameter objects, got {table!r}"
+            )
+        unknown = sorted(set(table) - set(MODEL_REGISTRY))
+        if unknown:
+            raise ValueError(
+                f"config params_json names unknown model(s) {unknown}; "
+                f"valid models: {sorted(MODEL_REGISTRY)}"
+            )
+        return dict(table.get(name, {}))
+
+
+class TuningConfig(ModelParamsConfig):
+    """Optuna study on the validation split; small by default so the main job stays quick.
+
+    ``n_trials`` / ``timeout_seconds`` unset: the model's own budget (``tuning_trials``,
+    ``tuning_timeout_seconds`` on its class).
+    """
+
+    n_trials: int | None = None
+    timeout_seconds: float | None = None
     seed: int = 0
     max_eval_users: int = 5000
 
@@ -83,6 +114,11 @@ def tuned_params(
 
     name = context.partition_key
     cls = get_model_class(name)
+    overrides = config.overrides(name)
+    n_trials = config.n_trials if config.n_trials is not None else cls.tuning_trials
+    timeout = (
+        config.timeout_seconds if config.timeout_seconds is not None else cls.tuning_timeout_seconds
+    )
     data = build_training_data(splits, item_catalog, category_tree, use_splits=("train",))
     targets = holdout_targets(splits, history_splits=("train",), target_split="valid")
     users = targets["user_id"].unique().sort()
@@ -91,12 +127,17 @@ def tuned_params(
         targets = targets.join(users.to_frame(), on="user_id", how="semi")
     n_items = len(data.item_ids)
     context.log.info(
-        f"tuning {name}: up to {config.n_trials} trials or {config.timeout_seconds:.0f} s, "
+        f"tuning {name}: up to {n_trials} trials or {timeout:.0f} s, "
         f"NDCG@10 of {users.len():,} valid users over {n_items:,} items"
     )
 
     def objective(trial: optuna.Trial) -> float:
-        params = cls.search_space(trial)
+        # Trial 0 is the defaults, so tuning can only keep or improve them on valid. (Enqueuing
+        # them would not do: a search space may name its dimensions differently from the
+        # parameters, e.g. NCF's mlp_width/mlp_depth for mlp_layers.)
+        suggested = cls.default_params() if trial.number == 0 else cls.search_space(trial)
+        params = {**suggested, **overrides}
+        trial.set_user_attr("params_json", json.dumps(params, default=float))
         model = create_model(name, params).fit(data)
         _, summary, _ = evaluate(model, name, targets, n_items, k=10)
         return summary["ndcg_at_10"]
@@ -105,18 +146,17 @@ def tuned_params(
     study = optuna.create_study(
         direction="maximize", sampler=optuna.samplers.TPESampler(seed=config.seed)
     )
-    # The defaults are always trial 0, so tuning can only keep or improve them on valid.
-    study.enqueue_trial(cls.default_params(), skip_if_exists=True)
     start = time.perf_counter()
-    study.optimize(
-        objective,
-        n_trials=config.n_trials,
-        timeout=config.timeout_seconds,
-        callbacks=[_trial_logger(context, config.n_trials)],
-    )
+    with cls.tuning_context():
+        study.optimize(
+            objective,
+            n_trials=n_trials,
+            timeout=timeout,
+            callbacks=[_trial_logger(context, n_trials)],
+        )
     seconds = time.perf_counter() - start
     default_value = study.trials[0].value if study.trials[0].value is not None else float("nan")
-    best = {**cls.default_params(), **study.best_params}
+    best = {**cls.default_params(), **json.loads(study.best_trial.user_attrs["params_json"])}
     context.log.info(
         f"tuned {name}: best ndcg@10={study.best_value:.4f} (trial {study.best_trial.number + 1}"
         f" of {len(study.trials)}, defaults {default_value:.4f}) in {seconds:.1f} s"
@@ -189,6 +229,7 @@ def _trial_logger(context: AssetExecutionContext, n_trials: int):
 )
 def trained_model(
     context: AssetExecutionContext,
+    config: ModelParamsConfig,
     mlflow: ResourceParam[MlFlow],
     tuned_params: pl.DataFrame,
     splits: pl.DataFrame,
@@ -198,14 +239,16 @@ def trained_model(
     """One model fitted on train+valid, stored as a new version in ``recsys.model_store``."""
     name = context.partition_key
     tuned = json.loads(tuned_params["params_json"][0]) if tuned_params.height else None
-    params = {**get_model_class(name).default_params(), **(tuned or {})}
+    overrides = config.overrides(name)
+    params = {**get_model_class(name).default_params(), **(tuned or {}), **overrides}
     data = build_training_data(
         splits, item_catalog, category_tree, use_splits=FINAL_TRAINING_SPLITS
     )
     model = create_model(name, params)
     # (the model logs its own data sizes and fit time; this says where the parameters came from)
     context.log.info(
-        f"training {name} with {'tuned' if tuned else 'default'} parameters on "
+        f"training {name} with {'tuned' if tuned else 'default'} parameters"
+        f"{' and run-config overrides' if overrides else ''} on "
         f"{', '.join(FINAL_TRAINING_SPLITS)}: {params}"
     )
     start = time.perf_counter()
@@ -214,6 +257,7 @@ def trained_model(
     context.log.info(f"trained {name} in {train_seconds:.1f} s")
     info = {
         "params_source": "tuned" if tuned else "defaults",
+        "param_overrides": overrides,
         "users": len(data.user_ids),
         "items": len(data.item_ids),
         "interactions": int(data.user_item.nnz),
