@@ -371,7 +371,7 @@ def _run_variant(
         model.fit(data)
         train_seconds = time.perf_counter() - start
         start = time.perf_counter()
-        lists = _lists(model, variant, users, history, data)
+        lists = variant_lists(model, variant, users, history, data)
         summary, _ = ranking_metrics(
             lists.select("user_id", "rank", "item_id"),
             targets,
@@ -391,7 +391,7 @@ def _run_variant(
     return row
 
 
-def _lists(
+def variant_lists(
     model, variant: Variant, users: np.ndarray, history: pl.DataFrame, data: TrainingData
 ) -> pl.DataFrame:
     """Top-EVAL_K lists with the user's whole train+valid history excluded.
