@@ -30,6 +30,17 @@ SUMMARY_COLUMNS = {
 }
 
 
+HOW_TO_READ = """\
+- *lift* is the paired relative difference (treatment / control - 1) over all evaluated users,
+  with its percentile bootstrap CI; *p adj* is the paired t-test p-value after the correction
+  across every row of this report.
+- *Welch* is the simulated A/B: users split by a seeded hash, each arm scored with one model;
+  *CUPED* is the same test with pre-period activity as covariate.
+- *not significant* with a difference below the *MDE* means the test could not have detected
+  a difference that small at this sample size and power — not that there is none.
+"""
+
+
 class ABTestConfig(Config):
     """Significance level, power, correction and bootstrap of the offline A/B report."""
 
@@ -99,14 +110,3 @@ def ab_test_report(
         )
     )
     return table
-
-
-HOW_TO_READ = """\
-- *lift* is the paired relative difference (treatment / control - 1) over all evaluated users,
-  with its percentile bootstrap CI; *p adj* is the paired t-test p-value after the correction
-  across every row of this report.
-- *Welch* is the simulated A/B: users split by a seeded hash, each arm scored with one model;
-  *CUPED* is the same test with pre-period activity as covariate.
-- *not significant* with a difference below the *MDE* means the test could not have detected
-  a difference that small at this sample size and power — not that there is none.
-"""
