@@ -31,6 +31,7 @@ from recsys_serving.controllers.models import ExperimentController, ModelsContro
 from recsys_serving.controllers.page import PageController
 from recsys_serving.controllers.recommend import RecommendController
 from recsys_serving.controllers.users import UsersController
+from recsys_serving.pages import PublishedPages, format_value
 from recsys_serving.service import RecommenderService
 from recsys_serving.settings import Settings
 from recsys_serving.store import NotPublished, RecsysStore, make_redis
@@ -57,6 +58,7 @@ def _format_time(seconds: int) -> str:
 
 def _template_engine(engine: JinjaTemplateEngine) -> None:
     engine.engine.filters["datetime"] = _format_time
+    engine.engine.filters["fmt"] = format_value
 
 
 def _repair_options_allow(app: Litestar) -> None:
@@ -92,6 +94,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         store = RecsysStore(redis, settings)
         app.state.store = store
         app.state.service = RecommenderService(store)
+        app.state.pages = PublishedPages(redis, settings.prefix)
         listener = asyncio.create_task(store.listen()) if settings.listen_pubsub else None
         # A full collection walks every tracked object, and the framework alone is ~70k of them
         # (tens of ms, measured as the p99 stalls of the serving benchmark). What exists now

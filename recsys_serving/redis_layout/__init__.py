@@ -19,6 +19,9 @@ Every published version lives under its own prefix and is never modified once co
     {p}:v:<v>:weights:<m>:<a>:<c>   chunk c (4 MiB) of array a of model m's session network
                                     (GRU4Rec: item ids, embeddings, gates, output layer; the
                                     spec - dtype, shape, chunks, digest - is in the meta)
+    {p}:pages:current               publish n of the web pages' reports being shown
+    {p}:pages:seq                   INCR counter that numbers those publishes
+    {p}:pages:<n>                   hash "doc:<page>" -> JSON, "chart:<name>" -> PNG (see .pages)
 
 Families: ``rec:<model>`` (per-user top-N), ``sim:<model>`` (per-item neighbours), ``hist``.
 
@@ -37,7 +40,8 @@ the list; the order of items is stored exactly.
 
 Modules: :mod:`.keys` (key names), :mod:`.codec` (byte formats, no Redis), :mod:`.validation`
 (bundle contract), :mod:`.writer` (publish, cleanup, rollback; sync client), :mod:`.reader`
-(the service's async reads), :mod:`.weights` (a session network's arrays as chunks) and
+(the service's async reads), :mod:`.weights` (a session network's arrays as chunks),
+:mod:`.pages` (the web pages' reports: writer and reader) and
 :mod:`.scripts` (the ``lua/*.lua`` scripts, read once).
 Everything public is re-exported here: ``from recsys_serving.redis_layout import ...``.
 """

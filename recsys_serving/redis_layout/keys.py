@@ -62,6 +62,19 @@ class Keys:
     def weights(self, version: str, model: str, array: str, chunk: int) -> str:
         return f"{self.prefix}:v:{version}:weights:{model}:{array}:{chunk}"
 
+    # The web pages' reports: published by their own asset, on their own schedule, so outside
+    # the serving versions ``{p}:v:*`` (whose cleanup would take them for partial versions).
+    @property
+    def pages_current(self) -> str:
+        return f"{self.prefix}:pages:current"
+
+    @property
+    def pages_seq(self) -> str:
+        return f"{self.prefix}:pages:seq"
+
+    def pages(self, publish: int) -> str:
+        return f"{self.prefix}:pages:{publish}"
+
 
 def rec_family(model: str) -> str:
     return f"rec:{model}"
