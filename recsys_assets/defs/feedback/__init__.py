@@ -1,0 +1,1 @@
+"""The online loop: feedback posted to the service, consumed from Redis, reported as an A/B test."""
