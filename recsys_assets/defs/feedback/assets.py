@@ -25,7 +25,9 @@ class FeedbackConfig(Config):
     max_entries: int = 1_000_000  # per run; the rest is read by the next run
 
 
-@asset(group_name=GROUP, pool=DUCKDB_POOL, kinds={"redis", "duckdb"})
+# Feedback is what the service's users did with the published lists: downstream of the bundle in
+# lineage, so the main job consumes it after publishing (the sensor does between publishes).
+@asset(group_name=GROUP, pool=DUCKDB_POOL, deps=["serving_bundle"], kinds={"redis", "duckdb"})
 def feedback_events(
     context: AssetExecutionContext,
     config: FeedbackConfig,
