@@ -281,3 +281,16 @@ def test_bootstrap_spread_matches_the_standard_error():
     low, high = percentile_interval(boot[:, None], 0.95)
     assert low[0] == pytest.approx(values.mean() - 1.96 * se, abs=se / 4)
     assert high[0] == pytest.approx(values.mean() + 1.96 * se, abs=se / 4)
+
+
+def test_bootstrap_of_rare_binary_outcomes_is_exact():
+    """Resamples that miss the only buyer give exactly 0, and 0/1 sums are exact counts."""
+    values = np.zeros((5000, 2))
+    values[17, 0] = 1.0
+    values[::2, 1] = 1.0
+    boot = bootstrap_means(values, 300, seed=2)
+    idx = np.random.default_rng(2).integers(0, 5000, size=(300, 5000), dtype=np.int32)
+    np.testing.assert_array_equal(boot, values[idx].sum(axis=1) / 5000)
+    assert (boot[:, 0] == 0).any()
+    low, _ = percentile_interval(boot, 0.95)
+    assert low[0] == 0.0

@@ -10,9 +10,11 @@ loop over a chunk's rows is a vectorised ``bincount`` each. Because every column
 and metric) is resampled with the same users, differences and ratios between columns are
 *paired* bootstrap statistics.
 
-The product runs in float32 (half the time of float64) on columns centred at their means, so
-the rounding error is relative to the deviations, orders of magnitude below the bootstrap's own
-spread; the counts are small integers, exact in float32.
+The product runs in float32 (measured 1.4-2x faster than float64 here). Counts are small
+integers and 0/1 outcomes are exact in float32, so their resampled sums are exact (below 2^24
+users) and a resample without a single buyer gives exactly 0; other columns (NDCG, revenue) are
+non-negative, so float32 accumulation costs ~1e-6 relative error, far below the bootstrap's own
+spread. (Centring the columns first was tried: it turned those exact zeros into ±1e-6 noise.)
 """
 
 from __future__ import annotations
@@ -46,8 +48,7 @@ def bootstrap_means(
     if n >= np.iinfo(np.int32).max:
         raise ValueError(f"at most {np.iinfo(np.int32).max - 1} users, got {n}")
     rng = np.random.default_rng(seed)
-    centre = matrix.mean(axis=0)
-    deviations = np.ascontiguousarray(matrix - centre, dtype=np.float32)
+    single = np.ascontiguousarray(matrix, dtype=np.float32)
     chunk = int(max(1, min(n_resamples, chunk_elements // n)))
     counts = np.empty((chunk, n), dtype=np.float32)
     for start in range(0, n_resamples, chunk):
@@ -55,7 +56,7 @@ def bootstrap_means(
         idx = rng.integers(0, n, size=(rows, n), dtype=np.int32)
         for r in range(rows):
             counts[r] = np.bincount(idx[r], minlength=n)
-        out[start : start + rows] = centre + (counts[:rows] @ deviations) / n
+        out[start : start + rows] = (counts[:rows] @ single).astype(np.float64) / n
     return out
 
 
