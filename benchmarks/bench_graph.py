@@ -1,0 +1,310 @@
+"""Whole-graph benchmark (issue 12): every asset and partition of `make run`, seconds, peak RSS.
+
+    python benchmarks/bench_graph.py --scale 1.0 [--work-dir /tmp/recsys-bench-graph-1.0]
+
+Generates the raw files into ``<work>/raw`` when they are missing (kept between runs: generation
+is not part of the graph), removes the warehouse, MLflow store and Dagster instance of an earlier
+run, then materialises the graph as ``make run`` does (``prepare_raw_data`` and every stage of
+``plan_stages`` through ``run_stage``), into a Dagster instance under ``<work>/dagster_home`` with
+the repository's dagster.yaml. Models are published to ``REDIS_URL`` (default 127.0.0.1:6379)
+under a throw-away prefix that is deleted afterwards.
+
+Seconds per step come from the instance's event log (STEP_START → STEP_SUCCESS/FAILURE of each
+run, so they include loading the inputs through the IO manager, not Dagster's run launch); peak
+RSS is the largest sum of RSS over this process and its children, sampled every 0.2 s by a
+background thread, during the step. The table is rewritten to ``<work>/bench_graph.json`` and
+``.md`` after every run, so an interrupted run (Ctrl-C, SIGTERM) keeps the steps it finished and
+names the one it was in. The load average printed at start and end says how quiet the machine was.
+"""
+
+from __future__ import annotations
+
+import argparse
+import bisect
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import psutil
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE_SECONDS = 0.2
+GB = 1024**3
+
+
+class MemorySampler(threading.Thread):
+    """RSS of this process plus its children, and the 1-minute load, every ``SAMPLE_SECONDS``."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.times: list[float] = []
+        self.rss: list[int] = []
+        self.load: list[float] = []
+        self._stop = threading.Event()
+        self._me = psutil.Process()
+
+    def _tree_rss(self) -> int:
+        total = self._me.memory_info().rss
+        for child in self._me.children(recursive=True):
+            try:
+                total += child.memory_info().rss
+            except psutil.Error:  # exited between listing and reading
+                pass
+        return total
+
+    def run(self) -> None:
+        while not self._stop.is_set():
+            rss, load = self._tree_rss(), os.getloadavg()[0]
+            # appended in this order so a reader never sees a time without its values
+            self.rss.append(rss)
+            self.load.append(load)
+            self.times.append(time.time())
+            self._stop.wait(SAMPLE_SECONDS)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.join()
+
+    def during(self, start: float, end: float) -> tuple[int, float]:
+        """Peak RSS and mean load between two epoch times (the nearest sample for a short step)."""
+        n = len(self.times)
+        times = self.times[:n]
+        lo, hi = bisect.bisect_left(times, start), bisect.bisect_right(times, end)
+        if lo >= hi:  # shorter than one sampling period
+            i = min(max(lo, 0), n - 1)
+            lo, hi = i, i + 1
+        if n == 0:
+            return 0, float("nan")
+        return max(self.rss[lo:hi]), sum(self.load[lo:hi]) / (hi - lo)
+
+    def peak(self) -> int:
+        return max(self.rss, default=0)
+
+
+@dataclass
+class Step:
+    asset: str
+    partition: str
+    status: str  # success, failure, or running (interrupted)
+    start: float
+    seconds: float
+    peak_rss_gb: float
+    load1: float
+
+
+def load_average() -> str:
+    one, five, fifteen = os.getloadavg()
+    return f"{one:.2f}, {five:.2f}, {fifteen:.2f} (1/5/15 min, {os.cpu_count()} cores)"
+
+
+def read_steps(instance, sampler: MemorySampler) -> list[Step]:
+    """Every step of every run in the instance, timed from its event log, in start order."""
+    from dagster import DagsterEventType
+
+    from recsys_assets.partitions import (
+        PARTITION_RANGE_END_TAG,
+        PARTITION_RANGE_START_TAG,
+        PARTITION_TAG,
+    )
+
+    kinds = {
+        DagsterEventType.STEP_START,
+        DagsterEventType.STEP_SUCCESS,
+        DagsterEventType.STEP_FAILURE,
+    }
+    steps: list[Step] = []
+    now = time.time()
+    for run in instance.get_runs(ascending=True):
+        tags = run.tags
+        partition = tags.get(PARTITION_TAG, "")
+        if PARTITION_RANGE_START_TAG in tags:
+            first, last = tags[PARTITION_RANGE_START_TAG], tags.get(PARTITION_RANGE_END_TAG, "")
+            partition = first if first == last else f"{first}…{last}"
+        started: dict[str, float] = {}
+        ended: dict[str, tuple[float, str]] = {}
+        for entry in instance.all_logs(run.run_id, of_type=kinds):
+            kind = entry.dagster_event.event_type
+            if kind == DagsterEventType.STEP_START:
+                started[entry.step_key] = entry.timestamp
+            else:
+                status = "success" if kind == DagsterEventType.STEP_SUCCESS else "failure"
+                ended[entry.step_key] = (entry.timestamp, status)
+        for key, start in started.items():
+            end, status = ended.get(key, (now, "running"))
+            peak, load = sampler.during(start, end)
+            steps.append(Step(key, partition, status, start, end - start, peak / GB, load))
+    return sorted(steps, key=lambda s: s.start)
+
+
+def render(report: dict) -> str:
+    """The markdown table: one row per step, then the totals."""
+    lines = [
+        "| asset | partition | seconds | peak RSS GB | load1 |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for s in report["steps"]:
+        flag = "" if s["status"] == "success" else f" ({s['status']})"
+        lines.append(
+            f"| {s['asset']}{flag} | {s['partition']} | {s['seconds']:.1f} | "
+            f"{s['peak_rss_gb']:.2f} | {s['load1']:.1f} |"
+        )
+    lines += [
+        f"| **sum of steps** | | **{report['steps_seconds']:.1f}** | | |",
+        f"| outside steps (run launch, stage planning) | | {report['outside_seconds']:.1f} | | |",
+        f"| **whole graph** | | **{report['graph_seconds']:.1f}** "
+        f"({report['graph_seconds'] / 60:.1f} min) | **{report['peak_rss_gb']:.2f}** | |",
+    ]
+    return "\n".join(lines)
+
+
+def write_report(work: Path, report: dict) -> None:
+    (work / "bench_graph.json").write_text(json.dumps(report, indent=1))
+    (work / "bench_graph.md").write_text(render(report) + "\n")
+
+
+def generate(raw: Path, scale: float, seed: int) -> float:
+    """Write the raw files when missing; the seconds it took (0 when they were there)."""
+    if (raw / "events.csv").is_file():
+        return 0.0
+    start = time.perf_counter()
+    cmd = [sys.executable, "-m", "recsys_assets.generate", "--scale", str(scale)]
+    cmd += ["--seed", str(seed), "--out", str(raw)]
+    subprocess.run(cmd, check=True, cwd=REPO)
+    return time.perf_counter() - start
+
+
+def fresh_state(work: Path) -> Path:
+    """Remove what an earlier run left (not the raw files) and set the env the graph reads."""
+    for name in ("warehouse.duckdb", "warehouse.duckdb.wal", "mlflow.db"):
+        (work / name).unlink(missing_ok=True)
+    for name in ("dagster_home", "mlruns", "mlartifacts"):
+        shutil.rmtree(work / name, ignore_errors=True)
+    home = work / "dagster_home"
+    home.mkdir(parents=True)
+    # a copy, not a link: the instance settings of this run stay with its results
+    shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
+    os.environ.update(
+        DAGSTER_HOME=str(home),
+        RECSYS_DATA_DIR=str(work),
+        RECSYS_RAW_DIR=str(work / "raw"),
+        RECSYS_DUCKDB_PATH=str(work / "warehouse.duckdb"),
+        MLFLOW_TRACKING_URI=f"sqlite:///{work / 'mlflow.db'}",
+        REDIS_URL=os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0",
+        RECSYS_REDIS_PREFIX=f"recsys-bench-graph-{uuid.uuid4().hex[:8]}",
+    )
+    return home
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scale", type=float, default=1.0)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--work-dir", type=Path, default=None)
+    args = parser.parse_args()
+    work = (args.work_dir or Path(f"/tmp/recsys-bench-graph-{args.scale}")).resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    load_start = load_average()
+    print(f"work dir: {work}\nload average at start: {load_start}", flush=True)
+
+    generate_seconds = generate(work / "raw", args.scale, args.seed)
+    if generate_seconds:
+        print(f"generated scale {args.scale:g} in {generate_seconds:.1f} s", flush=True)
+    fresh_state(work)
+    # SIGTERM (e.g. `timeout`, `kill`) ends like Ctrl-C: the finally block still writes the table
+    signal.signal(signal.SIGTERM, _interrupt)
+
+    import redis
+    from dagster import DagsterInstance
+
+    from recsys_assets.definitions import build_definitions
+    from recsys_assets.pipeline import plan_stages, prepare_raw_data, run_stage
+    from recsys_assets.settings import Settings
+    from recsys_assets.terminal import quiet_libraries
+    from recsys_serving.redis_layout import delete_prefix
+
+    quiet_libraries()
+    settings = Settings.from_env()
+    sampler = MemorySampler()
+    sampler.start()
+    report = {
+        "scale": args.scale,
+        "seed": args.seed,
+        "work_dir": str(work),
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "load_average_start": load_start,
+        "generate_seconds": generate_seconds,
+        "complete": False,
+    }
+    graph_start = time.perf_counter()
+    instance = DagsterInstance.get()
+
+    runs: list[dict] = []  # wall seconds of each Dagster run, to show its launch overhead
+
+    def record() -> None:
+        steps = read_steps(instance, sampler)
+        graph = time.perf_counter() - graph_start
+        total = sum(s.seconds for s in steps)
+        report.update(
+            runs=runs,
+            steps=[asdict(s) for s in steps],
+            steps_seconds=total,
+            outside_seconds=graph - total,
+            graph_seconds=graph,
+            peak_rss_gb=sampler.peak() / GB,
+            load_average_now=load_average(),
+        )
+        write_report(work, report)
+
+    try:
+        defs = build_definitions(settings)
+        prepare_raw_data(defs, instance)
+        for stage in plan_stages(defs):
+            print(f"== {stage.name}", flush=True)
+            if stage.partitions_def is None or stage.single_run:
+                batches = [None]
+            else:  # one run per partition, as run_stage does, so the table grows run by run
+                keys = stage.partitions_def.get_partition_keys(dynamic_partitions_store=instance)
+                batches = [[key] for key in keys]
+            for keys in batches:
+                seconds = run_stage(defs, instance, stage, keys)
+                runs.append(
+                    {"stage": stage.name, "partition": keys[0] if keys else "", "seconds": seconds}
+                )
+                print(f"   {keys[0] if keys else ''} {seconds:.1f} s", flush=True)
+                record()
+        report["complete"] = True
+    except KeyboardInterrupt:
+        print("interrupted: the table below stops at the step that was running", flush=True)
+    finally:
+        record()
+        sampler.stop()
+        delete_prefix(redis.Redis.from_url(settings.redis_url), settings.redis_prefix)
+        instance.dispose()
+
+    report["load_average_end"] = load_average()
+    write_report(work, report)
+    print(f"\nscale {args.scale:g}, seed {args.seed}")
+    print(render(report))
+    print("\nseconds per Dagster run (steps + launch):")
+    for run in report["runs"]:
+        print(f"  {run['seconds']:7.1f}  {run['stage']} {run['partition']}")
+    print(f"\nload average at start: {report['load_average_start']}")
+    print(f"load average at end:   {report['load_average_end']}")
+    print(f"written: {work / 'bench_graph.json'}, {work / 'bench_graph.md'}")
+    return 0 if report["complete"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
