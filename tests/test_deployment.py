@@ -288,6 +288,13 @@ def test_entrypoint_links_the_instance_config_and_keeps_a_mounted_one(tmp_path):
     assert not (mounted / "dagster.yaml").is_symlink()
     assert (mounted / "dagster.yaml").read_text() == "storage: {}\n"
 
+    # a DAGSTER_HOME that cannot be created (a file in the way; for uid 10001 also a folder it
+    # may not write): the command still starts, and stderr says why nothing was linked
+    (tmp_path / "a-file").write_text("")
+    blocked = start(tmp_path / "a-file" / "dagster_home")
+    assert blocked.returncode == 0 and blocked.stdout == "[started][two $words]"
+    assert "cannot create DAGSTER_HOME" in blocked.stderr
+
 
 def test_image_environment_matches_the_compose_contract():
     env = _env(_stages()[-1])
