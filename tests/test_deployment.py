@@ -415,11 +415,8 @@ def test_compose_commands_name_installed_programs_and_modules():
             assert hasattr(importlib.import_module(module), attr)
 
 
-def test_compose_instance_config_is_dagster_yaml_with_the_queued_coordinator(tmp_path):
-    from dagster import DagsterInstance
-    from dagster._core.instance.config import PoolGranularity
-    from dagster._core.instance.ref import InstanceRef
-    from dagster._core.run_coordinator import QueuedRunCoordinator
+def test_compose_instance_config_is_dagster_yaml_with_the_queued_coordinator(tmp_path, monkeypatch):
+    from dagster import DagsterInstance, QueuedRunCoordinator
 
     content = _compose()["configs"]["dagster_instance"]["content"]
     instance_cfg = yaml.safe_load(content)
@@ -431,12 +428,14 @@ def test_compose_instance_config_is_dagster_yaml_with_the_queued_coordinator(tmp
         targets = {c["target"] for c in _services()[name]["configs"]}
         assert "/app/dagster.yaml" in targets, name
 
+    # loaded as the containers load it: $DAGSTER_HOME/dagster.yaml
     (tmp_path / "dagster.yaml").write_text(content)
-    with DagsterInstance.from_ref(InstanceRef.from_dir(str(tmp_path))) as instance:
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+    with DagsterInstance.get() as instance:
         assert isinstance(instance.run_coordinator, QueuedRunCoordinator)
         config = instance.get_concurrency_config()
         assert config.pool_config.default_pool_limit == 1
-        assert config.pool_config.pool_granularity == PoolGranularity.OP
+        assert config.pool_config.pool_granularity.value == "op"
         assert (
             config.run_queue_config.max_concurrent_runs
             == repo_cfg["concurrency"]["runs"]["max_concurrent_runs"]
