@@ -277,17 +277,19 @@ def test_registry_errors_and_params():
 @pytest.mark.parametrize("name", MODELS)
 def test_search_space(name):
     optuna = pytest.importorskip("optuna")
-    trial = optuna.trial.FixedTrial(
-        {"window_days": 7, "factors": 32, "iterations": 5, "regularization": 0.1, "alpha": 2.0,
-         "weighting": "bm25", "k": 20, "session_decay": 0.5, "half_life_days": 10.0,
-         "ancestor_weight": 0.5, "popularity_weight": 0.01, "asymmetry": 0.8,
-         "normalize": True, "binary_history": False}
-    )
-    params = get_model_class(name).search_space(trial)
-    create_model(name, params)  # every suggested value is accepted
+    # Trials drawn by a real sampler: whatever the search space suggests, the model accepts.
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(8):
+        params = get_model_class(name).search_space(study.ask())
+        create_model(name, params)
 
 
-@pytest.mark.parametrize("name", MODELS)
+# The Hybrid re-ranks a candidate pool with learnt trees: there is no dense score whose full sort
+# its answer would be a shortcut of (its own tests compare it with its sources instead).
+EXACT_FAST_PATHS = [name for name in MODELS if name != "hybrid"]
+
+
+@pytest.mark.parametrize("name", EXACT_FAST_PATHS)
 @pytest.mark.parametrize("width", [1, 10, 120, 300])
 def test_fast_paths_equal_dense_reference(name, width, fitted, data):
     """Candidate/implicit top-k paths give exactly what the dense score + full sort gives."""
@@ -300,7 +302,9 @@ def test_fast_paths_equal_dense_reference(name, width, fitted, data):
     cols = np.arange(0, data.n_items, 3)
     _assert_same_topk(name, model._similar_rows(cols, width),
                       Recommender._similar_rows(model, cols, width))
-    if model.session_aware:
+    # GRU4Rec answers a session by a forward pass over the ordered items, not from a session
+    # matrix: test_gru4rec compares it with the numpy forward pass instead.
+    if model.session_aware and name != "gru4rec":
         sessions = model.session_matrix([data.item_ids[[i, i + 5, i + 40]] for i in range(200)])
         for excl in (sessions, None):
             _assert_same_topk(name, model._session_topk(sessions, width, excl),
