@@ -67,7 +67,7 @@ bench-graph: install
 	$(BIN)/python benchmarks/bench_graph.py --scale $${SCALE:-1.0}
 
 lint: install
-	$(BIN)/ruff check recsys_assets recsys_serving tests benchmarks
+	$(BIN)/ruff check recsys_assets recsys_serving recsys_devtools tests benchmarks
 
 clean:
 	rm -rf data/warehouse.duckdb data/dagster_home data/mlruns
