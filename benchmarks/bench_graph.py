@@ -48,7 +48,7 @@ class MemorySampler(threading.Thread):
         self.times: list[float] = []
         self.rss: list[int] = []
         self.load: list[float] = []
-        self._stop = threading.Event()
+        self._halt = threading.Event()
         self._me = psutil.Process()
 
     def _tree_rss(self) -> int:
@@ -61,16 +61,16 @@ class MemorySampler(threading.Thread):
         return total
 
     def run(self) -> None:
-        while not self._stop.is_set():
+        while not self._halt.is_set():
             rss, load = self._tree_rss(), os.getloadavg()[0]
             # appended in this order so a reader never sees a time without its values
             self.rss.append(rss)
             self.load.append(load)
             self.times.append(time.time())
-            self._stop.wait(SAMPLE_SECONDS)
+            self._halt.wait(SAMPLE_SECONDS)
 
     def stop(self) -> None:
-        self._stop.set()
+        self._halt.set()
         self.join()
 
     def during(self, start: float, end: float) -> tuple[int, float]:
