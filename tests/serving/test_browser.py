@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
-from chromium import headless_chromium, requires_chromium, wait_http
+from chromium import headless_chromium, requires_chromium, served_app
 
-from recsys_devtools.redis_server import free_port
 from recsys_serving import redis_layout as L
 
 pytestmark = [pytest.mark.browser, requires_chromium]
@@ -19,20 +15,8 @@ pytestmark = [pytest.mark.browser, requires_chromium]
 @pytest.fixture
 def live_service(r, redis_url, prefix, bundle):
     L.publish_bundle(r, bundle, prefix)
-    port = free_port()
-    env = {**os.environ, "REDIS_URL": redis_url, "RECSYS_REDIS_PREFIX": prefix}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "recsys_serving.app:app", "--host", "127.0.0.1",
-         "--port", str(port), "--log-level", "warning"],
-        env=env,
-    )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_http(f"{base}/api/v1/health")
+    with served_app(redis_url, prefix) as base:
         yield base
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 @pytest.fixture

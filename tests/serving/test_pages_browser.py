@@ -11,15 +11,12 @@ from __future__ import annotations
 import base64
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import redis
-from chromium import headless_chromium, requires_chromium, wait_http
+from chromium import headless_chromium, requires_chromium, served_app
 
-from recsys_devtools.redis_server import free_port
 from recsys_serving.redis_layout import Keys
 
 pytestmark = [pytest.mark.browser, requires_chromium]
@@ -32,21 +29,8 @@ PAGES = {"home": "/", "analytics": "/analytics", "recommendations": "/recommenda
 @pytest.fixture(scope="module")
 def service(pipeline_run):
     settings, _ = pipeline_run
-    port = free_port()
-    env = {**os.environ, "REDIS_URL": settings.redis_url,
-           "RECSYS_REDIS_PREFIX": settings.redis_prefix}  # fmt: skip
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "recsys_serving.app:app", "--host", "127.0.0.1",
-         "--port", str(port), "--log-level", "warning"],
-        env=env,
-    )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_http(f"{base}/api/v1/health")
+    with served_app(settings.redis_url, settings.redis_prefix) as base:
         yield base
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 @pytest.fixture(scope="module")
