@@ -206,10 +206,14 @@ def _user_error(error) -> str:
 
 
 def _default_dagster_home(data_dir: Path) -> None:
-    """When DAGSTER_HOME is unset, use ``data_dir/dagster_home`` with our dagster.yaml, as make."""
-    if os.environ.get("DAGSTER_HOME"):
+    """When DAGSTER_HOME is unset, use ``data_dir/dagster_home`` with our dagster.yaml, as make.
+
+    A DAGSTER_HOME that is set but does not exist yet is created the same way: Dagster itself
+    would stop with a traceback, and a new folder is what the user evidently wants.
+    """
+    home = Path(os.environ.get("DAGSTER_HOME") or data_dir / "dagster_home").expanduser()
+    if os.environ.get("DAGSTER_HOME") and home.is_dir():
         return
-    home = data_dir / "dagster_home"
     home.mkdir(parents=True, exist_ok=True)
     config = Path(__file__).resolve().parents[1] / "dagster.yaml"
     if config.is_file() and not (home / "dagster.yaml").exists():

@@ -224,3 +224,19 @@ def test_models_reach_their_consumers_as_inputs_not_lookups():
     ).partitions_subset.get_partition_keys()
     # Popularity (the baseline) and the models with a native session mode
     assert sorted(upstream) == ["gru4rec", "item_knn", "popular"]
+
+
+def test_a_dagster_home_that_does_not_exist_yet_is_created(tmp_path, monkeypatch):
+    """DAGSTER_HOME naming a new folder: created with the repo's dagster.yaml, no traceback."""
+    from dagster import DagsterInstance
+
+    from recsys_assets.pipeline import _default_dagster_home
+
+    home = tmp_path / "new" / "dagster_home"
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    _default_dagster_home(tmp_path / "data")
+    assert (home / "dagster.yaml").read_text() == (
+        Path(__file__).parents[1] / "dagster.yaml"
+    ).read_text()
+    with DagsterInstance.get() as instance:  # the instance Dagster builds from that folder
+        assert instance.get_settings("python_logs")["managed_python_loggers"] == ["recsys_assets"]
