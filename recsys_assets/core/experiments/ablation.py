@@ -520,19 +520,7 @@ def plot_deltas(report: pl.DataFrame, metric: str = "ndcg_at_10") -> Figure:
 
 
 def parse_model_params(text: str, registered: Iterable[str]) -> dict[str, dict[str, Any]]:
-    """``{"model": {param: value}}`` from JSON, model names checked against ``registered``."""
-    try:
-        table = json.loads(text or "{}")
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"config model_params_json is not valid JSON: {exc}") from None
-    if not isinstance(table, dict) or not all(isinstance(v, dict) for v in table.values()):
-        raise ValueError(
-            f"config model_params_json must map model names to parameter objects, got {table!r}"
-        )
-    unknown = sorted(set(table) - set(registered))
-    if unknown:
-        raise ValueError(
-            f"config model_params_json names unknown model(s) {unknown}; "
-            f"valid models: {sorted(registered)}"
-        )
-    return table
+    """``{"model": {param: value}}`` from the ``model_params_json`` config (see the registry)."""
+    from recsys_assets.core.models.registry import parse_params_json
+
+    return parse_params_json(text, registered, field="model_params_json")

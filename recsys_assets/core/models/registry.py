@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterable
 from typing import Any
 
 from recsys_assets.core.models.als import ALSRecommender
@@ -53,3 +55,24 @@ def load_model(data: bytes) -> Recommender:
     """Load ``to_bytes`` output of any registered model, dispatching on the name stored in it."""
     _, meta = unpack(data)
     return model_from_bytes(str(meta.get("model")), data)
+
+
+def parse_params_json(
+    text: str, registered: Iterable[str], field: str = "params_json"
+) -> dict[str, dict[str, Any]]:
+    """Per-model parameter overrides ``{"model": {param: value}}`` from a config's JSON text.
+
+    Errors name the config ``field``; model names are checked against ``registered``.
+    """
+    try:
+        table = json.loads(text or "{}")
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"config {field} is not valid JSON: {exc}") from None
+    if not isinstance(table, dict) or not all(isinstance(v, dict) for v in table.values()):
+        raise ValueError(f"config {field} must map model names to parameter objects, got {table!r}")
+    unknown = sorted(set(table) - set(registered))
+    if unknown:
+        raise ValueError(
+            f"config {field} names unknown model(s) {unknown}; valid models: {sorted(registered)}"
+        )
+    return table

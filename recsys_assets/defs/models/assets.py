@@ -28,7 +28,12 @@ from recsys_assets.core.evaluation.holdout import EVAL_K, evaluate, holdout_targ
 from recsys_assets.core.evaluation.metrics import ranking_metrics
 from recsys_assets.core.evaluation.next_item import next_item_events
 from recsys_assets.core.evaluation.next_item import session_metrics as session_protocol
-from recsys_assets.core.models.registry import MODEL_REGISTRY, create_model, get_model_class
+from recsys_assets.core.models.registry import (
+    MODEL_REGISTRY,
+    create_model,
+    get_model_class,
+    parse_params_json,
+)
 from recsys_assets.io_managers import MISSING_TABLE_IS_EMPTY, TrainedModel
 from recsys_assets.metadata import frame_metadata, markdown_table
 from recsys_assets.partitions import model_partitions
@@ -64,20 +69,7 @@ class ModelParamsConfig(Config):
     params_json: str = "{}"
 
     def overrides(self, name: str) -> dict[str, Any]:
-        try:
-            table = json.loads(self.params_json)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"config params_json is not valid JSON: {exc}") from None
-        if not isinstance(table, dict) or not all(isinstance(v, dict) for v in table.values()):
-            raise ValueError(
-                f"config params_json must map model names to parameter objects, got {table!r}"
-            )
-        unknown = sorted(set(table) - set(MODEL_REGISTRY))
-        if unknown:
-            raise ValueError(
-                f"config params_json names unknown model(s) {unknown}; "
-                f"valid models: {sorted(MODEL_REGISTRY)}"
-            )
+        table = parse_params_json(self.params_json, MODEL_REGISTRY, field="params_json")
         return dict(table.get(name, {}))
 
 

