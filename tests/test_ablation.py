@@ -214,6 +214,27 @@ def test_run_ablation_rows_and_deltas(frames):
     _check_deltas(table)
 
 
+def test_training_user_sample_keeps_the_scored_users_and_caps_the_rest(frames):
+    splits = frames[0]
+    targets = holdout_targets(splits, FINAL, "test")
+    scored, _ = ablation.evaluation_users(targets, 50, seed=3)
+    sample = ablation.training_user_sample(splits, scored, 400, seed=3)
+    history = sample.filter(pl.col("split").is_in(list(FINAL)))["user_id"].unique()
+    assert history.len() == 400
+    assert set(scored.tolist()) <= set(sample["user_id"].to_list())
+    # a kept user keeps every row
+    whole = splits.filter(pl.col("user_id").is_in(history.implode()))
+    assert whole.height == sample.filter(pl.col("user_id").is_in(history.implode())).height
+    assert ablation.training_user_sample(splits, scored, None, seed=3) is splits
+    variants = ablation.select_variants(
+        ablation.default_variants(list(MODEL_REGISTRY)), keys=["item_knn:k_10"]
+    )
+    table = ablation.run_ablation(
+        variants, splits, *frames[1:], max_users=50, max_train_users=400, seed=3
+    )
+    assert (table["train_users"] == 400).all() and table["error"].is_null().all()
+
+
 # --- the asset in the pipeline ------------------------------------------------------------------
 
 

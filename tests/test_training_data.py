@@ -11,7 +11,14 @@ from recsys_assets.core.data.schemas import (
     ITEM_CATALOG_SCHEMA,
     SPLITS_SCHEMA,
 )
-from recsys_assets.core.data.training_data import build_training_data, price_buckets, relevant_items
+from recsys_assets.core.data.training_data import (
+    build_training_data,
+    price_buckets,
+    relevant_items,
+    sample_users,
+    training_data_from_bytes,
+    training_data_to_bytes,
+)
 
 DAY = 86_400_000
 
@@ -182,3 +189,38 @@ def test_bad_input_names_the_problem():
         build_training_data(_splits(), pl.concat([_catalog().head(1), _catalog()]), _tree())
     with pytest.raises(ValueError, match="no interactions"):
         build_training_data(_splits().filter(pl.col("split") != "train"), _catalog(), _tree())
+
+
+def test_bytes_round_trip_keeps_every_field(data):
+    """The shared training_data asset stores this archive; models must see the same data."""
+    import dataclasses
+
+    payload = training_data_to_bytes(data, {"sample": "all"}, {"users": np.arange(3)})
+    back, meta, extra = training_data_from_bytes(payload)
+    assert meta["sample"] == "all"
+    np.testing.assert_array_equal(extra["users"], np.arange(3))
+    for field in dataclasses.fields(data):
+        a, b = getattr(data, field.name), getattr(back, field.name)
+        if isinstance(a, pl.DataFrame):
+            assert a.equals(b), field.name
+            assert a.schema == b.schema
+        elif hasattr(a, "toarray"):
+            assert (a != b).nnz == 0 and a.dtype == b.dtype, field.name
+        elif isinstance(a, np.ndarray):
+            np.testing.assert_array_equal(a, b, err_msg=field.name)
+            assert a.dtype == b.dtype, field.name
+        else:
+            assert a == b, field.name
+    with pytest.raises(ValueError, match="not a recsys model archive"):
+        training_data_from_bytes(b"junk")
+
+
+def test_sample_users_is_seeded_and_keeps_small_sets_whole():
+    splits = _splits()
+    assert sample_users(splits, ("train",), 0.5, min_users=10).to_list() == [10, 20, 30]
+    one = sample_users(splits, ("train",), 0.34, min_users=1, seed=3)
+    assert (
+        one.len() == 1 and one.to_list() == sample_users(splits, ("train",), 0.34, 1, 3).to_list()
+    )
+    with pytest.raises(ValueError, match="fraction"):
+        sample_users(splits, ("train",), 0.0, min_users=1)

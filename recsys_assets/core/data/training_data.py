@@ -186,6 +186,110 @@ def build_training_data(
     )
 
 
+def training_data_to_bytes(
+    data: TrainingData,
+    meta: dict | None = None,
+    extra: dict[str, np.ndarray] | None = None,
+) -> bytes:
+    """``data`` as one npz archive of plain arrays (no pickle), as the model store keeps models.
+
+    Built once per graph run by the ``training_data`` asset and loaded by every model asset,
+    instead of each rebuilding it from ``splits`` (seconds each at scale 1.0). ``meta``
+    (JSON-able) travels with it, e.g. how the users were sampled; ``extra`` arrays too (e.g.
+    the tuning users' validation targets).
+    """
+    from recsys_assets.core.models.serialization import csr_to_arrays, pack
+
+    arrays: dict[str, np.ndarray] = {
+        **csr_to_arrays("user_item", data.user_item),
+        **csr_to_arrays("item_ancestors", data.item_ancestors),
+    }
+    for name in _ARRAY_FIELDS:
+        arrays[name] = getattr(data, name)
+    for name, values in (extra or {}).items():
+        arrays[f"extra_{name}"] = np.asarray(values)
+    features = data.user_features
+    for i, column in enumerate(features.columns):
+        arrays[f"user_features_{i}"] = features[column].to_numpy()
+    return pack(
+        arrays,
+        {
+            **(meta or {}),
+            "kind": "training_data",
+            "reference_ms": int(data.reference_ms),
+            "user_feature_columns": features.columns,
+        },
+    )
+
+
+def training_data_from_bytes(
+    payload: bytes,
+) -> tuple[TrainingData, dict, dict[str, np.ndarray]]:
+    """Inverse of :func:`training_data_to_bytes`: the data, its ``meta`` and ``extra``."""
+    from recsys_assets.core.models.serialization import csr_from_arrays, unpack
+
+    arrays, meta = unpack(payload)
+    if meta.get("kind") != "training_data":
+        raise ValueError(f"training data bytes: archive holds {meta.get('kind')!r}")
+    features = pl.DataFrame(
+        {c: arrays[f"user_features_{i}"] for i, c in enumerate(meta["user_feature_columns"])}
+    )
+    data = TrainingData(
+        user_item=csr_from_arrays("user_item", arrays),
+        item_ancestors=csr_from_arrays("item_ancestors", arrays),
+        user_features=features,
+        reference_ms=int(meta["reference_ms"]),
+        **{name: arrays[name] for name in _ARRAY_FIELDS},
+    )
+    extra = {k.removeprefix("extra_"): v for k, v in arrays.items() if k.startswith("extra_")}
+    return data, meta, extra
+
+
+_ARRAY_FIELDS = (
+    "user_ids",
+    "item_ids",
+    "item_category",
+    "category_ids",
+    "item_price",
+    "item_price_bucket",
+    "item_available",
+    "session_indptr",
+    "session_items",
+    "session_users",
+    "event_user",
+    "event_item",
+    "event_weight",
+    "event_time",
+)
+
+
+def sample_users(
+    splits: pl.DataFrame,
+    use_splits: Sequence[str],
+    fraction: float,
+    min_users: int,
+    seed: int = 0,
+) -> pl.Series:
+    """A seeded sample of the users with events in ``use_splits`` (sorted ``user_id``).
+
+    ``fraction`` of them, but never fewer than ``min_users`` (all of them when there are
+    fewer): tuning on a quarter of the users ranks parameters as the whole does at a quarter of
+    the cost, while a small data set keeps every user.
+    """
+    if not 0 < fraction <= 1:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+    users = (
+        splits.filter(pl.col("split").is_in(list(use_splits)))["user_id"]
+        .cast(pl.Int64)
+        .unique()
+        .sort()
+    )
+    n = max(int(round(fraction * users.len())), min_users)
+    if n >= users.len():
+        return users
+    return users.sample(n, seed=seed).sort()
+
+
 def relevant_items(splits: pl.DataFrame, split: str, data: TrainingData) -> pl.DataFrame:
     """Distinct (user_id, item_id) pairs of ``split`` for users with training history.
 

@@ -9,7 +9,10 @@ comparable with the leaderboard; each model's ``base`` row (its defaults) is the
 its variants' deltas.
 
 Cheap by default: the variants of the fast models (tier ``default``) on a seeded sample of the
-test users. The Hybrid's and GRU4Rec's variants (tier ``slow``: each refits a network or a whole
+test users, trained on those users and a seeded sample of the others (``max_train_users``):
+every row of a report learns from the same users, so the deltas compare like with like, but
+the absolute values sit below the leaderboard's (fewer users to learn co-occurrence from).
+The Hybrid's and GRU4Rec's variants (tier ``slow``: each refits a network or a whole
 stack of sources) and a few more (tier ``extra``) run when asked.
 
 Pure code (no Dagster): the asset ``ablation_report`` calls :func:`run_ablation`.
@@ -267,6 +270,28 @@ def evaluation_users(
     return users.to_numpy(), targets
 
 
+def training_user_sample(
+    splits: pl.DataFrame, scored: np.ndarray, max_train_users: int | None, seed: int
+) -> pl.DataFrame:
+    """The rows of ``splits`` of the scored users plus a seeded sample of the other users of
+    train+valid, ``max_train_users`` in all (every user when None or when there are fewer)."""
+    if max_train_users is None:
+        return splits
+    history_users = (
+        splits.filter(pl.col("split").is_in(list(FINAL_TRAINING_SPLITS)))["user_id"]
+        .cast(pl.Int64)
+        .unique()
+        .sort()
+    )
+    if history_users.len() <= max_train_users:
+        return splits
+    scored_series = pl.Series("user_id", scored, dtype=pl.Int64)
+    others = history_users.filter(~history_users.is_in(scored_series.implode()))
+    n_others = max(0, min(others.len(), max_train_users - scored_series.len()))
+    keep = pl.concat([scored_series, others.sample(n_others, seed=seed)])
+    return splits.filter(pl.col("user_id").cast(pl.Int64).is_in(keep.implode()))
+
+
 def run_ablation(
     variants: Sequence[Variant],
     splits: pl.DataFrame,
@@ -274,6 +299,7 @@ def run_ablation(
     category_tree: pl.DataFrame,
     *,
     max_users: int | None = 2000,
+    max_train_users: int | None = None,
     seed: int = 0,
     model_params: Mapping[str, Mapping[str, Any]] | None = None,
     create_model: Callable[[str, dict[str, Any]], Any] | None = None,
@@ -282,8 +308,11 @@ def run_ablation(
 ) -> pl.DataFrame:
     """Train and score every variant; one row each, with deltas against its model's base.
 
-    ``model_params`` are run-wide overrides per model (applied to the base and its variants
-    alike, e.g. fewer epochs in a quick run). ``create_model`` / ``tuning_context`` default to
+    ``max_train_users`` (None: all) caps the users trained on: the scored users plus a seeded
+    sample of the others, with their whole train+valid history; the items stay the whole
+    catalogue. ``model_params`` are run-wide overrides per model (applied to the base and its
+    variants alike, e.g. fewer epochs in a quick run). ``create_model`` / ``tuning_context``
+    default to
     the registry's; inside a model's ``tuning_context`` its variants may share work (the Hybrid
     reuses the sources fitted for its base). ``on_row(i, n, row)`` sees each finished row.
     A variant that cannot be trained on its data (ValueError) gets a row with its ``error``.
@@ -302,12 +331,17 @@ def run_ablation(
     history = splits.filter(pl.col("split").is_in(list(FINAL_TRAINING_SPLITS)))
     targets = holdout_targets(splits, FINAL_TRAINING_SPLITS, "test")
     users, targets = evaluation_users(targets, max_users, seed)
+    splits = training_user_sample(splits, users, max_train_users, seed)
+    n_train_users = splits.filter(pl.col("split").is_in(list(FINAL_TRAINING_SPLITS)))[
+        "user_id"
+    ].n_unique()
     n_catalogue = item_catalog.height
     log.info(
-        "ablation: %d configurations of %s on %d test users",
+        "ablation: %d configurations of %s on %d test users, trained on %d users",
         len(variants),
         sorted(bases),
         users.size,
+        n_train_users,
     )
     data_cache: dict[tuple, TrainingData] = {}
     rows: list[dict[str, Any]] = []
@@ -327,6 +361,7 @@ def run_ablation(
                     make,
                     data_cache,
                 )
+                row["train_users"] = n_train_users
                 rows.append(row)
                 if on_row is not None:
                     on_row(len(rows), len(variants), row)
@@ -435,6 +470,7 @@ def _row_schema() -> dict[str, pl.DataType]:
     schema.update({c: pl.Float64 for c in _METRIC_COLUMNS})
     schema.update(
         users_evaluated=pl.Int64,
+        train_users=pl.Int64,
         fallback_users=pl.Int64,
         train_seconds=pl.Float64,
         score_seconds=pl.Float64,
@@ -479,6 +515,7 @@ def summary_table(report: pl.DataFrame) -> pl.DataFrame:
         "delta_hit_rate_at_10",
         "train_seconds",
         "users_evaluated",
+        "train_users",
     )
 
 

@@ -23,8 +23,22 @@ from dagster import (
 )
 from dagster_mlflow.resources import MlFlow
 
-from recsys_assets.core.data.training_data import build_training_data
-from recsys_assets.core.evaluation.holdout import EVAL_K, evaluate, holdout_targets, recommend_lists
+from recsys_assets.core.data.training_data import (
+    TrainingData,
+    build_training_data,
+    sample_users,
+    training_data_from_bytes,
+    training_data_to_bytes,
+)
+from recsys_assets.core.evaluation.holdout import (
+    EVAL_K,
+    EVAL_LIST_K,
+    available_only_metrics,
+    evaluate,
+    holdout_targets,
+    recommend_lists,
+    with_available_rank,
+)
 from recsys_assets.core.evaluation.metrics import ranking_metrics
 from recsys_assets.core.evaluation.next_item import next_item_events
 from recsys_assets.core.evaluation.next_item import session_metrics as session_protocol
@@ -34,6 +48,7 @@ from recsys_assets.core.models.registry import (
     get_model_class,
     parse_params_json,
 )
+from recsys_assets.core.models.store import ModelStore
 from recsys_assets.io_managers import MISSING_TABLE_IS_EMPTY, TrainedModel
 from recsys_assets.metadata import frame_metadata, markdown_table
 from recsys_assets.partitions import model_partitions
@@ -73,11 +88,141 @@ class ModelParamsConfig(Config):
         return dict(table.get(name, {}))
 
 
+class TrainingDataConfig(Config):
+    """How the tuning data is sampled: ``tuning_user_fraction`` of the users with train events
+    (at least ``tuning_min_users``; all of them when there are fewer), seeded."""
+
+    tuning_user_fraction: float = 0.25
+    tuning_min_users: int = 20_000
+    seed: int = 0
+
+
+# The archives live in their own table of the warehouse, beside the model store's.
+TRAINING_DATA_STORE_TABLE = "training_data_store"
+TUNING_DATA = "tuning"  # train split of a user sample, with those users' valid targets
+FINAL_DATA = "final"  # train+valid of every user
+
+
+def training_data_store(model_store: ModelStoreResource) -> ModelStore:
+    return ModelStore(
+        model_store.database, schema=model_store.schema_name, table=TRAINING_DATA_STORE_TABLE
+    )
+
+
+@asset(group_name=GROUP, pool=DUCKDB_POOL, kinds={"duckdb", "polars"})
+def training_data(
+    context: AssetExecutionContext,
+    config: TrainingDataConfig,
+    model_store: ModelStoreResource,
+    splits: pl.DataFrame,
+    item_catalog: pl.DataFrame,
+    category_tree: pl.DataFrame,
+) -> pl.DataFrame:
+    """What every model learns from, built once per graph run (``recsys.training_data``).
+
+    Two archives (plain numpy arrays, no pickle) in ``recsys.training_data_store``: ``final``
+    (train+valid of every user, for ``trained_model``) and ``tuning`` (the train split of a
+    seeded user sample with those users' new validation items, for ``tuned_params``). Every
+    model asset loads the archive instead of loading ``splits`` and rebuilding it; the table
+    names the versions they load.
+    """
+    store = training_data_store(model_store)
+    rows = []
+
+    def save(name: str, data: TrainingData, seconds: float, meta: dict, extra=None) -> None:
+        payload = training_data_to_bytes(data, meta, extra)
+        version = store.save(name, payload, {}, info=meta)
+        _drop_older_versions(model_store, name, version)
+        rows.append(
+            {
+                "name": name,
+                "version": version,
+                "splits": ",".join(meta["splits"]),
+                "users": data.n_users,
+                "items": data.n_items,
+                "interactions": int(data.user_item.nnz),
+                "events": int(data.event_item.size),
+                "user_fraction": float(meta["user_fraction"]),
+                "size_bytes": len(payload),
+                "build_seconds": seconds,
+            }
+        )
+        context.log.info(
+            f"training data {name}: {data.n_users:,} users x {data.n_items:,} items, "
+            f"{data.event_item.size:,} events, {len(payload) / 2**20:.1f} MiB, "
+            f"built in {seconds:.1f} s"
+        )
+
+    start = time.perf_counter()
+    final = build_training_data(
+        splits, item_catalog, category_tree, use_splits=FINAL_TRAINING_SPLITS
+    )
+    meta = {"splits": list(FINAL_TRAINING_SPLITS), "user_fraction": 1.0}
+    save(FINAL_DATA, final, time.perf_counter() - start, meta)
+    del final
+
+    start = time.perf_counter()
+    users = sample_users(
+        splits, ("train",), config.tuning_user_fraction, config.tuning_min_users, config.seed
+    )
+    sampled = splits.filter(pl.col("user_id").is_in(users.implode()))
+    tuning = build_training_data(sampled, item_catalog, category_tree, use_splits=("train",))
+    targets = holdout_targets(sampled, history_splits=("train",), target_split="valid")
+    n_train_users = splits.filter(pl.col("split") == "train")["user_id"].n_unique()
+    meta = {
+        "splits": ["train"],
+        "user_fraction": users.len() / max(n_train_users, 1),
+        "sampled_users": int(users.len()),
+        "train_users": int(n_train_users),
+        "seed": config.seed,
+    }
+    extra = {
+        "valid_user": targets["user_id"].cast(pl.Int64).to_numpy(),
+        "valid_item": targets["item_id"].cast(pl.Int64).to_numpy(),
+    }
+    save(TUNING_DATA, tuning, time.perf_counter() - start, meta, extra)
+    table = pl.DataFrame(rows).with_columns(built_at=pl.lit(datetime.now(UTC).isoformat()))
+    context.add_output_metadata(
+        frame_metadata(
+            table,
+            tuning_users=int(users.len()),
+            train_users=int(n_train_users),
+            sizes=MetadataValue.md(markdown_table(table)),
+        )
+    )
+    return table
+
+
+def _drop_older_versions(model_store: ModelStoreResource, name: str, version: int) -> None:
+    """Keep only the newest archive of ``name``: each is tens of MB at scale 1.0, and a model
+    keeps its own provenance (users, items, interactions) in the model store."""
+    import duckdb
+
+    table = f"{model_store.schema_name}.{TRAINING_DATA_STORE_TABLE}"
+    with duckdb.connect(model_store.database) as con:
+        con.execute(f"delete from {table} where model = ? and version < ?", [name, version])
+
+
+def load_training_data(
+    model_store: ModelStoreResource, table: pl.DataFrame, name: str
+) -> tuple[TrainingData, dict[str, Any], dict[str, Any]]:
+    """The archive ``name`` (``tuning`` or ``final``) at the version ``table`` names."""
+    row = table.filter(pl.col("name") == name) if table.height else table
+    if not row.height:
+        raise ValueError(
+            f"training_data: no '{name}' row; materialise training_data first "
+            "(dagster asset materialize --select training_data)"
+        )
+    stored = training_data_store(model_store).load(name, int(row["version"][0]))
+    return training_data_from_bytes(stored.payload)
+
+
 class TuningConfig(ModelParamsConfig):
-    """Optuna study on the validation split; small by default so the main job stays quick.
+    """Optuna study on the validation split of the tuning sample (``training_data``).
 
     ``n_trials`` / ``timeout_seconds`` unset: the model's own budget (``tuning_trials``,
-    ``tuning_timeout_seconds`` on its class).
+    ``tuning_timeout_seconds`` on its class). The timeout is a deadline: no trial starts when
+    the median trial so far would end past it.
     """
 
     n_trials: int | None = None
@@ -97,11 +242,15 @@ def tuned_params(
     context: AssetExecutionContext,
     config: TuningConfig,
     mlflow: ResourceParam[MlFlow],
-    splits: pl.DataFrame,
-    item_catalog: pl.DataFrame,
-    category_tree: pl.DataFrame,
+    model_store: ModelStoreResource,
+    training_data: pl.DataFrame,
 ) -> pl.DataFrame:
-    """Best hyper-parameters of one model by NDCG@10 on the validation split."""
+    """Best hyper-parameters of one model by NDCG@10 on the validation split.
+
+    Trials fit on the train split of a user sample (``training_data``'s ``tuning`` archive) and
+    are scored on those users' validation items; ``trained_model`` refits the chosen parameters
+    on all users. Trial 0 is the defaults, so the result never scores below them on valid.
+    """
     import optuna
 
     name = context.partition_key
@@ -111,16 +260,17 @@ def tuned_params(
     timeout = (
         config.timeout_seconds if config.timeout_seconds is not None else cls.tuning_timeout_seconds
     )
-    data = build_training_data(splits, item_catalog, category_tree, use_splits=("train",))
-    targets = holdout_targets(splits, history_splits=("train",), target_split="valid")
+    data, sample, extra = load_training_data(model_store, training_data, TUNING_DATA)
+    targets = pl.DataFrame({"user_id": extra["valid_user"], "item_id": extra["valid_item"]})
     users = targets["user_id"].unique().sort()
     if users.len() > config.max_eval_users:
         users = users.sample(config.max_eval_users, seed=config.seed).sort()
         targets = targets.join(users.to_frame(), on="user_id", how="semi")
     n_items = len(data.item_ids)
     context.log.info(
-        f"tuning {name}: up to {n_trials} trials or {timeout:.0f} s, "
-        f"NDCG@10 of {users.len():,} valid users over {n_items:,} items"
+        f"tuning {name}: up to {n_trials} trials or {timeout:.0f} s, on {data.n_users:,} "
+        f"sampled users ({sample['user_fraction']:.0%} of train), NDCG@10 of {users.len():,} "
+        f"valid users over {n_items:,} items"
     )
 
     def objective(trial: optuna.Trial) -> float:
@@ -144,7 +294,7 @@ def tuned_params(
             objective,
             n_trials=n_trials,
             timeout=timeout,
-            callbacks=[_trial_logger(context, n_trials)],
+            callbacks=[_trial_logger(context, n_trials), deadline_stop(start, timeout)],
         )
     seconds = time.perf_counter() - start
     default_value = study.trials[0].value if study.trials[0].value is not None else float("nan")
@@ -174,6 +324,7 @@ def tuned_params(
             "best_ndcg_at_10": study.best_value,
             "n_trials": len(study.trials),
             "seconds": seconds,
+            "tuning_users": data.n_users,
         },
         tags={"model": name},
     )
@@ -183,10 +334,38 @@ def tuned_params(
             best_params=best,
             best_ndcg_at_10=float(study.best_value),
             default_ndcg_at_10=float(default_value),
+            tuning_users=data.n_users,
+            tuning_user_fraction=float(sample["user_fraction"]),
+            tuning_interactions=int(data.user_item.nnz),
             trials=MetadataValue.md(markdown_table(pl.from_pandas(trials), max_rows=30)),
         )
     )
     return table
+
+
+def deadline_stop(start: float, timeout: float | None):
+    """An Optuna callback that stops the study when the next trial would end past ``timeout``.
+
+    Optuna's own ``timeout`` only refuses to *start* a trial after it; a trial started just
+    before runs to its end, so a model with minute-long fits overran its budget by a whole fit.
+    None of the models reports intermediate values during its fit (the fits are single calls
+    into implicit / torch loops), so a pruner could not cut a trial short: the deadline is the
+    budget's only guard.
+    """
+
+    def stop_if_next_would_overrun(study, trial) -> None:
+        if timeout is None:
+            return
+        durations = sorted(
+            t.duration.total_seconds() for t in study.trials if t.duration is not None
+        )
+        if not durations:
+            return
+        typical = durations[len(durations) // 2]
+        if time.perf_counter() - start + typical > timeout:
+            study.stop()
+
+    return stop_if_next_would_overrun
 
 
 def _trial_logger(context: AssetExecutionContext, n_trials: int):
@@ -223,19 +402,16 @@ def trained_model(
     context: AssetExecutionContext,
     config: ModelParamsConfig,
     mlflow: ResourceParam[MlFlow],
+    model_store: ModelStoreResource,
     tuned_params: pl.DataFrame,
-    splits: pl.DataFrame,
-    item_catalog: pl.DataFrame,
-    category_tree: pl.DataFrame,
+    training_data: pl.DataFrame,
 ) -> TrainedModel:
     """One model fitted on train+valid, stored as a new version in ``recsys.model_store``."""
     name = context.partition_key
     tuned = json.loads(tuned_params["params_json"][0]) if tuned_params.height else None
     overrides = config.overrides(name)
     params = {**get_model_class(name).default_params(), **(tuned or {}), **overrides}
-    data = build_training_data(
-        splits, item_catalog, category_tree, use_splits=FINAL_TRAINING_SPLITS
-    )
+    data, _, _ = load_training_data(model_store, training_data, FINAL_DATA)
     model = create_model(name, params)
     # (the model logs its own data sizes and fit time; this says where the parameters came from)
     context.log.info(
@@ -281,17 +457,37 @@ def trained_model(
     return TrainedModel(name=name, model=model, train_seconds=train_seconds, info=info)
 
 
-@asset(**PER_MODEL_TEST_TABLE)
+# The catalogue's availability is all the evaluation reads of it.
+CATALOG_AVAILABILITY = AssetIn("item_catalog", metadata={"columns": ["item_id", "available"]})
+
+
+@asset(
+    **{
+        **PER_MODEL_TEST_TABLE,
+        "ins": {**PER_MODEL_TEST_TABLE["ins"], "item_catalog": CATALOG_AVAILABILITY},
+    }
+)
 def eval_recommendations(
-    context: AssetExecutionContext, trained_model: TrainedModel, splits: pl.DataFrame
+    context: AssetExecutionContext,
+    trained_model: TrainedModel,
+    splits: pl.DataFrame,
+    item_catalog: pl.DataFrame,
 ) -> pl.DataFrame:
-    """Top-20 lists for every test user with history (``recsys.eval_recommendations``)."""
+    """Top-50 lists for every test user with history (``recsys.eval_recommendations``).
+
+    One batched scoring pass per model; ``rank`` is the model's order over the full catalogue
+    (metrics use ranks up to 20), ``available_rank`` the order once unavailable items are
+    dropped (the serving rule "available items only"; null for an unavailable item).
+    """
     targets = holdout_targets(splits, FINAL_TRAINING_SPLITS, "test")
     users = targets["user_id"].unique().sort().to_numpy()
-    context.log.info(f"scoring {trained_model.name}: top-{EVAL_K} lists for {len(users):,} users")
+    context.log.info(
+        f"scoring {trained_model.name}: top-{EVAL_LIST_K} lists for {len(users):,} users"
+    )
     start = time.perf_counter()
-    lists = recommend_lists(trained_model.model, users, trained_model.name, k=EVAL_K)
+    lists = recommend_lists(trained_model.model, users, trained_model.name, k=EVAL_LIST_K)
     seconds = time.perf_counter() - start
+    lists = with_available_rank(lists, item_catalog)
     context.log.info(f"scored {trained_model.name}: {len(users):,} users in {seconds:.1f} s")
     context.add_output_metadata(
         frame_metadata(
@@ -304,7 +500,12 @@ def eval_recommendations(
     return lists
 
 
-@asset(**PER_MODEL_TEST_TABLE)
+@asset(
+    **{
+        **PER_MODEL_TEST_TABLE,
+        "ins": {**PER_MODEL_TEST_TABLE["ins"], "item_catalog": CATALOG_AVAILABILITY},
+    }
+)
 def model_metrics(
     context: AssetExecutionContext,
     model_store: ModelStoreResource,
@@ -313,37 +514,55 @@ def model_metrics(
     splits: pl.DataFrame,
     item_catalog: pl.DataFrame,
 ) -> pl.DataFrame:
-    """Ranking metrics @10/@20 computed from the stored lists (``recsys.model_metrics``)."""
+    """Ranking metrics @10/@20 computed from the stored lists (``recsys.model_metrics``), over
+    the full catalogue and, suffixed ``_available``, with unavailable items dropped from the
+    lists (as the service shows them); ``unavailable_share_at_k`` is the share of unavailable
+    items in the all-items top-k."""
     name = context.partition_key
     targets = holdout_targets(splits, FINAL_TRAINING_SPLITS, "test")
+    lists = eval_recommendations.filter(pl.col("rank") <= EVAL_K)
     summary, _ = ranking_metrics(
-        eval_recommendations.select("user_id", "rank", "item_id"),
+        lists.select("user_id", "rank", "item_id"),
         targets,
         ks=(10, 20),
         n_catalogue_items=item_catalog.height,
     )
+    if "available_rank" not in eval_recommendations.columns:  # lists stored before the column
+        eval_recommendations = with_available_rank(eval_recommendations, item_catalog)
+    available = available_only_metrics(eval_recommendations, targets, ks=(10, 20))
     stored = model_store.store.load(name)
     row = {
         "model": name,
         **{k: float(v) for k, v in summary.items() if k != "users_evaluated"},
+        **available,
         "users_evaluated": int(summary["users_evaluated"]),
         "train_seconds": float(stored.info.get("train_seconds", float("nan"))),
         "model_version": stored.version,
         "evaluated_at": datetime.now(UTC).isoformat(),
     }
-    model_store.store.set_metrics(name, stored.version, {k: row[k] for k in summary})
+    stored_metrics = [*summary, "ndcg_at_10_available", "unavailable_share_at_10"]
+    model_store.store.set_metrics(name, stored.version, {k: row[k] for k in stored_metrics})
     context.log.info(
         f"{name} v{stored.version}: ndcg@10={row['ndcg_at_10']:.4f} "
+        f"(available only {row['ndcg_at_10_available']:.4f}, "
+        f"{row['unavailable_share_at_10']:.0%} of the top-10 unavailable) "
         f"over {row['users_evaluated']:,} test users"
     )
     table = pl.DataFrame([row])
     log_to_mlflow(
         mlflow,
         "test",
-        metrics={**summary, "model_size_bytes": len(stored.payload)},
+        metrics={**summary, **available, "model_size_bytes": len(stored.payload)},
         tags={"model": name},
     )
-    context.add_output_metadata(frame_metadata(table, **{k: float(v) for k, v in summary.items()}))
+    context.add_output_metadata(
+        frame_metadata(
+            table,
+            **{k: float(v) for k, v in summary.items()},
+            ndcg_at_10_available=row["ndcg_at_10_available"],
+            unavailable_share_at_10=row["unavailable_share_at_10"],
+        )
+    )
     return table
 
 
@@ -400,6 +619,10 @@ LEADERBOARD_COLUMNS = {
     "recall_at_10": "R@10",
     "ndcg_at_10": "NDCG@10",
     "hit_rate_at_10": "HR@10",
+    # the same lists with unavailable items dropped (what a shop shows), and how many were
+    "ndcg_at_10_available": "NDCG@10 avail",
+    "recall_at_10_available": "R@10 avail",
+    "unavailable_share_at_10": "unavail@10",
     "train_seconds": "train s",
 }
 
