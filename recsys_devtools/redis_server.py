@@ -21,6 +21,7 @@ from pathlib import Path
 
 import redis
 
+from recsys_serving.redis_layout.clients import sync_client
 from recsys_serving.settings import DEFAULT_REDIS_URL
 
 
@@ -42,8 +43,11 @@ def free_port() -> int:
 
 
 def ping(url: str, timeout: float = 0.5) -> bool:
-    """True when a Redis answers PING at ``url``."""
-    client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+    """True when a Redis (one server, or a cluster: see REDIS_URL) answers PING at ``url``."""
+    try:
+        client = sync_client(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+    except (redis.RedisError, OSError):  # a cluster client connects here already
+        return False
     try:
         return bool(client.ping())
     except (redis.RedisError, OSError):
@@ -140,9 +144,11 @@ def main(argv: list[str] | None = None) -> int:
         print(url, flush=True)
         print(f"redis-server pid {pid}; stop it with: kill {pid}", file=sys.stderr)
         return 0
+    # Before the server starts: a SIGTERM that came before the handler would kill this process
+    # without stopping its child, leaving an orphaned redis-server.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     server.start()
     print(url, flush=True)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         server.process.wait()
     except (KeyboardInterrupt, SystemExit):

@@ -32,6 +32,7 @@ from recsys_serving.controllers.page import PageController
 from recsys_serving.controllers.recommend import RecommendController
 from recsys_serving.controllers.users import UsersController
 from recsys_serving.pages import PublishedPages, format_value
+from recsys_serving.redis_layout.clients import aclose as aclose_redis
 from recsys_serving.service import RecommenderService
 from recsys_serving.settings import Settings
 from recsys_serving.store import NotPublished, RecsysStore, make_redis
@@ -110,7 +111,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
                 listener.cancel()
                 await asyncio.wait({listener}, timeout=2.0)
             with contextlib.suppress(Exception):
-                await redis.aclose(close_connection_pool=True)
+                await aclose_redis(redis)
 
     app = Litestar(
         route_handlers=[

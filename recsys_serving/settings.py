@@ -6,6 +6,8 @@ import json
 import os
 from dataclasses import dataclass
 
+from recsys_serving.redis_layout.clients import parse_redis_url
+
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 MAX_RECOMMENDATIONS = 100  # the published list length N
 
@@ -25,11 +27,13 @@ class Settings:
     """Everything the service reads from the environment.
 
     REDIS_URL (default redis://127.0.0.1:6379/0, where ``python -m recsys_devtools.redis_server``
-    starts one), RECSYS_REDIS_PREFIX ("recsys"), RECSYS_ADMIN_TOKEN (admin endpoints refused when
-    unset), RECSYS_AB_EXPERIMENT (JSON {"name","control","treatment","treatment_share"}),
-    RECSYS_CACHE_SIZE (decoded lists kept in process, 100000), RECSYS_STATE_TTL (seconds a read
-    of the version pointer is trusted between pub/sub notifications, 1.0; 0 reads it on every
-    request), RECSYS_REDIS_TIMEOUT (socket timeouts, 0.5 s), RECSYS_FEEDBACK_MAXLEN (1000000).
+    starts one; ``redis+cluster://host:port`` for a Redis Cluster, see
+    :mod:`recsys_serving.redis_layout.clients`), RECSYS_REDIS_PREFIX ("recsys"),
+    RECSYS_ADMIN_TOKEN (admin endpoints refused when unset), RECSYS_AB_EXPERIMENT (JSON
+    {"name","control","treatment","treatment_share"}), RECSYS_CACHE_SIZE (decoded lists kept in
+    process, 100000), RECSYS_STATE_TTL (seconds a read of the version pointer is trusted between
+    pub/sub notifications, 1.0; 0 reads it on every request), RECSYS_REDIS_TIMEOUT (socket
+    timeouts, 0.5 s), RECSYS_FEEDBACK_MAXLEN (1000000).
     """
 
     redis_url: str = DEFAULT_REDIS_URL
@@ -54,8 +58,10 @@ class Settings:
             raise ValueError(f"environment variable RECSYS_AB_EXPERIMENT: bad JSON: {exc}") from exc
         if ab is not None and not isinstance(ab, dict):
             raise ValueError("environment variable RECSYS_AB_EXPERIMENT: want a JSON object")
+        redis_url = env.get("REDIS_URL") or DEFAULT_REDIS_URL
+        parse_redis_url(redis_url)  # a clear error naming REDIS_URL now, not at the first request
         return cls(
-            redis_url=env.get("REDIS_URL") or DEFAULT_REDIS_URL,
+            redis_url=redis_url,
             prefix=env.get("RECSYS_REDIS_PREFIX") or "recsys",
             admin_token=env.get("RECSYS_ADMIN_TOKEN") or None,
             ab_experiment=ab,

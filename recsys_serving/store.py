@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import msgspec
 import numpy as np
-from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from recsys_serving.cache import LRUCache
@@ -37,6 +37,7 @@ from recsys_serving.redis_layout import (
     sim_family,
     validate_experiment,
 )
+from recsys_serving.redis_layout.clients import async_client, subscriber
 from recsys_serving.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -51,15 +52,13 @@ class NotPublished(Exception):
 
 
 def make_redis(settings: Settings) -> Redis:
-    """An asyncio client with short timeouts, so a dead Redis fails requests fast (no retries)."""
-    pool = BlockingConnectionPool.from_url(
+    """An asyncio client (one server or a cluster, per REDIS_URL) with short timeouts, so a dead
+    Redis fails requests fast (no retries on one server)."""
+    return async_client(
         settings.redis_url,
         max_connections=settings.redis_max_connections,
         timeout=settings.redis_timeout,
-        socket_timeout=settings.redis_timeout,
-        socket_connect_timeout=settings.redis_timeout,
     )
-    return Redis(connection_pool=pool)
 
 
 @dataclass
@@ -303,7 +302,7 @@ class RecsysStore:
         """
         channel = self.reader.keys.channel
         while not self._stopping:
-            pubsub = self.redis.pubsub()
+            pubsub = subscriber(self.redis)
             try:
                 await pubsub.subscribe(channel)
                 self.pubsub_connected = True

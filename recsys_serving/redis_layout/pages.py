@@ -1,9 +1,12 @@
 """The web pages' reports in Redis: one hash per publish, shown through one pointer key.
 
     {p}:pages:seq               INCR counter numbering publishes
-    {p}:pages:<n>               hash: "doc:<page>" -> JSON document of a page (home, analytics,
+    p:pages:<n>                 hash: "doc:<page>" -> JSON document of a page (home, analytics,
                                 experiments), "chart:<name>" -> PNG bytes, "published_at"
     {p}:pages:current           n of the publish the pages show
+
+(``{p}`` is the deployment's hash tag; the hashes carry none, so on Redis Cluster each publish
+lands on its own slot. No command uses two of these keys, see :mod:`.keys`.)
 
 The graph's ``ui_reports`` asset writes the whole hash with one HSET (one command: Redis applies
 it at once, so no reader sees part of it), then moves the pointer. A page reads the pointer and
@@ -13,6 +16,7 @@ just before the pointer moved still finds its images; older ones are deleted.
 
 The pages are published on their own schedule, not with the serving versions ``{p}:v:<v>:*``,
 whose cleanup would take keys under them that lack a meta for a partial version.
+Everything here is single-key, so it works unchanged on Redis Cluster.
 """
 
 from __future__ import annotations
@@ -82,13 +86,10 @@ def publish_pages(
     for name, png in charts.items():
         mapping[f"chart:{name}"] = bytes(png)
     redis.hset(keys.pages(publish), mapping=mapping)  # one command: all of it or nothing
-    with redis.pipeline(transaction=True) as pipe:  # one key: also fine on Redis Cluster
-        pipe.get(keys.pages_current)
-        pipe.set(keys.pages_current, publish)
-        previous = _number(pipe.execute()[0])
+    previous = _number(redis.set(keys.pages_current, publish, get=True))  # atomic swap (SET GET)
     keep = {publish, previous}
     deleted = []
-    for key in redis.scan_iter(match=f"{prefix}:pages:*", count=1000):
+    for key in redis.scan_iter(match=keys.pages("*"), count=1000):  # every master of a cluster
         n = _number((key.decode() if isinstance(key, bytes) else key).rsplit(":", 1)[1])
         if n is not None and n not in keep:
             redis.unlink(key)

@@ -1,4 +1,10 @@
-"""The service's reader: pointers, control overrides and per-version data via ``redis.asyncio``."""
+"""The service's reader: pointers, control overrides and per-version data via ``redis.asyncio``.
+
+The client is ``redis.asyncio.Redis`` or ``redis.asyncio.cluster.RedisCluster`` (see
+:mod:`.clients`). The pointers and overrides share the deployment slot, so :meth:`state` is one
+round trip to one node either way; a version's bulk keys are spread over the slots, and reads of
+several of them are non-transactional pipelines, which a cluster client splits per node.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +12,9 @@ import json
 from dataclasses import dataclass
 
 import numpy as np
+from redis.exceptions import NoScriptError
 
+from recsys_serving.redis_layout.clients import publish
 from recsys_serving.redis_layout.codec import ItemTable, decode_items, decode_meta
 from recsys_serving.redis_layout.keys import CONTROL_AB, Keys, control_default_field
 from recsys_serving.redis_layout.scripts import LOOKUP_LUA
@@ -74,15 +82,27 @@ class LayoutReader:
     async def lookup_many(
         self, version: str, family: str, wanted: list[tuple[int, int]]
     ) -> list[bytes | None]:
-        """Payloads of several (bucket, id) pairs in one round trip."""
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for bucket, ident in wanted:
-                await self._lookup(
-                    keys=[self.keys.blob(version, family, max(bucket, 0))],
-                    args=[ident],
-                    client=pipe,
-                )
-            found = await pipe.execute()
+        """Payloads of several (bucket, id) pairs in one round trip (per node on a cluster).
+
+        EVALSHA is queued as a raw command: redis-py's ``Script`` would await a cluster pipeline
+        (which empties it) and refuses EVALSHA there, and on one server it adds a SCRIPT EXISTS
+        round trip per call. A server that lacks the script (restarted, failed over) answers
+        NOSCRIPT; it is loaded (on every master of a cluster) and the pipeline sent again.
+        """
+        sha = self._lookup.sha
+        for attempt in (1, 2):
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for bucket, ident in wanted:
+                    key = self.keys.blob(version, family, max(bucket, 0))
+                    pipe.execute_command("EVALSHA", sha, 1, key, ident)
+                found = await pipe.execute(raise_on_error=False)
+            if attempt == 1 and any(isinstance(r, NoScriptError) for r in found):
+                await self.redis.script_load(LOOKUP_LUA)
+                continue
+            break
+        for r in found:
+            if isinstance(r, Exception):
+                raise r
         return [r if r and b >= 0 else None for r, (b, _) in zip(found, wanted, strict=True)]
 
     async def popular(self, version: str, category: int | None) -> bytes | None:
@@ -120,17 +140,17 @@ class LayoutReader:
 
     async def set_default_model(self, version: str, model: str) -> None:
         await self.redis.hset(self.keys.control, control_default_field(version), model)
-        await self.redis.publish(self.keys.channel, "control")
+        await publish(self.redis, self.keys.channel, "control")
 
     async def set_ab_experiment(self, exp: dict | None) -> None:
         if exp is None:
             await self.redis.hdel(self.keys.control, CONTROL_AB)
         else:
             await self.redis.hset(self.keys.control, CONTROL_AB, json.dumps(exp))
-        await self.redis.publish(self.keys.channel, "control")
+        await publish(self.redis, self.keys.channel, "control")
 
     async def announce(self, message: str) -> None:
-        await self.redis.publish(self.keys.channel, message)
+        await publish(self.redis, self.keys.channel, message)
 
     async def append_feedback(self, fields: dict[str, str], maxlen: int) -> str:
         entry = await self.redis.xadd(self.keys.feedback, fields, maxlen=maxlen, approximate=True)

@@ -1,6 +1,9 @@
 """The publisher: a bundle written as a new version, switched to atomically; cleanup; rollback.
 
-Runs in the Dagster asset ``serving_bundle`` with a synchronous ``redis.Redis`` client.
+Runs in the Dagster asset ``serving_bundle`` with a synchronous client: ``redis.Redis``, or
+``redis.cluster.RedisCluster`` (see :mod:`.clients`). Everything here works on both: the batches
+are non-transactional pipelines (a cluster client sends each node its share), the bulk keys are
+spread over the slots, and the scripts touch only deployment-slot keys (see :mod:`.keys`).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from recsys_serving.bundle import ModelLists, ServingBundle
+from recsys_serving.redis_layout.clients import decodes_responses, unlink_keys, used_memory
 from recsys_serving.redis_layout.codec import (
     Vocab,
     bucket_blob,
@@ -193,13 +197,15 @@ def _write_weights(w: _Writer, keys: Keys, version: str, m: ModelLists, chunk_by
 
 
 def _scan_versions(redis, keys: Keys) -> dict[str, list[bytes]]:
-    """Every key under ``{p}:v:*`` grouped by version (finds partial versions too)."""
+    """Every key of every version grouped by version (finds partial versions too).
+
+    On a cluster ``scan_iter`` walks every master.
+    """
     found: dict[str, list[bytes]] = {}
-    head = len(keys.prefix) + 3
-    for key in redis.scan_iter(match=f"{keys.prefix}:v:*", count=2000):
-        key = key.encode() if isinstance(key, str) else key
-        version = key[head:].split(b":", 1)[0].decode()
-        found.setdefault(version, []).append(key)
+    for pattern in keys.version_patterns:
+        for key in redis.scan_iter(match=pattern, count=2000):
+            key = key.encode() if isinstance(key, str) else key
+            found.setdefault(keys.version_of(key), []).append(key)
     return found
 
 
@@ -208,11 +214,9 @@ def _version_key(version: str) -> tuple:
 
 
 def delete_prefix(redis, prefix: str) -> int:
-    """Delete every key under ``{prefix}:`` (a test's own namespace); returns how many."""
-    names = list(redis.scan_iter(match=f"{prefix}:*", count=1000))
-    for a in range(0, len(names), 1000):
-        redis.unlink(*names[a : a + 1000])
-    return len(names)
+    """Delete every key of deployment ``prefix`` (a test's own namespace); returns how many."""
+    names = [n for p in Keys(prefix).all_patterns for n in redis.scan_iter(match=p, count=1000)]
+    return unlink_keys(redis, names)
 
 
 def delete_stale_versions(redis, prefix: str = "recsys", keep: Iterable[str] = ()) -> list[str]:
@@ -224,8 +228,7 @@ def delete_stale_versions(redis, prefix: str = "recsys", keep: Iterable[str] = (
     for version, names in _scan_versions(redis, keys).items():
         if version in protect:
             continue
-        for a in range(0, len(names), 1000):
-            redis.unlink(*names[a : a + 1000])
+        unlink_keys(redis, names)
         redis.hdel(keys.control, control_default_field(version))
         deleted.append(version)
     return sorted(deleted, key=_version_key)
@@ -244,18 +247,19 @@ def publish_bundle(
 ) -> PublishReport:
     """Write ``bundle`` as a new version, switch ``{p}:current`` to it atomically, announce it.
 
-    ``redis`` is a synchronous ``redis.Redis`` (bytes responses). Versions other than the new
-    current and the previous one are deleted, including partial ones left by a failed publish.
+    ``redis`` is a synchronous ``redis.Redis`` or ``RedisCluster`` (bytes responses). Versions
+    other than the new current and the previous one are deleted, including partial ones left by
+    a failed publish.
     ``on_progress(keys_written, bytes_written)`` runs after each pipelined batch. A model's
     session network (``ModelLists.gru``) is written in strings of ``weight_chunk_bytes``.
     """
-    if redis.connection_pool.connection_kwargs.get("decode_responses"):
+    if decodes_responses(redis):
         raise ValueError("publish_bundle: the Redis client must use decode_responses=False")
     validate_bundle(bundle)
     t0 = time.perf_counter()
     keys = Keys(prefix)
     stale = delete_stale_versions(redis, prefix)  # partial keys of a publish that died half-way
-    mem0 = int(redis.info("memory")["used_memory"])
+    mem0 = used_memory(redis)
     version = str(redis.incr(keys.seq))
     w = _Writer(redis, on_progress, batch_bytes, batch_keys)
     families: dict[str, dict] = {}
@@ -305,7 +309,7 @@ def publish_bundle(
     }
     w.set(keys.meta(version), encode_meta(meta))  # last: marks the version complete
     w.flush()
-    mem1 = int(redis.info("memory")["used_memory"])
+    mem1 = used_memory(redis)
     switch = redis.register_script(SWITCH_LUA)
     old = switch(
         keys=[keys.current, keys.previous, keys.meta(version)], args=[version, keys.channel]
@@ -347,4 +351,4 @@ def rollback(redis, prefix: str = "recsys") -> str:
     """Serve the previous version again (the current one becomes previous); returns it."""
     keys = Keys(prefix)
     script = redis.register_script(ROLLBACK_LUA)
-    return _text(script(keys=[keys.current, keys.previous], args=[f"{prefix}:v:", keys.channel]))
+    return _text(script(keys=[keys.current, keys.previous], args=[keys.meta_prefix, keys.channel]))

@@ -192,7 +192,7 @@ def _weight_keys(r, prefix: str, version: str) -> list[bytes]:
 
 def test_weights_live_under_the_version_and_go_with_it(r, prefix, bundle):
     first = L.publish_bundle(r, bundle, prefix, weight_chunk_bytes=64 << 10)
-    meta = L.decode_meta(r.get(f"{prefix}:v:{first.version}:meta"))
+    meta = L.decode_meta(r.get(L.Keys(prefix).meta(first.version)))
     spec = next(m for m in meta["models"] if m["name"] == "gru4rec")["gru"]
     n_chunks = sum(a["chunks"] for a in spec["arrays"].values())
     assert n_chunks > len(spec["arrays"])  # the output layer spans several chunks

@@ -94,7 +94,7 @@ def test_versions_switch_keep_previous_and_roll_back(r, prefix, bundle):
     assert current_version(r, prefix) == r3.version
     assert L.rollback(r, prefix) == r2.version
     assert current_version(r, prefix) == r2.version
-    assert r.get(f"{prefix}:previous").decode() == r3.version
+    assert r.get(L.Keys(prefix).previous).decode() == r3.version
     assert L.rollback(r, prefix) == r3.version  # and forward again
 
 
@@ -174,7 +174,7 @@ def test_publish_killed_half_way_keeps_the_old_version(r, redis_url, prefix, bun
     assert proc.returncode == 17, proc.stderr
     partial = str(int(good.version) + 1)
     assert list(r.scan_iter(match=f"{prefix}:v:{partial}:*")), "the killed publish wrote nothing"
-    assert not r.exists(f"{prefix}:v:{partial}:meta")
+    assert not r.exists(L.Keys(prefix).meta(partial))
     assert current_version(r, prefix) == good.version
     with TestClient(create_app(Settings(redis_url=redis_url, prefix=prefix))) as client:
         body = client.post("/api/v1/recommend", json={"user_id": 100, "n_recommendations": 2})

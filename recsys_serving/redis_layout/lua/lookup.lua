@@ -1,4 +1,4 @@
--- KEYS[1] bucket blob; ARGV[1] id. Returns the payload or nil.
+-- KEYS[1] bucket blob; ARGV[1] id. Returns the payload or nil. Reads only KEYS[1] (any slot).
 local key = KEYS[1]
 local id = tonumber(ARGV[1])
 local head = redis.call('GETRANGE', key, 0, 3)

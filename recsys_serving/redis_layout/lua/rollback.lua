@@ -1,4 +1,6 @@
--- KEYS: current, previous; ARGV: version-key prefix ("{p}:v:"), channel. Swaps the pointers.
+-- KEYS: current, previous; ARGV: head of meta keys ("{p}:v:"), channel. Swaps the pointers.
+-- The meta key it builds has the deployment tag {p} like KEYS, so on Redis Cluster every key
+-- this script touches is in the slot the cluster routed it to.
 local cur = redis.call('GET', KEYS[1])
 local prev = redis.call('GET', KEYS[2])
 if not prev then return redis.error_reply('no previous version to roll back to') end

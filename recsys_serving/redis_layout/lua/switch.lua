@@ -1,4 +1,5 @@
 -- KEYS: current, previous, meta of the new version; ARGV: version, channel. Atomic switch.
+-- All three KEYS carry the deployment tag {p}: one slot, so it also runs on Redis Cluster.
 if redis.call('EXISTS', KEYS[3]) == 0 then
   return redis.error_reply('version ' .. ARGV[1] .. ' is incomplete (no meta key)')
 end
