@@ -44,8 +44,17 @@ def synthetic_bundle(
     zipf: float = 1.0,
     seed: int = 0,
     chunk_rows: int = 20_000,
+    unavailable_share: float = 0.0,
+    top_unavailable: bool = False,
 ) -> ServingBundle:
-    """A bundle with ``models`` over users ``0..n_users-1`` (ids spaced by 3) and ``n_items``."""
+    """A bundle with ``models`` over users ``0..n_users-1`` (ids spaced by 3) and ``n_items``.
+
+    Categories ``0..n_categories-1`` are leaves under ``max(1, n_categories // 5)`` root
+    categories numbered from ``n_categories``. ``unavailable_share`` of the items are published
+    as unavailable (RetailRocket's lists: 40-45 %), the rest available or unknown (10 %);
+    ``top_unavailable`` also makes the most popular item unavailable (what the service must
+    never show by default).
+    """
     rng = np.random.default_rng(seed)
     item_ids = np.sort(rng.choice(max(2 * n_items, 10), n_items, replace=False)).astype(np.int64)
     pop = (1.0 / np.arange(1, n_items + 1) ** zipf)[rng.permutation(n_items)]
@@ -94,6 +103,15 @@ def synthetic_bundle(
     for c in range(n_categories):  # a handful of categories
         members = item_ids[order][category[order] == c][:100]
         by_cat[c] = (members, np.linspace(1.0, 0.1, len(members)).astype(np.float32))
+    share = float(unavailable_share)
+    if not 0.0 <= share <= 0.9:
+        raise ValueError(f"unavailable_share: want 0..0.9, got {share}")
+    available = rng.choice(
+        np.array([-1, 0, 1], dtype=np.int8), n_items, p=[0.1, share, 0.9 - share]
+    )
+    if top_unavailable:
+        available[order[0]] = 0
+    n_roots = max(1, n_categories // 5)
     return ServingBundle(
         models=lists,
         default_model=models[0],
@@ -108,6 +126,9 @@ def synthetic_bundle(
         item_ids=item_ids,
         item_category=category,
         item_price=price,
-        item_available=rng.choice(np.array([-1, 0, 1], dtype=np.int8), n_items, p=[0.1, 0.2, 0.7]),
+        item_available=available,
         ab_experiment=None,
-    )
+        category_ids=np.arange(n_categories + n_roots, dtype=np.int64),
+        category_parents=np.r_[n_categories + np.arange(n_categories) % n_roots,
+                               np.full(n_roots, -1)].astype(np.int64),
+    )  # fmt: skip

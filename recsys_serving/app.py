@@ -23,6 +23,7 @@ from litestar.template import TemplateConfig
 from redis.exceptions import RedisError
 
 from recsys_serving.contract import OPENAPI_PLUGINS, TYPE_DECODERS, StrictRequest
+from recsys_serving.controllers.availability import ItemOverridesController
 from recsys_serving.controllers.cache import CacheController
 from recsys_serving.controllers.feedback import FeedbackController
 from recsys_serving.controllers.health import HealthController
@@ -122,6 +123,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             ModelsController,
             ExperimentController,
             CacheController,
+            ItemOverridesController,
             FeedbackController,
             PageController,
         ],

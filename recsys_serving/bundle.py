@@ -68,6 +68,10 @@ class ServingBundle:
     item_available: np.ndarray  # int8 1/0, -1 unknown
     ab_experiment: dict | None = None  # {"name", "control", "treatment", "treatment_share"}
     created_at: str = field(default_factory=_now_iso)
+    # The category tree (``category_tree.csv``): the service's category rules match an item when
+    # its category or one of its ancestors is asked for. Empty: every category is its own root.
+    category_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    category_parents: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # -1 root
 
     def model(self, name: str) -> ModelLists:
         """The model called ``name``; KeyError naming the published models otherwise."""

@@ -36,7 +36,8 @@ from recsys_serving.schemas import MAX_ID, IdParam
 
 TYPE_DECODERS = [(lambda t: t is IdParam, IdParam.parse)]
 
-_AT_FIELD = re.compile(r"at `\$\.([A-Za-z_][A-Za-z0-9_]*)")
+# the field's dotted path (``rules.price_min``), without list indices
+_AT_FIELD = re.compile(r"at `\$\.([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*)")
 _NAMED_FIELD = re.compile(r"field `([^`]+)`")
 _NO_BODY = object()
 _DECODERS: dict[BaseRouteHandler, msgspec.json.Decoder | None] = {}
@@ -144,11 +145,25 @@ def _openapi(node: dict) -> Schema | Reference:
     return Schema(**fields)
 
 
+def _inline(node: Any, components: dict[str, dict]) -> Any:
+    """Nested Structs (``rules``, ``rules.boost``) written in place of their ``$ref``: the body's
+    schema stays one self-contained component, as Litestar registers it."""
+    if isinstance(node, dict):
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/components/schemas/"):
+            return _inline(components[ref.rsplit("/", 1)[1]], components)
+        return {k: _inline(v, components) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_inline(v, components) for v in node]
+    return node
+
+
 class RequestSchemaPlugin(OpenAPISchemaPlugin):
     """Request Structs documented by msgspec, the library that validates them.
 
     Litestar's own rendering of msgspec constraints drops some (``ge=0`` alone, constraints of
     list items) and never says ``additionalProperties: false``; msgspec's JSON Schema is exact.
+    Nested request Structs are inlined.
     """
 
     def is_plugin_supported_field(self, field_definition: FieldDefinition) -> bool:
@@ -164,11 +179,10 @@ class RequestSchemaPlugin(OpenAPISchemaPlugin):
         _, components = msgspec.json.schema_components(
             [tp], ref_template="#/components/schemas/{name}"
         )
-        if len(components) != 1:  # nested Structs would need their own components
-            raise TypeError(f"{tp.__name__}: request bodies must be flat Structs")
+        body = _inline(components[tp.__name__], components)
         # registered as a component, so the body refers to it by name like other models
         schema = schema_creator.schema_registry.get_schema_for_field_definition(field_definition)
-        for key, value in vars(_openapi(components[tp.__name__])).items():
+        for key, value in vars(_openapi(body)).items():
             if value is not None:
                 setattr(schema, key, value)
         return schema

@@ -45,10 +45,57 @@ class _In(msgspec.Struct, forbid_unknown_fields=True):
     """Request bodies: unknown fields are refused (and documented as additionalProperties false)."""
 
 
+# --- business rules (one type for every endpoint: a ``rules`` object in POST bodies, the same
+# names as query parameters of GET /popular; see recsys_serving.rules) -------------------------
+MAX_EXCLUDED_ITEMS = 500  # a shop's "not these" list: a basket, a page already shown
+MAX_RULE_CATEGORIES = 100
+MAX_PRICE = 1e9
+Price = Annotated[float, Meta(ge=0.0, le=MAX_PRICE, description=f"a price, 0..{MAX_PRICE:g}")]
+Categories = Annotated[
+    list[Id], Meta(max_length=MAX_RULE_CATEGORIES, description="category ids (an item matches "
+                   "when its category or one of its ancestors is listed)")
+]  # fmt: skip
+SeenEvent = Literal["view", "addtocart", "transaction"]
+
+
+class Boost(_In):
+    """Multiply the score of the items that match (categories and/or a price band) by ``factor``
+    before the final cut; the order within each source follows the boosted score."""
+
+    factor: Annotated[float, Meta(gt=0.0, le=100.0, description="score multiplier, (0, 100]")]
+    categories: Categories | None = None
+    price_min: Price | None = None
+    price_max: Price | None = None
+
+
+class Rules(_In):
+    """What may be shown, per request. Defaults: only ``include_unavailable`` false applies."""
+
+    include_unavailable: Annotated[
+        bool, Meta(description="also show items known to be unavailable (hidden ones never)")
+    ] = False
+    categories: Categories | None = None
+    exclude_categories: Categories | None = None
+    price_min: Price | None = None
+    price_max: Price | None = None
+    exclude_items: Annotated[
+        list[Id], Meta(max_length=MAX_EXCLUDED_ITEMS, description="item ids never to show")
+    ] | None = None  # fmt: skip
+    exclude_seen: Annotated[
+        list[SeenEvent],
+        Meta(max_length=3, description="leave out items the user (user_id) had these events on"),
+    ] | None = None  # fmt: skip
+    boost: Boost | None = None
+
+
+RulesField = Annotated[Rules | None, Meta(description="business rules (see Rules)")]
+
+
 class RecommendRequest(_In):
     user_id: Id
     n_recommendations: N = 10
     model: ModelName | None = None
+    rules: RulesField = None
 
 
 class ColdRequest(_In):
@@ -56,6 +103,8 @@ class ColdRequest(_In):
     category_id: Id | None = None
     item_ids: ItemIds | None = None
     model: ModelName | None = None
+    user_id: Annotated[Id, Meta(description="only for rules.exclude_seen")] | None = None
+    rules: RulesField = None
 
 
 MAX_SESSION_ITEMS = 50  # as many as a user's history holds (MAX_HISTORY); more is a 400
@@ -76,11 +125,14 @@ class SessionRequest(_In):
     exclude_seen: Annotated[
         bool, Meta(description="leave the session's own items out of the answer")
     ] = True
+    rules: RulesField = None
 
 
 class SimilarRequest(_In):
     n_recommendations: N = 10
     model: ModelName | None = None
+    user_id: Annotated[Id, Meta(description="only for rules.exclude_seen")] | None = None
+    rules: RulesField = None
 
 
 class FeedbackRequest(_In):
@@ -122,6 +174,24 @@ class Item(msgspec.Struct, gc=False):
     available: bool | None = None
 
 
+RuleName = Literal[
+    "hidden", "unavailable", "exclude_items", "exclude_seen", "categories", "exclude_categories",
+    "price", "category_id",
+]  # fmt: skip
+TopUpSource = Literal["similar", "popular_category", "popular"]
+
+
+class FilterReport(msgspec.Struct):
+    """How the rules shaped the answer: candidates removed per rule (each counted under the first
+    rule it failed, in the order of ``RuleName``), and which sources topped the answer up after
+    the primary list, in the order used."""
+
+    candidates: int  # candidates looked at, over all sources
+    removed: dict[str, int]
+    topped_up_from: list[TopUpSource]
+    boosted: int = 0  # answered items whose score the boost multiplied
+
+
 class RecommendResponse(msgspec.Struct):
     version: str
     model: str | None
@@ -132,6 +202,7 @@ class RecommendResponse(msgspec.Struct):
     user_id: int | None = None
     arm: str | None = None
     experiment: str | None = None
+    filtering: FilterReport | None = None
 
 
 class SessionResponse(RecommendResponse):
@@ -148,6 +219,7 @@ class SimilarResponse(msgspec.Struct):
     model_version: str | None
     source: Source
     similar_items: list[Item]
+    filtering: FilterReport | None = None
 
 
 class PopularResponse(msgspec.Struct):
@@ -155,6 +227,7 @@ class PopularResponse(msgspec.Struct):
     category_id: int | None
     source: Source
     items: list[Item]
+    filtering: FilterReport | None = None
 
 
 class HistoryEntry(msgspec.Struct):
@@ -227,3 +300,23 @@ class CacheStats(msgspec.Struct):
 
 class CacheFlushResponse(msgspec.Struct):
     flushed: int
+
+
+# --- live availability (admin) ---------------------------------------------------------------
+OverrideState = Literal["unavailable", "available", "hidden"]
+
+
+class ItemOverridesRequest(_In):
+    """Set items' live state until the next change (publishes do not reset it); ``clear`` drops
+    the override of items, so the published availability holds again."""
+
+    unavailable: Annotated[list[Id], Meta(max_length=10_000)] = []
+    available: Annotated[list[Id], Meta(max_length=10_000)] = []
+    hidden: Annotated[list[Id], Meta(max_length=10_000)] = []
+    clear: Annotated[list[Id], Meta(max_length=10_000)] = []
+
+
+class ItemOverridesResponse(msgspec.Struct):
+    generation: str | None
+    count: int
+    overrides: dict[str, OverrideState]  # item id (as text: a JSON object key) -> state

@@ -7,24 +7,46 @@ import hashlib
 import time
 
 import numpy as np
-from litestar.exceptions import NotFoundException
+from litestar.exceptions import NotFoundException, ValidationException
 
 from recsys_serving.bundle import EVENT_CODES
 from recsys_serving.redis_layout import ItemTable
+from recsys_serving.rules import (
+    CatalogRules,
+    Overrides,
+    RuleError,
+    RuleSet,
+    compile_rules,
+    member,
+    new_generation,
+)
 from recsys_serving.schemas import (
+    FilterReport,
     HistoryEntry,
     HistoryResponse,
     Item,
+    ItemOverridesRequest,
+    ItemOverridesResponse,
     ModelInfo,
     ModelsResponse,
     PopularResponse,
     RecommendResponse,
+    Rules,
     SessionResponse,
     SimilarResponse,
 )
-from recsys_serving.store import NotPublished, RecsysStore, ServedList, Snapshot, VersionData
+from recsys_serving.store import (
+    NotPublished,
+    PlainView,
+    RecsysStore,
+    ServedList,
+    Snapshot,
+    VersionData,
+)
 
 SESSION_DECAY = 0.8  # weight of a viewed item halves about every three newer views
+TOPUP_SEEDS = 5  # items of the answer whose neighbour lists top it up
+TOPUP_CATEGORIES = 50  # category popular lists merged at most to top an answer up
 
 
 def not_published(field: str, message: str) -> NotFoundException:
@@ -46,17 +68,24 @@ def assign_arm(experiment: dict, user_id: int) -> str:
     return "treatment" if u < experiment["treatment_share"] else "control"
 
 
-def item_rows(table: ItemTable, items: np.ndarray, scores: np.ndarray) -> list[Item]:
-    """Response items with catalogue metadata (unknown values as null)."""
+def item_rows(
+    table: ItemTable, items: np.ndarray, scores: np.ndarray, available: np.ndarray | None = None
+) -> list[Item]:
+    """Response items with catalogue metadata (unknown values as null); ``available``: live
+    availability (overrides applied) instead of the published one."""
     pos = table.lookup(items)
     known = pos >= 0
     p = np.where(known, pos, 0)
     cat = table.category[p] if len(table.ids) else np.zeros(len(items), np.int64)
     price = table.price[p] if len(table.ids) else np.full(len(items), np.nan, np.float32)
-    avail = table.available[p] if len(table.ids) else np.full(len(items), -1, np.int8)
+    if available is not None:
+        avail, known_avail = available, np.ones(len(items), bool)
+    else:
+        avail = table.available[p] if len(table.ids) else np.full(len(items), -1, np.int8)
+        known_avail = known
     cat_l = np.where(known & (cat >= 0), cat, -1).tolist()
     price_l = np.where(known, np.round(price.astype(np.float64), 2), np.nan).tolist()
-    avail_l = np.where(known, avail, -1).tolist()
+    avail_l = np.where(known_avail, avail, -1).tolist()
     score_l = np.round(scores.astype(np.float64), 6).tolist()
     return [
         Item(
@@ -73,13 +102,102 @@ def item_rows(table: ItemTable, items: np.ndarray, scores: np.ndarray) -> list[I
     ]
 
 
-def cached_rows(table: ItemTable, lst: ServedList, n: int) -> list[Item]:
-    """The first ``n`` response rows of a cached list, built once for at least 10."""
-    if lst.rows is None or len(lst.rows) < min(n, len(lst.items)):
+def live_rows(rules: CatalogRules, ov: Overrides, items: np.ndarray, scores: np.ndarray):
+    return item_rows(rules.table, items, scores, rules.availability(items, ov))
+
+
+def plain_view(rules: CatalogRules, ov: Overrides, lst: ServedList) -> PlainView:
+    """A cached list under the default rules, kept on the list for the overrides generation it
+    was made with. A hit costs no numpy at all, so the default answer is as cheap as before
+    there were rules; a change of the overrides (a new generation) rebuilds it on next use."""
+    view = lst.plain
+    if view is None or view.generation != ov.generation:
+        keep, removed = RuleSet(rules, ov).filter(lst.items)
+        view = lst.plain = PlainView(ov.generation, lst.items[keep], lst.scores[keep], removed)
+        lst.rows = None
+    return view
+
+
+def plain_rows(rules: CatalogRules, ov: Overrides, lst: ServedList, n: int) -> list[Item] | None:
+    """The first ``n`` rows of a cached list under the default rules, or None when fewer than
+    ``n`` qualify (then the answer is topped up). Rows are built once for at least 10."""
+    view = plain_view(rules, ov, lst)
+    items = view.items
+    if len(items) < n and len(items) < len(lst.items):
+        return None  # something was removed and too little is left: top up
+    if lst.rows is None or len(lst.rows) < min(n, len(items)):
         k = max(n, 10)
         # a tuple of scalar-only Structs: the collector stops tracking it (see ServedList)
-        lst.rows = tuple(item_rows(table, lst.items[:k], lst.scores[:k]))
+        lst.rows = tuple(live_rows(rules, ov, items[:k], view.scores[:k]))
     return list(lst.rows[:n])
+
+
+class Collector:
+    """Fills an answer of ``n`` items from its sources in order, each filtered by the rules.
+
+    The first source is the answer's own list (the model's precomputed list, the session's
+    neighbours, ...); the next ones top it up while fewer than ``n`` qualify. Items a source
+    repeats from an earlier one, and the request's own items (``seen``), are skipped without
+    counting as removed. A boost reorders the qualifying items of each source before the cut.
+    """
+
+    def __init__(self, rs: RuleSet, n: int, seen: np.ndarray | None = None):
+        self.rs, self.n = rs, n
+        self.items: list[np.ndarray] = []
+        self.scores: list[np.ndarray] = []
+        self.taken = 0
+        self.candidates = 0
+        self.boosted = 0
+        self.removed: dict[str, int] = {}
+        self.sources: list[str] = []
+        self.seen = np.unique(seen) if seen is not None else np.zeros(0, np.int64)
+
+    @property
+    def full(self) -> bool:
+        return self.taken >= self.n
+
+    def add(self, items: np.ndarray, scores: np.ndarray, source: str | None = None) -> None:
+        if self.full or not len(items):
+            return
+        fresh = items >= 0
+        if len(self.seen):
+            fresh &= ~member(self.seen, items)
+        if not fresh.all():
+            items, scores = items[fresh], scores[fresh]
+        if self.taken or len(self.seen):  # later sources may repeat an item within themselves
+            _, first = np.unique(items, return_index=True)
+            if len(first) < len(items):
+                first.sort()
+                items, scores = items[first], scores[first]
+        self.seen = np.union1d(self.seen, items)
+        self.candidates += len(items)
+        keep, removed = self.rs.filter(items)
+        for name, count in removed.items():
+            self.removed[name] = self.removed.get(name, 0) + count
+        items, scores = items[keep], scores[keep]
+        order, boosted = self.rs.boost(items, scores)
+        want = self.n - self.taken
+        items, scores, boosted = items[order][:want], scores[order][:want], boosted[:want]
+        if len(items):
+            self.items.append(items)
+            self.scores.append(scores)
+            self.taken += len(items)
+            self.boosted += int(boosted.sum())
+            if source is not None:
+                self.sources.append(source)
+
+    def answer(self) -> tuple[np.ndarray, np.ndarray, FilterReport]:
+        items = np.concatenate(self.items) if self.items else np.zeros(0, np.int64)
+        scores = np.concatenate(self.scores) if self.scores else np.zeros(0, np.float32)
+        report = FilterReport(self.candidates, self.removed, self.sources, self.boosted)
+        return items, scores, report
+
+
+def rule_error(exc: RuleError, source: str = "body") -> ValidationException:
+    return ValidationException(
+        detail=f"Invalid rule: {exc.field}: {exc.message}",
+        extra=[{"key": exc.field, "message": exc.message, "source": source}],
+    )
 
 
 def combine_neighbours(
@@ -175,8 +293,146 @@ class RecommenderService:
             return snap.default_model
         return next((m for m, info in vd.models.items() if "gru" in info), None)
 
-    async def recommend(self, user_id: int, n: int, model: str | None) -> RecommendResponse:
-        """The hot path: a cache hit costs no Redis call and reuses the built rows."""
+    # --- rules and top-ups --------------------------------------------------------------------
+    async def _ruleset(
+        self,
+        snap: Snapshot,
+        rules: Rules | None,
+        *,
+        where: str = "rules.",
+        user_id: int | None = None,
+        scope: int | None = None,
+    ) -> RuleSet:
+        """The request's rules, checked against the served catalogue (400 naming the field)."""
+        vd = snap.data
+        catalog = await self.store.catalog_rules(vd)
+        history = None
+        if rules is not None and rules.exclude_seen and user_id is not None:
+            got = await self.store.history(vd, user_id)
+            history = (got[0], got[1]) if got is not None else None
+        try:
+            return compile_rules(
+                rules,
+                catalog,
+                snap.overrides,
+                where=where,
+                history=history,
+                has_user=user_id is not None,
+                scope=scope,
+            )
+        except RuleError as exc:
+            raise rule_error(exc, "body" if where else "query") from exc
+
+    async def _fill(
+        self,
+        snap: Snapshot,
+        rs: RuleSet,
+        n: int,
+        items: np.ndarray,
+        scores: np.ndarray,
+        topups,
+        *,
+        cached: ServedList | None = None,
+        seen: np.ndarray | None = None,
+    ) -> tuple[list[Item], FilterReport]:
+        """Rows of ``n`` qualifying items: the answer's own list first, then, when the rules
+        removed some and fewer than ``n`` are left, the sources of ``topups()`` in order."""
+        catalog, ov = snap.data.rules, snap.overrides
+        if cached is not None and rs.plain:  # the hot path: no numpy on a hit
+            rows = plain_rows(catalog, ov, cached, n)
+            if rows is not None:
+                removed = cached.plain.removed
+                return rows, FilterReport(len(cached.items), removed, [], 0)
+        col = Collector(rs, n, seen)
+        col.add(items, scores)
+        if not col.full and col.removed:
+            for source, fetch in topups():
+                got = await fetch()
+                if got is not None:
+                    col.add(got[0], got[1], source)
+                if col.full:
+                    break
+        items, scores, report = col.answer()
+        return live_rows(catalog, ov, items, scores), report
+
+    def _topups(
+        self,
+        snap: Snapshot,
+        rs: RuleSet,
+        *,
+        seeds: np.ndarray | None = None,
+        sim_model: str | None = None,
+        context: np.ndarray | None = None,
+        categories: list[int] | None = None,
+        global_popular: bool = True,
+    ) -> list:
+        """(source, fetch) pairs that top an answer up: the neighbours of ``seeds`` (the
+        answer's best items or the session's newest), then the popular lists of the requested
+        categories (or of the categories of ``context`` items), then the global popular list."""
+        vd = snap.data
+        longest = self.settings.max_recommendations
+        out: list = []
+        if sim_model is not None and seeds is not None and len(seeds):
+            ids = seeds[:TOPUP_SEEDS].tolist()
+
+            async def similar():
+                lists = await self.store.similar_lists(vd, sim_model, ids)
+                weights = SESSION_DECAY ** np.arange(len(ids))  # the first seed weighs 1
+                return combine_neighbours(lists, weights, np.zeros(0, np.int64), longest)
+
+            out.append(("similar", similar))
+        cats = self._topup_categories(vd, rs, context, categories)
+        if cats:
+
+            async def category():
+                got = [g for g in await self.store.popular_many(vd, cats) if g is not None]
+                if not got:
+                    return None
+                items = np.concatenate([g[0] for g in got])
+                scores = np.concatenate([g[1] for g in got])
+                order = np.argsort(-scores, kind="stable")
+                return items[order], scores[order]
+
+            out.append(("popular_category", category))
+        if global_popular:
+
+            async def popular():
+                return await self.store.popular(vd, None)
+
+            out.append(("popular", popular))
+        return out
+
+    @staticmethod
+    def _topup_categories(
+        vd: VersionData, rs: RuleSet, context: np.ndarray | None, categories: list[int] | None
+    ) -> list[int]:
+        """Categories whose popular lists may top up: those at or below the requested
+        categories (or the endpoint's), else ``categories``, else the context items' ones."""
+        catalog = vd.rules
+        if rs.categories is not None:
+            cats = catalog.descendants(rs.categories)
+        elif rs.scope is not None:
+            cats = catalog.descendants(rs.scope)
+        elif categories:
+            cats = np.asarray(categories, np.int64)
+        elif context is not None and len(context):
+            p, known = catalog.positions(np.asarray(context[:TOPUP_SEEDS], np.int64))
+            cats = catalog.table.category[p][known] if len(catalog.table.ids) else p[:0]
+        else:
+            return []
+        published = vd.popular_categories
+        return [c for c in dict.fromkeys(cats.tolist()) if c in published][:TOPUP_CATEGORIES]
+
+    def _topup_model(self, snap: Snapshot, model: str) -> str | None:
+        """The neighbour lists that top up ``model``'s answers: its own, else the service's."""
+        return model if snap.data.models[model]["has_similar"] else self._similar_model(snap, None)
+
+    # --- endpoints ----------------------------------------------------------------------------
+    async def recommend(
+        self, user_id: int, n: int, model: str | None, rules: Rules | None = None
+    ) -> RecommendResponse:
+        """The hot path: a cache hit under the default rules costs no Redis call and reuses the
+        built rows."""
         snap = await self.store.snapshot()
         vd = snap.data
         arm = experiment = None
@@ -189,14 +445,31 @@ class RecommenderService:
         else:
             model = snap.default_model
         got = await self.store.user_list(vd, model, user_id)
-        table = vd.items or await self.store.items(vd)
+        if vd.rules is None:
+            await self.store.items(vd)
+        rs = await self._ruleset(snap, rules, user_id=user_id)
         source, cold = "personal", False
-        if got is not None:
-            rows = cached_rows(table, got, n)
-        else:
+        if got is None:
             cold = True
-            fallback = await self._fallback(snap, user_id)
-            rows, source = cached_rows(table, fallback, n), fallback.source
+            got = await self._fallback(snap, user_id)
+            source = got.source
+        lst = got
+        rows, report = await self._fill(
+            snap,
+            rs,
+            n,
+            lst.items,
+            lst.scores,
+            lambda: self._topups(
+                snap,
+                rs,
+                seeds=lst.items,
+                sim_model=self._topup_model(snap, model),
+                context=lst.items,
+                global_popular=source != "popular",
+            ),
+            cached=lst,
+        )
         return RecommendResponse(
             version=vd.version,
             model=model,
@@ -207,6 +480,7 @@ class RecommenderService:
             user_id=user_id,
             arm=arm,
             experiment=experiment,
+            filtering=report,
         )
 
     async def _fallback(self, snap: Snapshot, user_id: int) -> ServedList:
@@ -234,26 +508,51 @@ class RecommenderService:
         return got
 
     async def cold(
-        self, n: int, category: int | None, item_ids: list[int] | None, model: str | None
+        self,
+        n: int,
+        category: int | None,
+        item_ids: list[int] | None,
+        model: str | None,
+        rules: Rules | None = None,
+        user_id: int | None = None,
     ) -> RecommendResponse:
         snap = await self.store.snapshot()
         vd = snap.data
+        rs = await self._ruleset(snap, rules, user_id=user_id)
+        longest = self.settings.max_recommendations
         items = np.zeros(0, np.int64)
         used = None
         if item_ids:
-            items, scores, used = await self._session_items(snap, item_ids, n, model)
+            items, scores, used = await self._session_items(snap, item_ids, longest, model)
             source = "similar"
         elif model is not None:
             self._model(vd, model)
         if not len(items):
-            items, scores, source = await self._popular_response(vd, n, category)
+            items, scores, source = await self._popular_response(vd, longest, category)
+        seeds = np.asarray(item_ids or [], np.int64)
+        rows, report = await self._fill(
+            snap,
+            rs,
+            n,
+            items,
+            scores,
+            lambda: self._topups(
+                snap,
+                rs,
+                context=seeds if len(seeds) else items,
+                categories=[category] if category is not None else None,
+                global_popular=source != "popular",
+            ),
+            seen=seeds if len(seeds) else None,
+        )
         return RecommendResponse(
             version=vd.version,
             model=used,
             model_version=vd.models[used]["version"] if used else None,
             source=source,
             cold_start=True,
-            recommendations=item_rows(await self.store.items(vd), items, scores),
+            recommendations=rows,
+            filtering=report,
         )
 
     async def session(
@@ -263,56 +562,106 @@ class RecommenderService:
         model: str | None,
         user_id: int | None,
         exclude_seen: bool = True,
+        rules: Rules | None = None,
     ) -> SessionResponse:
         """Next items after ``item_ids`` (oldest first): GRU4Rec live when one is published.
 
         The network runs in a worker thread (numpy releases the GIL in its products), so the
         ~10-20 ms of a full-catalogue scoring never stalls the other requests on the loop.
+        The network and the neighbours give the longest list, so that rules still leave ``n``.
         """
         snap = await self.store.snapshot()
         vd = snap.data
+        rs = await self._ruleset(snap, rules, user_id=user_id)
+        longest = self.settings.max_recommendations
         used = self._live_model(snap, model)
-        if used is not None:
+        live = used is not None
+        if live:
             network = await self.store.live_gru(vd, used)
             async with self._network_turn:
-                got = await asyncio.to_thread(network.recommend, item_ids, n, exclude_seen)
+                got = await asyncio.to_thread(network.recommend, item_ids, longest, exclude_seen)
             items, scores, ignored = got.items, got.scores, got.ignored
         else:
             items, scores, used, ignored = await self._neighbour_answer(
-                snap, item_ids, n, model, exclude_seen
+                snap, item_ids, longest, model, exclude_seen
             )
         source = "session"
         if not len(items):
-            items, scores, source = await self._popular_response(vd, n)
+            items, scores, source = await self._popular_response(vd, longest)
+        newest_first = np.asarray(item_ids[::-1], np.int64)
+        sim_model = self._similar_model(snap, None) if live else None
+        rows, report = await self._fill(
+            snap,
+            rs,
+            n,
+            items,
+            scores,
+            lambda: self._topups(
+                snap,
+                rs,
+                seeds=newest_first,
+                sim_model=sim_model,
+                context=newest_first,
+                global_popular=source != "popular",
+            ),
+            seen=newest_first if exclude_seen else None,
+        )
         return SessionResponse(
             version=vd.version,
             model=used,
             model_version=vd.models[used]["version"] if used else None,
             source=source,
             cold_start=source != "session",
-            recommendations=item_rows(await self.store.items(vd), items, scores),
+            recommendations=rows,
             user_id=user_id,
             ignored_item_ids=ignored,
+            filtering=report,
         )
 
-    async def similar(self, item_id: int, n: int, model: str | None) -> SimilarResponse:
+    async def similar(
+        self,
+        item_id: int,
+        n: int,
+        model: str | None,
+        rules: Rules | None = None,
+        user_id: int | None = None,
+    ) -> SimilarResponse:
         snap = await self.store.snapshot()
         vd = snap.data
         table = await self.store.items(vd)
         used = self._similar_model(snap, model)
+        rs = await self._ruleset(snap, rules, user_id=user_id)
         got = (await self.store.similar_lists(vd, used, [item_id]))[0] if used else None
+        longest = self.settings.max_recommendations
         if got is not None:
-            rows, source = cached_rows(table, got, n), "similar"
+            items, scores, source = got.items, got.scores, "similar"
+            context = got.items
         else:
             pos = int(table.lookup(np.asarray([item_id]))[0])
             if pos < 0:
                 raise NotFoundException(f"item {item_id} is not in the published catalogue")
             category = int(table.category[pos])
             items, scores, source = await self._popular_response(
-                vd, n + 1, category if category >= 0 else None
+                vd, longest + 1, category if category >= 0 else None
             )
-            keep = items != item_id
-            rows = item_rows(table, items[keep][:n], scores[keep][:n])
+            context = np.asarray([item_id], np.int64)
+        rows, report = await self._fill(
+            snap,
+            rs,
+            n,
+            items,
+            scores,
+            lambda: self._topups(
+                snap,
+                rs,
+                seeds=items,
+                sim_model=used if source == "similar" else None,
+                context=context,
+                global_popular=source != "popular",
+            ),
+            cached=got,
+            seen=np.asarray([item_id], np.int64),
+        )
         return SimilarResponse(
             item_id=item_id,
             version=vd.version,
@@ -320,18 +669,38 @@ class RecommenderService:
             model_version=vd.models[used]["version"] if used else None,
             source=source,
             similar_items=rows,
+            filtering=report,
         )
 
-    async def popular(self, category: int | None, n: int) -> PopularResponse:
-        _, vd = await self.store.current()
+    async def popular(
+        self,
+        category: int | None,
+        n: int,
+        rules: Rules | None = None,
+        user_id: int | None = None,
+    ) -> PopularResponse:
+        snap = await self.store.snapshot()
+        vd = snap.data
         if category is not None and category not in vd.popular_categories:
             raise NotFoundException(f"category {category} has no published popular list")
-        items, scores, source = await self._popular_response(vd, n, category)
+        rs = await self._ruleset(snap, rules, where="", user_id=user_id, scope=category)
+        items, scores, source = await self._popular_response(
+            vd, self.settings.max_recommendations, category
+        )
+        rows, report = await self._fill(
+            snap,
+            rs,
+            n,
+            items,
+            scores,
+            lambda: self._topups(snap, rs, global_popular=source != "popular"),
+        )
         return PopularResponse(
             version=vd.version,
             category_id=category,
             source=source,
-            items=item_rows(await self.store.items(vd), items, scores),
+            items=rows,
+            filtering=report,
         )
 
     async def history(self, user_id: int, n: int) -> HistoryResponse:
@@ -398,6 +767,40 @@ class RecommenderService:
         await self.store.reader.set_ab_experiment(exp)
         self.store.invalidate()
         return await self.models()
+
+    # --- live item overrides (admin) -----------------------------------------------------------
+    async def item_overrides(self) -> ItemOverridesResponse:
+        ov = Overrides.from_hash(await self.store.reader.item_overrides())
+        return ItemOverridesResponse(ov.generation, len(ov.ids), ov.as_dict())
+
+    async def change_item_overrides(self, req: ItemOverridesRequest) -> ItemOverridesResponse:
+        """Mark items unavailable / available / hidden (or drop their override) for every model
+        and version at once: each worker re-reads the overrides when their generation moves."""
+        named = [(f, getattr(req, f)) for f in ("unavailable", "available", "hidden", "clear")]
+        ids = np.concatenate([np.asarray(v, np.int64) for _, v in named])
+        uniq, counts = np.unique(ids, return_counts=True)
+        if (counts > 1).any():
+            twice = int(uniq[counts > 1][0])
+            field = next(f for f, v in named if twice in v)
+            raise ValidationException(
+                detail=f"Invalid overrides: {field}: item {twice} is named more than once",
+                extra=[
+                    {
+                        "key": field,
+                        "message": f"item {twice} is named more than once",
+                        "source": "body",
+                    }
+                ],  # fmt: skip
+            )
+        states = {i: f for f, v in named[:3] for i in v}
+        await self.store.reader.change_item_overrides(states, req.clear, new_generation())
+        self.store.invalidate()
+        return await self.item_overrides()
+
+    async def clear_item_overrides(self) -> ItemOverridesResponse:
+        await self.store.reader.change_item_overrides({}, [], new_generation(), clear_all=True)
+        self.store.invalidate()
+        return await self.item_overrides()
 
     async def feedback(
         self, user_id: int, item_id: int, event: str, model: str | None, rank, ts

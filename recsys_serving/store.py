@@ -38,6 +38,7 @@ from recsys_serving.redis_layout import (
     validate_experiment,
 )
 from recsys_serving.redis_layout.clients import async_client, subscriber
+from recsys_serving.rules import CatalogRules, Overrides
 from recsys_serving.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,7 @@ class VersionData:
     meta: dict
     families: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
     items: ItemTable | None = None
+    rules: CatalogRules | None = None  # built with ``items``, once per version
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     models: dict[str, dict] = field(init=False)
     popular_categories: frozenset[int] = field(init=False)
@@ -86,6 +88,17 @@ class Snapshot:
     data: VersionData
     default_model: str
     experiment: dict | None
+    overrides: Overrides = Overrides()
+
+
+class PlainView(msgspec.Struct, gc=False):
+    """A cached list under the default rules, for one generation of the item overrides."""
+
+    generation: str | None
+    items: np.ndarray
+    scores: np.ndarray
+    removed: dict  # rule -> count; str -> int only, so never tracked either
+
 
 
 class ServedList(msgspec.Struct, gc=False):
@@ -98,8 +111,9 @@ class ServedList(msgspec.Struct, gc=False):
 
     items: np.ndarray
     scores: np.ndarray
-    rows: tuple | None = None
+    rows: tuple | None = None  # rows of ``plain``'s items
     source: str = "personal"  # or how a fallback list was made ("session", "popular")
+    plain: PlainView | None = None  # the list under the default rules (see service.py)
 
 
 class RecsysStore:
@@ -115,6 +129,8 @@ class RecsysStore:
         self._state_lock = asyncio.Lock()
         self._versions: OrderedDict[str, VersionData] = OrderedDict()
         self._snapshot: Snapshot | None = None
+        self._overrides = Overrides()
+        self._overrides_lock = asyncio.Lock()
         self._networks: OrderedDict[str, LiveGru] = OrderedDict()
         self._networks_lock = asyncio.Lock()
         self.network_loads = 0
@@ -152,9 +168,22 @@ class RecsysStore:
         if st.current is None:
             raise NotPublished(f"nothing published under prefix {self.settings.prefix!r} yet")
         vd = await self.version(st.current)
-        snap = Snapshot(st, vd, self.default_model(st, vd), self.experiment(st, vd))
+        overrides = await self.overrides(st)
+        snap = Snapshot(st, vd, self.default_model(st, vd), self.experiment(st, vd), overrides)
         self._snapshot = snap
         return snap
+
+    async def overrides(self, st: LayoutState) -> Overrides:
+        """The live item overrides; the hash is read again only when its generation changed."""
+        got = self._overrides
+        if got.generation == st.overrides_generation:
+            return got
+        async with self._overrides_lock:
+            got = self._overrides
+            if got.generation != st.overrides_generation:
+                got = Overrides.from_hash(await self.reader.item_overrides())
+                self._overrides = got
+        return got
 
     async def version(self, version: str) -> VersionData:
         vd = self._versions.get(version)
@@ -206,8 +235,26 @@ class RecsysStore:
         if vd.items is None:  # once per version
             async with vd.lock:
                 if vd.items is None:
-                    vd.items = await self.reader.items(vd.version)
+                    table = await self.reader.items(vd.version)
+                    vd.rules = CatalogRules(table)
+                    vd.items = table
         return vd.items
+
+    async def catalog_rules(self, vd: VersionData) -> CatalogRules:
+        if vd.rules is None:
+            await self.items(vd)
+        return vd.rules
+
+    async def popular_many(self, vd: VersionData, categories: list[int]) -> list:
+        """Popular lists of several categories (LRU first, the rest in one HMGET)."""
+        out = [self.cache.get((vd.version, "popular", c)) for c in categories]
+        missing = [i for i, got in enumerate(out) if got is None]
+        if missing:
+            raw = await self.reader.popular_many(vd.version, [categories[i] for i in missing])
+            for i, value in zip(missing, raw, strict=True):
+                out[i] = decode_pairs(value) if value else _ABSENT
+                self.cache.put((vd.version, "popular", categories[i]), out[i])
+        return [v if v is not _ABSENT else None for v in out]
 
     async def _lists(self, vd: VersionData, family: str, idents: list[int]) -> list:
         """Decoded payloads for ids of one family (LRU first, the rest in one round trip)."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import msgpack
 import numpy as np
@@ -267,14 +267,23 @@ def decode_pairs(raw: bytes) -> tuple[np.ndarray, np.ndarray]:
     )
 
 
+_EMPTY_I8 = np.zeros(0, "<i8")
+
+
 @dataclass(frozen=True)
 class ItemTable:
-    """Item metadata sorted by id; ``lookup`` returns row positions (-1 when unknown)."""
+    """Item metadata sorted by id; ``lookup`` returns row positions (-1 when unknown).
+
+    ``tree_ids``/``tree_parents``: the category tree (parent -1 for roots; empty in versions
+    published before the tree was).
+    """
 
     ids: np.ndarray
     category: np.ndarray
     price: np.ndarray
     available: np.ndarray
+    tree_ids: np.ndarray = field(default_factory=lambda: _EMPTY_I8)
+    tree_parents: np.ndarray = field(default_factory=lambda: _EMPTY_I8)
 
     def lookup(self, item_ids: np.ndarray) -> np.ndarray:
         if not len(self.ids):
@@ -290,6 +299,8 @@ def encode_items(bundle: ServingBundle) -> dict[str, bytes]:
         "category": np.asarray(bundle.item_category, "<i8")[order].tobytes(),
         "price": np.asarray(bundle.item_price, "<f4")[order].tobytes(),
         "available": np.asarray(bundle.item_available, "i1")[order].tobytes(),
+        "tree_ids": np.asarray(bundle.category_ids, "<i8").tobytes(),
+        "tree_parents": np.asarray(bundle.category_parents, "<i8").tobytes(),
     }
 
 
@@ -301,6 +312,8 @@ def decode_items(fields: dict[bytes, bytes]) -> ItemTable:
         category=np.frombuffer(fields[b"category"], "<i8"),
         price=np.frombuffer(fields[b"price"], "<f4"),
         available=np.frombuffer(fields[b"available"], "i1"),
+        tree_ids=np.frombuffer(fields.get(b"tree_ids", b""), "<i8"),
+        tree_parents=np.frombuffer(fields.get(b"tree_parents", b""), "<i8"),
     )
 
 

@@ -21,6 +21,9 @@ from recsys_serving.redis_layout.scripts import LOOKUP_LUA
 from recsys_serving.redis_layout.weights import decode_array
 
 
+OVERRIDES_GENERATION = "generation"  # field of the overrides hash (item ids are digits)
+
+
 def _text(v) -> str | None:
     return v.decode() if isinstance(v, bytes) else v
 
@@ -33,6 +36,7 @@ class LayoutState:
     current: str | None
     previous: str | None
     control: dict[str, str]
+    overrides_generation: str | None = None  # changes with every change of the item overrides
 
     def default_override(self) -> str | None:
         return self.control.get(control_default_field(self.current)) if self.current else None
@@ -55,9 +59,13 @@ class LayoutReader:
             pipe.get(self.keys.current)
             pipe.get(self.keys.previous)
             pipe.hgetall(self.keys.control)
-            cur, prev, control = await pipe.execute()
+            pipe.hget(self.keys.item_overrides, OVERRIDES_GENERATION)
+            cur, prev, control, generation = await pipe.execute()
         return LayoutState(
-            _text(cur), _text(prev), {_text(k): _text(v) for k, v in (control or {}).items()}
+            _text(cur),
+            _text(prev),
+            {_text(k): _text(v) for k, v in (control or {}).items()},
+            _text(generation),
         )
 
     async def meta(self, version: str) -> dict | None:
@@ -110,6 +118,11 @@ class LayoutReader:
             self.keys.popular(version), "all" if category is None else str(category)
         )
 
+    async def popular_many(self, version: str, categories: list[int]) -> list[bytes | None]:
+        if not categories:
+            return []
+        return await self.redis.hmget(self.keys.popular(version), [str(c) for c in categories])
+
     async def items(self, version: str) -> ItemTable:
         return decode_items(await self.redis.hgetall(self.keys.items(version)))
 
@@ -148,6 +161,30 @@ class LayoutReader:
         else:
             await self.redis.hset(self.keys.control, CONTROL_AB, json.dumps(exp))
         await publish(self.redis, self.keys.channel, "control")
+
+    # --- live item overrides (one hash per deployment, outside the versions) -------------------
+    async def item_overrides(self) -> dict:
+        """The overrides hash: item id -> state, and the generation field."""
+        return await self.redis.hgetall(self.keys.item_overrides)
+
+    async def change_item_overrides(
+        self, states: dict[int, str], clear: list[int], generation: str, clear_all: bool = False
+    ) -> None:
+        """Set and drop overrides, stamp a new generation, then tell the other workers.
+
+        No MULTI (a cluster pipeline has none): the generation is written last, in the HSET of
+        the new states, so a reader that sees it sees every change; one that reads between the
+        commands sees the old generation, and the new one makes it read the hash again.
+        """
+        key = self.keys.item_overrides
+        if clear_all:
+            await self.redis.delete(key)
+        if clear:
+            await self.redis.hdel(key, *[str(i) for i in clear])
+        mapping = {str(i): s for i, s in states.items()}
+        mapping[OVERRIDES_GENERATION] = generation
+        await self.redis.hset(key, mapping=mapping)
+        await self.redis.publish(self.keys.channel, "overrides")
 
     async def announce(self, message: str) -> None:
         await publish(self.redis, self.keys.channel, message)

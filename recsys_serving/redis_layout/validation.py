@@ -111,6 +111,11 @@ def validate_bundle(bundle: ServingBundle) -> None:
             raise ValueError(f"bundle.{name}: length differs from item_ids ({n_items})")
     if len(np.unique(bundle.item_ids)) != n_items:
         raise ValueError("bundle.item_ids: must be unique")
+    tree, parents = np.asarray(bundle.category_ids), np.asarray(bundle.category_parents)
+    if tree.shape != parents.shape or tree.ndim != 1:
+        raise ValueError("bundle.category_ids/category_parents: want two arrays of one length")
+    if len(np.unique(tree)) != len(tree):
+        raise ValueError("bundle.category_ids: must be unique")
     if len(bundle.popular_items) != len(bundle.popular_scores):
         raise ValueError("bundle.popular_items/popular_scores: lengths differ")
     for cat, (it, sc) in bundle.popular_by_category.items():

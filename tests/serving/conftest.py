@@ -34,11 +34,13 @@ def hand_gru(seed: int = 0, hidden: int = 4) -> GruWeights:
     return GruWeights(item_ids=np.array([30, 10, 50, 20, 40, 60]), arrays=arrays)
 
 
-def hand_bundle(shift: int = 0, gru: bool = False) -> ServingBundle:
+def hand_bundle(shift: int = 0, gru: bool = False, unavailable: tuple = ()) -> ServingBundle:
     """Six items, users 100/200/300 with lists, user 400 with history only.
 
     ``shift`` rotates the als lists so that a second publish is recognisably different;
-    ``gru`` adds a third model, ``gru4rec``, with a published network (:func:`hand_gru`).
+    ``gru`` adds a third model, ``gru4rec``, with a published network (:func:`hand_gru`);
+    ``unavailable``: items published as unavailable (none: the service leaves those out, and
+    these tests are about the lists). Categories 1 and 2 sit below category 4.
     """
     f32 = np.float32
     als_items = np.array([[10, 20, 30, 40], [50, 10, -1, -1], [60, 50, 40, 30]])
@@ -98,7 +100,10 @@ def hand_bundle(shift: int = 0, gru: bool = False) -> ServingBundle:
         item_ids=np.array([10, 20, 30, 40, 50, 60]),
         item_category=np.array([1, 1, 2, 2, 3, -1]),
         item_price=np.array([9.99, 5.0, np.nan, 20.0, 1.5, 3.0]),
-        item_available=np.array([1, 0, 1, -1, 1, 1], np.int8),
+        item_available=np.where(np.isin([10, 20, 30, 40, 50, 60], unavailable), 0,
+                                np.array([1, 1, 1, -1, 1, 1])).astype(np.int8),
+        category_ids=np.array([1, 2, 3, 4]),
+        category_parents=np.array([4, 4, -1, -1]),
     )  # fmt: skip
 
 

@@ -82,6 +82,9 @@ def client(r, redis_url, prefix, bundle):
 
 
 def _ask(client, items, n=20, **extra) -> dict:
+    # every item, as the torch model ranks them: the generated catalogue has unavailable ones,
+    # which the service leaves out by default (tests/serving/test_business_rules.py)
+    extra.setdefault("rules", {"include_unavailable": True})
     resp = client.post(SESSION, json={"item_ids": [int(i) for i in items], "n_recommendations": n,
                                       **extra})  # fmt: skip
     assert resp.status_code == 200, resp.text
