@@ -28,6 +28,11 @@ MISSING_TABLE_IS_EMPTY = "missing_table_is_empty"
 
 
 class _OptionalTablesHandler(DuckDBPolarsTypeHandler):
+    def handle_output(self, context: OutputContext, table_slice, obj, connection) -> None:
+        if isinstance(obj, pl.DataFrame) and not obj.is_empty():
+            _align_columns(connection, f"{table_slice.schema}.{table_slice.table}", obj)
+        super().handle_output(context, table_slice, obj, connection)
+
     def load_input(self, context: InputContext, table_slice, connection) -> pl.DataFrame:
         try:
             return super().load_input(context, table_slice, connection)
@@ -35,6 +40,31 @@ class _OptionalTablesHandler(DuckDBPolarsTypeHandler):
             if not (context.definition_metadata or {}).get(MISSING_TABLE_IS_EMPTY):
                 raise
             return pl.DataFrame()
+
+
+def _align_columns(connection, table: str, obj: pl.DataFrame) -> None:
+    """Give an existing table the columns of ``obj`` (new ones null for the rows already there).
+
+    The IO manager inserts by position into a partitioned table that already exists, so a
+    column added to an asset (e.g. ``available_rank`` of eval_recommendations) would fail the
+    next run on a warehouse written by an older version; the other partitions' rows are kept.
+    """
+    try:
+        existing = [row[0] for row in connection.execute(f"describe {table}").fetchall()]
+    except duckdb.CatalogException:
+        return
+    if existing == obj.columns:
+        return
+    connection.register("_recsys_new_rows", obj.head(0).to_arrow())
+    try:
+        rows = connection.execute("describe select * from _recsys_new_rows").fetchall()
+    finally:
+        connection.unregister("_recsys_new_rows")
+    types = {row[0]: row[1] for row in rows}
+    select = ", ".join(
+        f'"{c}"' if c in existing else f'cast(null as {types[c]}) as "{c}"' for c in obj.columns
+    )
+    connection.execute(f"create or replace table {table} as select {select} from {table}")
 
 
 class WarehouseIOManager(DuckDBPolarsIOManager):

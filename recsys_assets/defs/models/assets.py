@@ -221,12 +221,14 @@ class TuningConfig(ModelParamsConfig):
     """Optuna study on the validation split of the tuning sample (``training_data``).
 
     ``n_trials`` / ``timeout_seconds`` unset: the model's own budget (``tuning_trials``,
-    ``tuning_timeout_seconds`` on its class). The timeout is a deadline: no trial starts when
-    the median trial so far would end past it.
+    ``tuning_timeout_seconds`` on its class), the seconds capped at ``max_timeout_seconds``
+    so that seven models tune in minutes, not a quarter of an hour. The timeout is a deadline:
+    no trial starts when the median trial so far would end past it.
     """
 
     n_trials: int | None = None
     timeout_seconds: float | None = None
+    max_timeout_seconds: float = 60.0
     seed: int = 0
     max_eval_users: int = 5000
 
@@ -258,7 +260,9 @@ def tuned_params(
     overrides = config.overrides(name)
     n_trials = config.n_trials if config.n_trials is not None else cls.tuning_trials
     timeout = (
-        config.timeout_seconds if config.timeout_seconds is not None else cls.tuning_timeout_seconds
+        config.timeout_seconds
+        if config.timeout_seconds is not None
+        else min(cls.tuning_timeout_seconds, config.max_timeout_seconds)
     )
     data, sample, extra = load_training_data(model_store, training_data, TUNING_DATA)
     targets = pl.DataFrame({"user_id": extra["valid_user"], "item_id": extra["valid_item"]})
@@ -337,6 +341,7 @@ def tuned_params(
             tuning_users=data.n_users,
             tuning_user_fraction=float(sample["user_fraction"]),
             tuning_interactions=int(data.user_item.nnz),
+            timeout_seconds=float(timeout),
             trials=MetadataValue.md(markdown_table(pl.from_pandas(trials), max_rows=30)),
         )
     )
