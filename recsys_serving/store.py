@@ -100,7 +100,6 @@ class PlainView(msgspec.Struct, gc=False):
     removed: dict  # rule -> count; str -> int only, so never tracked either
 
 
-
 class ServedList(msgspec.Struct, gc=False):
     """A decoded list in the LRU, with its response rows built once on first use.
 

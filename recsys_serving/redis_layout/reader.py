@@ -184,7 +184,7 @@ class LayoutReader:
         mapping = {str(i): s for i, s in states.items()}
         mapping[OVERRIDES_GENERATION] = generation
         await self.redis.hset(key, mapping=mapping)
-        await self.redis.publish(self.keys.channel, "overrides")
+        await publish(self.redis, self.keys.channel, "overrides")
 
     async def announce(self, message: str) -> None:
         await publish(self.redis, self.keys.channel, message)
