@@ -165,6 +165,41 @@ def render(report: dict) -> str:
     return "\n".join(lines)
 
 
+LEADERBOARD_COLUMNS = (
+    "model",
+    "ndcg_at_10",
+    "ndcg_at_10_available",
+    "recall_at_10",
+    "recall_at_10_available",
+    "unavailable_share_at_10",
+)
+
+
+def leaderboard(database: Path) -> list[dict]:
+    """The run's leaderboard rows (the quality the timings bought), [] when there is none."""
+    import duckdb
+
+    if not database.is_file():
+        return []
+    with duckdb.connect(str(database), read_only=True) as con:
+        try:
+            cursor = con.execute("select * from recsys.leaderboard")
+        except duckdb.CatalogException:
+            return []
+        names = [d[0] for d in cursor.description]
+        rows = [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+    return [{c: row[c] for c in LEADERBOARD_COLUMNS if c in row} for row in rows]
+
+
+def render_leaderboard(rows: list[dict]) -> str:
+    columns = [c for c in LEADERBOARD_COLUMNS if c in rows[0]]
+    lines = ["| " + " | ".join(columns) + " |", "|---" + "|---:" * (len(columns) - 1) + "|"]
+    for row in rows:
+        cells = [row["model"], *("" if row[c] is None else f"{row[c]:.4f}" for c in columns[1:])]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def write_report(work: Path, report: dict) -> None:
     (work / "bench_graph.json").write_text(json.dumps(report, indent=1))
     (work / "bench_graph.md").write_text(render(report) + "\n")
@@ -300,6 +335,12 @@ def main() -> int:
     print("\nseconds per Dagster run (steps + launch):")
     for run in report["runs"]:
         print(f"  {run['seconds']:7.1f}  {run['stage']} {run['partition']}")
+    board = leaderboard(work / "warehouse.duckdb")
+    if board:
+        report["leaderboard"] = board
+        write_report(work, report)
+        print("\nleaderboard (test split; 'available' = unavailable items dropped, re-ranked):")
+        print(render_leaderboard(board))
     print(f"\nload average at start: {report['load_average_start']}")
     print(f"load average at end:   {report['load_average_end']}")
     print(f"written: {work / 'bench_graph.json'}, {work / 'bench_graph.md'}")
