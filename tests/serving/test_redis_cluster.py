@@ -170,6 +170,19 @@ def test_publish_serve_switch_and_roll_back_on_a_cluster(cluster, rc, r, redis_u
         assert _answers(cc, reqs) == _answers(sc, reqs)
         assert cc.get("/api/v1/cache/stats").status_code == 200
 
+        # live item overrides (one deployment-slot hash): a hidden item leaves every answer
+        top = cc.post(reqs[0][1], json=reqs[0][2]).json()["recommendations"][0]["item_id"]
+        for c in (cc, sc):
+            resp = c.post("/api/v1/items/overrides", json={"hidden": [top]}, headers=AUTH)
+            assert resp.is_success, resp.text
+        deadline = time.monotonic() + 5
+        while top in [
+            x["item_id"] for x in cc.post(reqs[0][1], json=reqs[0][2]).json()["recommendations"]
+        ]:
+            assert time.monotonic() < deadline, "item override not heard"
+            time.sleep(0.05)
+        assert _answers(cc, reqs) == _answers(sc, reqs)
+
         # feedback: XADD by the service, read back as the graph's consumer reads it
         fb = {"user_id": 7, "item_id": int(b1.item_ids[0]), "event": "click", "rank": 1}
         assert cc.post("/api/v1/feedback", json=fb).status_code == 202
