@@ -62,13 +62,16 @@ def feedback_sensor(context: SensorEvaluationContext, redis: RedisResource):
 
     stream = Keys(redis.prefix).feedback
     after = context.cursor or START
-    client = redis.client()
+    client = None
     try:
+        # inside the try: a cluster client connects (and can fail) when it is created
+        client = redis.client()
         pending, oldest, newest = pending_feedback(client, stream, after, MIN_NEW_ENTRIES)
-    except redis_lib.ConnectionError as exc:
+    except (redis_lib.ConnectionError, redis_lib.exceptions.RedisClusterException) as exc:
         return SkipReason(f"Redis at {redis.url} unreachable: {exc}")
     finally:
-        client.close()
+        if client is not None:
+            client.close()
     why = feedback_decision(
         pending, oldest, int(time.time() * 1000), MIN_NEW_ENTRIES, MAX_AGE_SECONDS
     )
