@@ -17,6 +17,7 @@ from dagster_duckdb import DuckDBResource
 from dagster_mlflow import mlflow_tracking
 
 import recsys_assets.defs as domains
+from recsys_assets.defs.automation.conditions import with_automation
 from recsys_assets.io_managers import ModelStoreIOManager, WarehouseIOManager
 from recsys_assets.resources import ModelStoreResource, RedisResource, RetailRocketSource
 from recsys_assets.settings import DUCKDB_SCHEMA, Settings
@@ -27,7 +28,7 @@ def build_definitions(settings: Settings | None = None) -> Definitions:
     """Build the Definitions for one environment (tests pass their own temporary settings)."""
     settings = settings or Settings.from_env()
     database = str(settings.duckdb_path)
-    return dg.load_definitions_from_package_module(
+    defs = dg.load_definitions_from_package_module(
         domains,
         resources={
             "io_manager": WarehouseIOManager(database=database, schema=DUCKDB_SCHEMA),
@@ -52,6 +53,9 @@ def build_definitions(settings: Settings | None = None) -> Definitions:
         # names `progress` (see recsys_assets.terminal) to print compact lines instead.
         loggers={"console": dg.colored_console_logger, "progress": progress_logger},
     )
+    # Automation conditions are derived from the graph's shape (defs/automation/conditions.py),
+    # so they are attached here rather than written on each asset.
+    return with_automation(defs)
 
 
 @dg.definitions

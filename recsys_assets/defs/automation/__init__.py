@@ -1,0 +1,1 @@
+"""Declarative automation: which assets refresh by themselves, and the sensor that evaluates it."""
