@@ -171,3 +171,90 @@ def test_plain_eager_publishes_before_the_models_on_this_shape():
 
     assert ticks_after_a_change(shape(dg.AutomationCondition.eager()))[0] == ["bundle_", "model_"]
     assert ticks_after_a_change(with_automation(shape(None))) == [["model_"], ["bundle_"]]
+
+
+# --- the raw-folder sensors, with build_sensor_context and a real instance -------------------
+
+
+def _raw_copy(small_raw_dir, tmp_path):
+    import shutil
+
+    raw = tmp_path / "raw"
+    shutil.copytree(small_raw_dir, raw)
+    return raw
+
+
+def _evaluate(sensor, instance, source, cursor):
+    context = dg.build_sensor_context(
+        instance=instance, cursor=cursor, resources={"source": source}
+    )
+    result = sensor(context)
+    if isinstance(result, dg.SkipReason):
+        return result, cursor
+    for request in result.dynamic_partitions_requests:
+        instance.add_dynamic_partitions(request.partitions_def_name, request.partition_keys)
+    return result, result.cursor
+
+
+def _ranges(result):
+    from recsys_assets.partitions import PARTITION_RANGE_END_TAG, PARTITION_RANGE_START_TAG
+
+    return [
+        (r.tags[PARTITION_RANGE_START_TAG], r.tags[PARTITION_RANGE_END_TAG])
+        for r in result.run_requests
+    ]
+
+
+def test_events_sensor_loads_exactly_the_affected_days(small_raw_dir, tmp_path):
+    import polars as pl
+    from recsys_fresh_data import append_day
+
+    from recsys_assets.defs.ingestion.sensors import events_file_sensor
+    from recsys_assets.resources import RetailRocketSource
+
+    raw = _raw_copy(small_raw_dir, tmp_path)
+    source = RetailRocketSource(raw_dir=str(raw))
+    events_csv = raw / "events.csv"
+    with dg.instance_for_test() as instance:
+        result, cursor = _evaluate(events_file_sensor, instance, source, None)
+        days = instance.get_dynamic_partitions(event_days.name)
+        assert len(days) > 20 and _ranges(result) == [(days[0], days[-1])]
+
+        result, cursor = _evaluate(events_file_sensor, instance, source, cursor)
+        assert isinstance(result, dg.SkipReason)
+
+        new_day = append_day(events_csv)
+        result, cursor = _evaluate(events_file_sensor, instance, source, cursor)
+        assert _ranges(result) == [(new_day, new_day)]
+        assert instance.get_dynamic_partitions(event_days.name)[-1] == new_day
+
+        # one row of a middle day edited in place: that day only
+        frame = pl.read_csv(events_csv, infer_schema_length=0)
+        day = days[len(days) // 2]
+        stamp = pl.col("timestamp").cast(pl.Int64)
+        idx = frame.with_row_index().filter(
+            pl.from_epoch(stamp, time_unit="ms").dt.strftime("%Y-%m-%d") == day
+        )["index"][0]
+        frame = frame.with_row_index().filter(pl.col("index") != idx).drop("index")
+        frame.write_csv(events_csv)
+        result, cursor = _evaluate(events_file_sensor, instance, source, cursor)
+        assert _ranges(result) == [(day, day)]
+
+
+def test_catalog_sensor_reloads_only_the_changed_file(small_raw_dir, tmp_path):
+    from recsys_assets.defs.ingestion.sensors import catalog_files_sensor
+    from recsys_assets.resources import RetailRocketSource
+
+    raw = _raw_copy(small_raw_dir, tmp_path)
+    source = RetailRocketSource(raw_dir=str(raw))
+    with dg.instance_for_test() as instance:
+        result, cursor = _evaluate(catalog_files_sensor, instance, source, None)
+        (request,) = result.run_requests  # never loaded: both
+        assert {k.to_user_string() for k in request.asset_selection} == set(ROOTS)
+        result, cursor = _evaluate(catalog_files_sensor, instance, source, cursor)
+        assert result.run_requests == []
+        with open(raw / "category_tree.csv", "a") as f:
+            f.write("999999,\n")
+        result, cursor = _evaluate(catalog_files_sensor, instance, source, cursor)
+        (request,) = result.run_requests
+        assert request.asset_selection == [dg.AssetKey("category_tree")]

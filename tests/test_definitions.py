@@ -97,8 +97,6 @@ def test_jobs_schedules_sensors_resolve():
         "register_days_of_events_file"
     ]
     assert defs.resolve_sensor_def("events_file_sensor").job_name == "ingest_job"
-    refresh = defs.resolve_sensor_def("refresh_after_ingest")
-    assert (refresh.job_name, refresh.asset_key) == ("refresh_job", AssetKey("raw_events"))
 
 
 def test_importing_the_code_has_no_side_effect(tmp_path):
