@@ -74,6 +74,8 @@ def settle(defs, instance, execute, cursor=None, max_ticks: int = 30):
 
 def in_process_executor(defs: dg.Definitions, instance: dg.DagsterInstance, run_config=None):
     """Execute one requested run in-process through the global asset job (as the daemon would)."""
+    from recsys_assets.tracking import end_active_mlflow_run
+
     job = defs.resolve_implicit_global_asset_job_def()
 
     def execute(partition: str | None, keys: list[dg.AssetKey]) -> None:
@@ -84,6 +86,9 @@ def in_process_executor(defs: dg.Definitions, instance: dg.DagsterInstance, run_
             run_config=run_config,
             raise_on_error=True,
         )
+        # the daemon runs each run in its own process; in one process the MLflow run that an
+        # asset opened must be closed between runs (as the main job does)
+        end_active_mlflow_run()
         assert result.success
 
     return execute

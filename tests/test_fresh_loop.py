@@ -31,6 +31,8 @@ def _published(r, prefix):
 
 def _sensor_runs(defs, instance, sensor, cursor, job):
     """Evaluate one raw-folder sensor; apply its partitions and execute its runs."""
+    from recsys_assets.tracking import end_active_mlflow_run
+
     context = dg.build_sensor_context(
         instance=instance,
         cursor=cursor,
@@ -49,6 +51,7 @@ def _sensor_runs(defs, instance, sensor, cursor, job):
             tags=request.tags,
             run_config=quick_run_config(),
         )
+        end_active_mlflow_run()
         assert outcome.success
     return result.cursor, len(result.run_requests)
 

@@ -6,8 +6,6 @@ tree or the property history when their files change. Everything downstream then
 declarative automation (``defs/automation``), once.
 """
 
-from __future__ import annotations
-
 import json
 
 from dagster import (

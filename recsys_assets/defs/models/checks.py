@@ -5,8 +5,6 @@ bad tuning trial, an empty feature), not a result worth serving; a warning with 
 makes that visible on the asset page without blocking the publish.
 """
 
-from __future__ import annotations
-
 import duckdb
 from dagster import (
     AssetCheckExecutionContext,

@@ -5,8 +5,6 @@ in the model store. If not, the service answers from stale models (a publish fai
 training, or someone rolled back): an error, with both versions per model in the metadata.
 """
 
-from __future__ import annotations
-
 from dagster import (
     AssetCheckExecutionContext,
     AssetCheckResult,
