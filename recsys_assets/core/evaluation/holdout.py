@@ -102,14 +102,20 @@ def with_available_rank(lists: pl.DataFrame, catalog: pl.DataFrame) -> pl.DataFr
     catalogue as of the test start, the latest availability a model could know); an item of
     unknown availability is kept, as the service keeps it.
     """
-    unavailable = catalog.filter(pl.col("available") == 0).select(pl.col("item_id").cast(pl.Int64))
-    is_available = ~pl.col("item_id").is_in(unavailable["item_id"].implode())
-    return lists.sort("user_id", "rank").with_columns(
-        pl.when(is_available)
-        .then(is_available.cast(pl.Int32).cum_sum().over("user_id"))
-        .otherwise(None)
-        .cast(pl.Int32)
-        .alias("available_rank")
+    unavailable = catalog.filter(pl.col("available") == 0)["item_id"].cast(pl.Int64).to_numpy()
+    lists = lists.sort("user_id", "rank")
+    available = ~np.isin(lists["item_id"].to_numpy(), unavailable)
+    # running count of available items within each user's list (numpy: a polars window
+    # expression here took 11 s and 4.7 GB for 800k rows)
+    users = lists["user_id"].to_numpy()
+    starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]])
+    running = np.cumsum(available, dtype=np.int64)
+    before_user = np.repeat(running[starts] - available[starts], np.diff(np.r_[starts, users.size]))
+    rank = (running - before_user).astype(np.int32)
+    return lists.with_columns(
+        pl.Series("available_rank", np.where(available, rank, 0), dtype=pl.Int32)
+    ).with_columns(
+        pl.when(pl.Series(available)).then(pl.col("available_rank")).alias("available_rank")
     )
 
 
