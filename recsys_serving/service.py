@@ -768,6 +768,11 @@ class RecommenderService:
         self.store.invalidate()
         return await self.models()
 
+    async def categories(self) -> list[int]:
+        """Every category the served catalogue knows (what a category rule may name)."""
+        snap = await self.store.snapshot()
+        return (await self.store.catalog_rules(snap.data)).categories.tolist()
+
     # --- live item overrides (admin) -----------------------------------------------------------
     async def item_overrides(self) -> ItemOverridesResponse:
         ov = Overrides.from_hash(await self.store.reader.item_overrides())
@@ -776,24 +781,10 @@ class RecommenderService:
     async def change_item_overrides(self, req: ItemOverridesRequest) -> ItemOverridesResponse:
         """Mark items unavailable / available / hidden (or drop their override) for every model
         and version at once: each worker re-reads the overrides when their generation moves."""
-        named = [(f, getattr(req, f)) for f in ("unavailable", "available", "hidden", "clear")]
-        ids = np.concatenate([np.asarray(v, np.int64) for _, v in named])
-        uniq, counts = np.unique(ids, return_counts=True)
-        if (counts > 1).any():
-            twice = int(uniq[counts > 1][0])
-            field = next(f for f, v in named if twice in v)
-            raise ValidationException(
-                detail=f"Invalid overrides: {field}: item {twice} is named more than once",
-                extra=[
-                    {
-                        "key": field,
-                        "message": f"item {twice} is named more than once",
-                        "source": "body",
-                    }
-                ],  # fmt: skip
-            )
-        states = {i: f for f, v in named[:3] for i in v}
-        await self.store.reader.change_item_overrides(states, req.clear, new_generation())
+        # weakest first, so an item named in several lists ends with the strongest state
+        states = {i: f for f in ("available", "unavailable", "hidden") for i in getattr(req, f)}
+        clear = sorted(set(req.clear) - set(states))
+        await self.store.reader.change_item_overrides(states, clear, new_generation())
         self.store.invalidate()
         return await self.item_overrides()
 

@@ -30,7 +30,8 @@ class ItemOverridesController(Controller):
             "cleared (a publish does not reset it). `unavailable`: left out unless a request "
             "sets `include_unavailable`; `available`: shown even if the bundle says "
             "unavailable; `hidden`: never shown; `clear`: back to the published state. An item "
-            "named in two lists is a 400."
+            "named in several lists takes the strongest state (hidden, unavailable, available, "
+            "clear)."
         ),
         responses=errors(*ADMIN_ERRORS, 503),
     )

@@ -20,6 +20,7 @@ from redis.exceptions import RedisError
 
 from recsys_serving.controllers.deps import service_of
 from recsys_serving.pages import PublishedPages
+from recsys_serving.schemas import Rules
 from recsys_serving.store import NotPublished
 
 NAV = (
@@ -88,11 +89,15 @@ class PageController(Controller):
         model: FromQuery[str | None] = None,
         item_id: FromQuery[str | None] = None,
         n: FromQuery[str | None] = None,
+        category: FromQuery[str | None] = None,
+        show_unavailable: FromQuery[str | None] = None,
     ) -> Template:
         if user_id or item_id:
             # the recommendations page's address before it moved off the root: links made
             # then keep working, and the page's own links stay on the root
-            return await recommendations_page(request, "/", user_id, model, item_id, n)
+            return await recommendations_page(
+                request, "/", user_id, model, item_id, n, category, show_unavailable
+            )
         page = await _report_page(request, "home", "home.html")
         if page.status_code == 200:
             try:
@@ -127,8 +132,12 @@ class PageController(Controller):
         model: FromQuery[str | None] = None,
         item_id: FromQuery[str | None] = None,
         n: FromQuery[str | None] = None,
+        category: FromQuery[str | None] = None,
+        show_unavailable: FromQuery[str | None] = None,
     ) -> Template:
-        return await recommendations_page(request, "/recommendations", user_id, model, item_id, n)
+        return await recommendations_page(
+            request, "/recommendations", user_id, model, item_id, n, category, show_unavailable
+        )
 
 
 async def recommendations_page(
@@ -138,10 +147,14 @@ async def recommendations_page(
     model: str | None,
     item_id: str | None,
     n: str | None,
+    category: str | None = None,
+    show_unavailable: str | None = None,
 ) -> Template:
     """A user's recommendations and history, and similar items; links and the form point at
-    ``here``, the address the page was opened at."""
+    ``here``, the address the page was opened at. ``category`` and ``show_unavailable`` (the
+    checkbox, off by default) become the request's rules."""
     service = service_of(request)
+    show = show_unavailable not in (None, "", "0", "false", "off")
     ctx: dict = {
         "page": "recommendations",
         "nav": NAV,
@@ -149,6 +162,10 @@ async def recommendations_page(
         "user_id": user_id or "",
         "model": model or "",
         "error": None,
+        "categories": [],
+        "category": None,
+        "show_unavailable": show,
+        "filters": "",
     }
     status = 200
     try:
@@ -157,17 +174,24 @@ async def recommendations_page(
         count = min(_parse_id(n, "n") or 12, 100)
         if count < 1:
             raise ValueError("n must be at least 1")
+        cat = _parse_id(category, "category")
+        ctx["category"] = cat
+        ctx["filters"] = (f"&category={cat}" if cat is not None else "") + (
+            "&show_unavailable=1" if show else ""
+        )
         info = await service.models()
         ctx["info"] = info
+        ctx["categories"] = await service.categories()
         chosen = model if model in {m.name for m in info.models} else None
         if model and chosen is None:
             raise ValueError(f"model {model!r} is not published")
+        rules = Rules(include_unavailable=show, categories=[cat] if cat is not None else None)
         if uid is not None:
-            ctx["recs"] = await service.recommend(uid, count, chosen)
+            ctx["recs"] = await service.recommend(uid, count, chosen, rules)
             ctx["history"] = await service.history(uid, 20)
         if iid is not None:
             sim_model = chosen if chosen and _has_similar(info, chosen) else None
-            ctx["similar"] = await service.similar(iid, count, sim_model)
+            ctx["similar"] = await service.similar(iid, count, sim_model, rules)
             ctx["item_id"] = iid
     except ValidationException as exc:  # before ValueError: Litestar's 4xx subclass it
         ctx["error"], status = _message(exc), 400

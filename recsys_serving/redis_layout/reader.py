@@ -20,7 +20,6 @@ from recsys_serving.redis_layout.keys import CONTROL_AB, Keys, control_default_f
 from recsys_serving.redis_layout.scripts import LOOKUP_LUA
 from recsys_serving.redis_layout.weights import decode_array
 
-
 OVERRIDES_GENERATION = "generation"  # field of the overrides hash (item ids are digits)
 
 

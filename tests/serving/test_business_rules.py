@@ -319,9 +319,11 @@ def test_overrides_outlive_a_publish(client, r, prefix, make_bundle):
     assert ids(body) == [20, 30, 40, 50, 60]  # the shifted list 10, 20, 30, 40 without 10
 
 
-def test_an_item_named_twice_is_a_400(client):
-    resp = client.post(OVERRIDES, json={"hidden": [10], "clear": [10]}, headers=AUTH)
-    assert resp.status_code == 400 and resp.json()["extra"][0]["key"] in ("hidden", "clear")
+def test_an_item_named_twice_takes_the_strongest_state(client):
+    body = {"available": [10, 20, 30], "unavailable": [20, 30], "hidden": [30], "clear": [10, 40]}
+    resp = client.post(OVERRIDES, json=body, headers=AUTH)
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["overrides"] == {"10": "available", "20": "unavailable", "30": "hidden"}
 
 
 # --- a synthetic bundle whose most popular item is unavailable --------------------------------

@@ -179,7 +179,8 @@ def test_recommendations_page_from_the_nav(service, tab, warehouse):
         "document.getElementById('submit').click();"
     )
     assert (
-        tab.js("location.pathname + location.search") == f"/recommendations?user_id={user}&model="
+        tab.js("location.pathname + location.search")
+        == f"/recommendations?user_id={user}&model=&category="
     )
     assert tab.js("document.querySelectorAll('#cards .card').length") > 0
     assert tab.js("document.getElementById('source').textContent") == "personal"
