@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
+from recsys_assets.core.data.catalog import item_catalog
 from recsys_assets.core.progress import Progress
 from recsys_serving.bundle import EVENT_CODES, GruWeights, ModelLists, ServingBundle
 
@@ -57,6 +58,7 @@ def build_serving_bundle(
     default_model: str,
     limits: BundleLimits = BundleLimits(),
     ab_experiment: dict | None = None,
+    category_tree: pl.DataFrame | None = None,
 ) -> ServingBundle:
     if default_model not in models:
         raise ValueError(f"default model {default_model!r} is not among {sorted(models)}")
@@ -67,8 +69,20 @@ def build_serving_bundle(
         **_popular_lists(popularity, catalog, limits),
         **_history(splits, limits.history_len),
         **_items(catalog),
+        **_tree(category_tree),
         ab_experiment=ab_experiment,
     )
+
+
+def _tree(tree: pl.DataFrame | None) -> dict:
+    """The category parent map (``category_tree``: category_id, parent_id), for the service's
+    category rules (an item matches a category when it sits anywhere below it)."""
+    if tree is None:
+        return {}
+    return {
+        "category_ids": tree["category_id"].to_numpy().astype(np.int64),
+        "category_parents": tree["parent_id"].fill_null(-1).to_numpy().astype(np.int64),
+    }
 
 
 def _popularity(splits: pl.DataFrame) -> pl.DataFrame:
@@ -223,6 +237,20 @@ def _history(splits: pl.DataFrame, history_len: int) -> dict:
         "history_events": recent["event"].replace_strict(codes, return_dtype=pl.Int8).to_numpy(),
         "history_timestamps": recent["timestamp"].to_numpy().astype(np.int64),
     }
+
+
+def latest_catalog(
+    history: pl.DataFrame, tree_table: pl.DataFrame, item_ids: pl.Series
+) -> pl.DataFrame:
+    """Each item's category, price and availability from the newest property snapshot.
+
+    Offline evaluation uses ``item_catalog`` (values in force when the test period starts, so
+    nothing is peeked); the service must instead show what the shop can sell now, so the bundle
+    carries the latest values of the file (and the service's admin overrides apply on top).
+    """
+    newest = history["timestamp"].max()
+    as_of = int(newest) if newest is not None else 0
+    return item_catalog(history, tree_table, as_of, item_ids)
 
 
 def _items(catalog: pl.DataFrame) -> dict:

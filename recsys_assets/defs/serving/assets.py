@@ -13,7 +13,12 @@ from dagster import (
     asset,
 )
 
-from recsys_assets.core.serving_bundle import BundleLimits, PublishedModel, build_serving_bundle
+from recsys_assets.core.serving_bundle import (
+    BundleLimits,
+    PublishedModel,
+    build_serving_bundle,
+    latest_catalog,
+)
 from recsys_assets.io_managers import TrainedModel
 from recsys_assets.metadata import frame_metadata
 from recsys_assets.resources import RedisResource
@@ -49,8 +54,13 @@ def serving_bundle(
     leaderboard: pl.DataFrame,
     splits: pl.DataFrame,
     item_catalog: pl.DataFrame,
+    item_property_history: pl.DataFrame,
+    category_tree: pl.DataFrame,
 ) -> pl.DataFrame:
     """Every trained model's lists, neighbours, popularity, histories and item data in Redis.
+
+    Item data (category, price, availability) is the newest snapshot of the property files, not
+    ``item_catalog``'s values at the split: the service must show what can be bought now.
 
     A complete new version is written under its own prefix before one pointer key is switched, so
     the service never sees half a bundle; a failed publish leaves the previous version serving.
@@ -85,8 +95,15 @@ def serving_bundle(
         f"default {default}, personal lists for up to {limits.max_users:,} users"
     )
     start = time.perf_counter()
+    catalog = latest_catalog(item_property_history, category_tree, item_catalog["item_id"])
     bundle = build_serving_bundle(
-        models, splits, item_catalog, default, limits=limits, ab_experiment=experiment
+        models,
+        splits,
+        catalog,
+        default,
+        limits=limits,
+        ab_experiment=experiment,
+        category_tree=category_tree,
     )
     context.log.info(f"built the serving bundle in {time.perf_counter() - start:.1f} s")
     client = redis.reachable_client()
@@ -119,6 +136,11 @@ def serving_bundle(
             family_bytes=report.family_bytes,
             deleted_versions=report.deleted_versions,
             redis_memory=MetadataValue.text(f"{report.redis_bytes / 2**20:.1f} MiB"),
+            catalog_as_of=MetadataValue.timestamp(int(catalog["as_of"][0]) / 1000)
+            if catalog.height
+            else MetadataValue.text("no item data"),
+            items_available_now=int((catalog["available"] == 1).sum()),
+            items_available_at_split=int((item_catalog["available"] == 1).sum()),
         )
     )
     return table
