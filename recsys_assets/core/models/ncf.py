@@ -35,7 +35,7 @@ from torch import nn
 
 from recsys_assets.core.data.training_data import TrainingData
 from recsys_assets.core.models.base import MAX_DENSE_ELEMENTS, Recommender, mask_rows
-from recsys_assets.core.models.row_optimizers import LazyAdam, gather_rows
+from recsys_assets.core.models.packed_tables import PackedTable, lazy_adam_
 from recsys_assets.core.models.topk import topk_dense
 from recsys_assets.core.models.torch_training import (
     DEVICES,
@@ -328,8 +328,7 @@ class NCFRecommender(Recommender):
         self.net = NeuMF(data.n_users, data.n_items, int(p["factors"]), list(p["mlp_layers"]))
         self.net.reset_parameters()
         self.net.to(dev)
-        lr = float(p["learning_rate"])
-        opts = (LazyAdam(lr), torch.optim.Adam(self.net.mlp_parameters(), lr=lr))
+        opts = self._optimizers()
         keys = seen_keys(data.user_item)  # negatives avoid held-out items too
         pos_users = np.repeat(np.arange(data.n_users, dtype=np.int64), np.diff(matrix.indptr))
         pos_items = matrix.indices.astype(np.int64)
@@ -351,17 +350,43 @@ class NCFRecommender(Recommender):
         def validate() -> float:
             return self._validation_ndcg(val_users, val_items, val_exclude)
 
-        self.history = train_epochs(
-            "ncf",
-            self.net,
-            int(p["n_epochs"]),
-            run_epoch,
-            validate if val_users.size else None,
-            int(p["patience"]),
-            "ndcg@10",
-        )
+        try:
+            self.history = train_epochs(
+                "ncf",
+                self.net,
+                int(p["n_epochs"]),
+                run_epoch,
+                validate if val_users.size else None,
+                int(p["patience"]),
+                "ndcg@10",
+            )
+        finally:
+            self._unpack_tables()
         self._parts = None
         self._linear = None
+
+    def _optimizers(self) -> tuple:
+        """(packed user and item tables, Adam of the dense layers, [global step]).
+
+        The user tables (GMF, MLP) sit side by side with their LazyAdam moments, the item
+        tables likewise (:mod:`packed_tables`): a step reads and writes each touched row once.
+        The net's tables are views into them until :meth:`_unpack_tables`.
+        """
+        net = self.net
+        tables = (
+            PackedTable([net.gmf_user, net.mlp_user]),
+            PackedTable([net.gmf_item, net.mlp_item]),
+        )
+        net.gmf_user.data, net.mlp_user.data = tables[0].part(0), tables[0].part(1)
+        net.gmf_item.data, net.mlp_item.data = tables[1].part(0), tables[1].part(1)
+        lr = float(self.params["learning_rate"])
+        return tables, torch.optim.Adam(net.mlp_parameters(), lr=lr), [0]
+
+    def _unpack_tables(self) -> None:
+        """The net's tables as contiguous tensors of their own (the packed state is freed)."""
+        for name in ("gmf_user", "mlp_user", "gmf_item", "mlp_item"):
+            param = getattr(self.net, name)
+            param.data = param.data.contiguous()
 
     def _run_epoch(self, pos_users, pos_items, keys, n_items, rng, opts) -> tuple[float, int]:
         p, dev, net = self.params, self._device, self.net
@@ -382,32 +407,43 @@ class NCFRecommender(Recommender):
             positives = torch.from_numpy(np.repeat(pos_items, n_neg)[order])
             labels = None
         users_t, items_t = torch.from_numpy(users), torch.from_numpy(items)
-        row_opt, dense_opt = opts
+        tables, dense_opt, step = opts
         dense = dense_opt.param_groups[0]["params"]
         batch = int(p["batch_size"])
+        lr = float(p["learning_rate"])
         total = 0.0
         for start in range(0, users.size, batch):
             sl = slice(start, start + batch)
             u, i = users_t[sl].to(dev), items_t[sl].to(dev)
-            leaves: list = []
-            gu = gather_rows(net.gmf_user, u, leaves)
-            mu = gather_rows(net.mlp_user, u, leaves)
+            if not bce:
+                i = torch.cat([positives[sl].to(dev), i])
+            # each touched user / item row once: its packed block (parameters and moments),
+            # then the batch's rows from that block as the leaves autograd differentiates
+            # (GMF and MLP halves as separate leaves: slicing one leaf cost a zero-filled
+            # gradient per slice in the backward pass)
+            blocks, leaves = [], []
+            f = net.factors
+            for table, idx in zip(tables, (u, i), strict=True):
+                rows, inv = torch.unique(idx, return_inverse=True)
+                block = table.gather(rows)
+                blocks.append((table, rows, inv, block))
+                emb = block[:, 0].index_select(0, inv)
+                leaves += [emb[:, :f].requires_grad_(), emb[:, f:].requires_grad_()]
+            gu, mu, gi, mi = leaves
             if bce:
-                gi = gather_rows(net.gmf_item, i, leaves)
-                mi = gather_rows(net.mlp_item, i, leaves)
                 logits = net.pair_logits(gu, gi, mu, mi)
                 loss = F.binary_cross_entropy_with_logits(logits, labels[sl].to(dev))
             else:
                 n = u.shape[0]
-                both = torch.cat([positives[sl].to(dev), i])
-                gi = gather_rows(net.gmf_item, both, leaves)
-                mi = gather_rows(net.mlp_item, both, leaves)
                 logits = net.pair_logits(gu.repeat(2, 1), gi, mu.repeat(2, 1), mi)
                 loss = -F.logsigmoid(logits[:n] - logits[n:]).mean()
-            grads = torch.autograd.grad(loss, [leaf for _, _, leaf in leaves] + dense)
-            row_opt.tick()
-            for (table, rows, _), g in zip(leaves, grads, strict=False):
-                row_opt.step_rows(table, rows, g)
+            grads = torch.autograd.grad(loss, leaves + dense)
+            step[0] += 1
+            for k, (table, rows, inv, block) in enumerate(blocks):
+                g = torch.cat(grads[2 * k : 2 * k + 2], 1)
+                summed = g.new_zeros(rows.numel(), g.shape[1]).index_add_(0, inv, g)
+                lazy_adam_(block, summed, lr, step[0])
+                table.write(rows, block)
             for q, g in zip(dense, grads[len(leaves) :], strict=True):
                 q.grad = g
             dense_opt.step()

@@ -121,3 +121,29 @@ def topk_candidates(
     out_cols[rows[top], rank[top]] = cols[top]
     out_vals[rows[top], rank[top]] = vals[top]
     return out_cols, out_vals
+
+
+def column_positions(cols: np.ndarray, n_cols: int) -> np.ndarray:
+    """``pos[j]``: the index of column ``j`` in ``cols`` (ascending), -1 where absent."""
+    pos = np.full(n_cols, -1, dtype=np.int64)
+    pos[cols] = np.arange(cols.size)
+    return pos
+
+
+def restrict_columns(m: sp.csr_matrix, pos: np.ndarray) -> sp.csr_matrix:
+    """The entries of ``m`` in the kept columns, renumbered by ``pos`` (-1: dropped), so a
+    mask of the full catalogue lines up with scores over a subset of it."""
+    new = pos[m.indices]
+    keep = new >= 0
+    rows = np.repeat(np.arange(m.shape[0]), np.diff(m.indptr))
+    indptr = np.r_[0, np.cumsum(np.bincount(rows[keep], minlength=m.shape[0]))]
+    n_sub = int(pos.max()) + 1 if pos.size else 0
+    return sp.csr_matrix((m.data[keep], new[keep], indptr), shape=(m.shape[0], n_sub))
+
+
+def map_columns(cols: np.ndarray, subset: np.ndarray, width: int) -> np.ndarray:
+    """Subset positions (-1 = empty) back to catalogue columns, padded with -1 to ``width``."""
+    out = np.where(cols >= 0, subset[np.maximum(cols, 0)], -1)
+    if out.shape[1] < width:
+        out = np.pad(out, ((0, 0), (0, width - out.shape[1])), constant_values=-1)
+    return out

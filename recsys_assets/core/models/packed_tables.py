@@ -1,0 +1,98 @@
+"""Embedding tables packed side by side with their optimizer state, updated row-wise.
+
+The torch models train big user/item tables of which a minibatch touches a few thousand rows.
+With one tensor per table and per optimizer moment, a step gathered and scattered the same
+rows many times (NCF: 4 tables × (leaf gather, moment gathers, moment scatters, an
+``index_add_`` into the table); ``index_add_`` alone was 40% of an NCF epoch at scale 1.0).
+A :class:`PackedTable` keeps, per row, ``[params, state 1, state 2]`` as one contiguous
+``(3, width)`` block, where ``params`` is the concatenation of several tables that share the
+row index (NCF's GMF and MLP user embeddings; GRU4Rec's output weights and bias). A step then
+reads the touched rows with one ``index_select``, updates the block in place
+(:func:`adagrad_momentum_`, :func:`lazy_adam_`) and writes it back with one ``index_copy_``.
+
+The update rules are those of :mod:`row_optimizers` (``IndexedAdagradM.step_rows``,
+``LazyAdam.step_rows``), element for element; only the memory layout differs. A model exposes
+its parameters as views into the packed table while training and as contiguous copies after
+(:meth:`PackedTable.part`, then ``.contiguous()``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+N_SLOTS = 3  # params, then two optimizer moments
+
+
+class PackedTable:
+    """Tables with the same number of rows, packed as ``state[row] = (3, sum of widths)``."""
+
+    def __init__(self, parts: list[torch.Tensor]) -> None:
+        if not parts:
+            raise ValueError("PackedTable needs at least one table")
+        n = parts[0].shape[0]
+        if any(p.shape[0] != n for p in parts):
+            raise ValueError(f"tables differ in rows: {[tuple(p.shape) for p in parts]}")
+        self.one_d = [p.dim() == 1 for p in parts]
+        self.widths = [1 if p.dim() == 1 else int(p.shape[1]) for p in parts]
+        self.offsets = [0, *torch.tensor(self.widths).cumsum(0).tolist()]
+        self.width = self.offsets[-1]
+        first = parts[0]
+        self.state = torch.zeros(n, N_SLOTS, self.width, dtype=first.dtype, device=first.device)
+        with torch.no_grad():
+            for i, p in enumerate(parts):
+                self.part(i).copy_(p)
+
+    def part(self, i: int) -> torch.Tensor:
+        """A (strided) view of table ``i``'s parameters, with its original shape."""
+        a, b = self.offsets[i], self.offsets[i + 1]
+        return self.state[:, 0, a] if self.one_d[i] else self.state[:, 0, a:b]
+
+    def gather(self, rows: torch.Tensor) -> torch.Tensor:
+        """The blocks of ``rows`` (unique), (len(rows), 3, width): a copy to update in place."""
+        return self.state.index_select(0, rows)
+
+    def write(self, rows: torch.Tensor, block: torch.Tensor) -> None:
+        """Store updated blocks back at ``rows`` (unique)."""
+        if self.state.device.type == "cpu":
+            # numpy's fancy assignment copies row by row; torch's index_copy_ took 3x as long
+            # for the same 4k scattered rows (0.62 vs 0.19 ms measured, 1.2M-row table)
+            self.state.numpy()[rows.numpy()] = block.numpy()
+        else:
+            self.state.index_copy_(0, rows, block)
+
+
+@torch.no_grad()
+def adagrad_momentum_(
+    block: torch.Tensor, grad: torch.Tensor, lr: float, momentum: float, eps: float = 1e-6
+) -> None:
+    """IndexedAdagradM on gathered rows: ``acc += g²``,
+    ``mom = momentum · mom − lr · g / sqrt(acc + eps)``, ``p += mom`` (slots: p, acc, mom)."""
+    acc = block[:, 1].addcmul_(grad, grad)
+    step = grad / (acc + eps).sqrt_()
+    if momentum > 0:
+        mom = block[:, 2].mul_(momentum).add_(step, alpha=-lr)
+        block[:, 0].add_(mom)
+    else:
+        block[:, 0].add_(step, alpha=-lr)
+
+
+@torch.no_grad()
+def lazy_adam_(
+    block: torch.Tensor,
+    grad: torch.Tensor,
+    lr: float,
+    step: int,
+    betas: tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-8,
+) -> None:
+    """LazyAdam on gathered rows (slots: p, m, v): the moments of a row advance only when it
+    is in the batch, bias correction by the global ``step`` (>= 1)."""
+    b1, b2 = betas
+    m = block[:, 1].lerp_(grad, 1 - b1)  # b1 m + (1 − b1) g
+    v = block[:, 2].mul_(b2).addcmul_(grad, grad, value=1 - b2)
+    t = max(int(step), 1)
+    correction = math.sqrt(1 - b2**t)
+    step_size = lr * correction / (1 - b1**t)
+    block[:, 0].addcdiv_(m, v.sqrt().add_(eps * correction), value=-step_size)
