@@ -12,7 +12,12 @@ from threadpoolctl import threadpool_limits
 
 from recsys_assets.core.data.training_data import TrainingData
 from recsys_assets.core.models.base import Recommender
-from recsys_assets.core.models.topk import EXCLUDED, sort_candidates
+from recsys_assets.core.models.topk import (
+    EXCLUDED,
+    column_positions,
+    restrict_columns,
+    sort_candidates,
+)
 from recsys_assets.core.models.weighting import WEIGHTINGS, weight_interactions
 
 if TYPE_CHECKING:
@@ -79,8 +84,22 @@ class ALSRecommender(Recommender):
             )
             model.fit(matrix, show_progress=False, callback=self._log_iteration)
         self.user_factors = np.ascontiguousarray(model.user_factors, dtype=np.float32)
-        self.item_factors = np.ascontiguousarray(model.item_factors, dtype=np.float32)
+        item_factors = np.array(model.item_factors, dtype=np.float32)
+        # An item without any interaction learnt nothing: its factor is the random start
+        # shrunk by the solver, noise around 0. Zero it, so that it scores exactly 0 and
+        # ranking can skip it (see _recommend_rows)
+        item_factors[np.diff(matrix.tocsc().indptr) == 0] = 0.0
+        self.item_factors = item_factors
+        self._prepare()
+
+    def _prepare(self) -> None:
         self._item_unit: np.ndarray | None = None
+        # the items with a nonzero factor: only they can score above 0
+        active = np.flatnonzero(np.any(self.item_factors != 0, axis=1))
+        self._active = active if active.size < self.item_factors.shape[0] else None
+        self._active_factors = (
+            np.ascontiguousarray(self.item_factors[active]) if self._active is not None else None
+        )
 
     def _log_iteration(self, iteration: int, elapsed: float, loss: float) -> None:
         # implicit calls back after every iteration; loss is NaN unless it was asked to compute it
@@ -92,14 +111,32 @@ class ALSRecommender(Recommender):
     def _recommend_rows(
         self, user_rows: np.ndarray, width: int, exclude_seen: bool
     ) -> tuple[np.ndarray, np.ndarray]:
+        """Top ``width`` through implicit's kernel, over the items with a factor only.
+
+        Items without interactions score exactly 0 (their factors are zeroed in ``_fit``):
+        ranking the others first is exact for every row whose ``width``-th score is above 0,
+        and the rare other rows are ranked over the whole catalogue. At scale 1.0 this skips
+        about half of the 417k items, which was half of the Hybrid's ALS candidate time.
+        """
         exclude = self._seen[user_rows] if exclude_seen else None
-        return self._factor_topk(
-            self.item_factors,
-            self.user_factors[user_rows],
-            width,
-            exclude,
-            lambda idx: Recommender._recommend_rows(self, user_rows[idx], width, exclude_seen),
+
+        def exact(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            return Recommender._recommend_rows(self, user_rows[idx], width, exclude_seen)
+
+        active = self._active
+        if active is None or active.size <= width:
+            return self._factor_topk(
+                self.item_factors, self.user_factors[user_rows], width, exclude, exact
+            )
+        if exclude is not None:
+            exclude = restrict_columns(exclude, column_positions(active, self.n_items))
+        cols, vals = self._factor_topk(
+            self._active_factors, self.user_factors[user_rows], width, exclude, exact, active
         )
+        redo = np.flatnonzero(~(vals[:, width - 1] > 0))
+        if redo.size:
+            cols[redo], vals[redo] = exact(redo)
+        return cols, vals
 
     def _similar_rows(self, item_cols: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
         unit = self._unit_item_factors()
@@ -122,12 +159,15 @@ class ALSRecommender(Recommender):
         width: int,
         exclude: sp.csr_matrix | None,
         exact: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
+        columns: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top-k of ``queries @ items.T`` through implicit's fused kernel, ties made exact.
 
         implicit's multi-threaded blocked matmul + heap top-k beats a dense (queries ×
         catalogue) block several times over, but orders ties arbitrarily: one extra candidate
         reveals a tie at the cut-off, and only those rare rows are redone by ``exact``.
+        ``columns`` (ascending) maps the rows of ``items`` to catalogue columns when they
+        are a subset of the catalogue (``exact`` answers in catalogue columns).
         """
         from implicit.cpu.topk import topk
 
@@ -140,7 +180,10 @@ class ALSRecommender(Recommender):
                 filter_query_items=exclude,
                 num_threads=int(self.params["num_threads"]),
             )
-        cols, vals = sort_candidates(cols.astype(np.int64), vals.astype(np.float32))
+        cols = cols.astype(np.int64)
+        if columns is not None:
+            cols = np.where(cols >= 0, columns[np.maximum(cols, 0)], cols)
+        cols, vals = sort_candidates(cols, vals.astype(np.float32))
         if want > width:
             tied = (vals[:, width - 1] == vals[:, width]) & (vals[:, width - 1] > EXCLUDED)
             cols, vals = cols[:, :width].copy(), vals[:, :width].copy()
@@ -168,4 +211,4 @@ class ALSRecommender(Recommender):
     def _load_state(self, arrays: dict[str, np.ndarray]) -> None:
         self.user_factors = arrays["user_factors"]
         self.item_factors = arrays["item_factors"]
-        self._item_unit = None
+        self._prepare()
