@@ -191,6 +191,9 @@ class RuleSet:
     boost_factor: float | None = None
     boost_categories: np.ndarray | None = None
     boost_price: tuple[float, float] | None = None
+    # what a cached list's view of these rules is keyed by (b"": the defaults); None: they
+    # depend on the user (exclude_seen), so no view of a shared list may keep them
+    key: bytes | None = None
 
     @property
     def plain(self) -> bool:

@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import time
 
+import msgspec
 import numpy as np
 from litestar.exceptions import NotFoundException, ValidationException
 
@@ -36,8 +37,8 @@ from recsys_serving.schemas import (
     SimilarResponse,
 )
 from recsys_serving.store import (
+    ListView,
     NotPublished,
-    PlainView,
     RecsysStore,
     ServedList,
     Snapshot,
@@ -47,6 +48,7 @@ from recsys_serving.store import (
 SESSION_DECAY = 0.8  # weight of a viewed item halves about every three newer views
 TOPUP_SEEDS = 5  # items of the answer whose neighbour lists top it up
 TOPUP_CATEGORIES = 50  # category popular lists merged at most to top an answer up
+RULESET_CACHE = 256  # compiled rule sets kept per version
 
 
 def not_published(field: str, message: str) -> NotFoundException:
@@ -106,30 +108,39 @@ def live_rows(rules: CatalogRules, ov: Overrides, items: np.ndarray, scores: np.
     return item_rows(rules.table, items, scores, rules.availability(items, ov))
 
 
-def plain_view(rules: CatalogRules, ov: Overrides, lst: ServedList) -> PlainView:
-    """A cached list under the default rules, kept on the list for the overrides generation it
-    was made with. A hit costs no numpy at all, so the default answer is as cheap as before
-    there were rules; a change of the overrides (a new generation) rebuilds it on next use."""
-    view = lst.plain
-    if view is None or view.generation != ov.generation:
-        keep, removed = RuleSet(rules, ov).filter(lst.items)
-        view = lst.plain = PlainView(ov.generation, lst.items[keep], lst.scores[keep], removed)
-        lst.rows = None
+def list_view(rs: RuleSet, ov: Overrides, lst: ServedList) -> ListView:
+    """A cached list under ``rs``, kept on the list (one slot for the default rules, one for the
+    last other rules) for the overrides generation it was made with. A hit costs no numpy, so a
+    repeated answer is as cheap as before there were rules; new rules or a change of the
+    overrides rebuild it on next use."""
+    plain = rs.key == b""
+    view = lst.plain if plain else lst.ruled
+    if view is None or view.generation != ov.generation or view.key != rs.key:
+        keep, removed = rs.filter(lst.items)
+        items, scores = lst.items[keep], lst.scores[keep]
+        boosted = None
+        if rs.boost_factor is not None:
+            order, boosted = rs.boost(items, scores)
+            items, scores = items[order], scores[order]
+        view = ListView(rs.key, ov.generation, items, scores, removed, boosted)
+        if plain:
+            lst.plain = view
+        else:
+            lst.ruled = view
     return view
 
 
-def plain_rows(rules: CatalogRules, ov: Overrides, lst: ServedList, n: int) -> list[Item] | None:
-    """The first ``n`` rows of a cached list under the default rules, or None when fewer than
-    ``n`` qualify (then the answer is topped up). Rows are built once for at least 10."""
-    view = plain_view(rules, ov, lst)
+def view_rows(catalog: CatalogRules, ov: Overrides, lst: ServedList, view: ListView, n: int):
+    """The first ``n`` rows of a list view, or None when fewer than ``n`` qualify and the rules
+    removed some (then the answer is topped up). Rows are built once for at least 10."""
     items = view.items
-    if len(items) < n and len(items) < len(lst.items):
-        return None  # something was removed and too little is left: top up
-    if lst.rows is None or len(lst.rows) < min(n, len(items)):
+    if len(items) < n and view.removed:
+        return None
+    if view.rows is None or len(view.rows) < min(n, len(items)):
         k = max(n, 10)
         # a tuple of scalar-only Structs: the collector stops tracking it (see ServedList)
-        lst.rows = tuple(live_rows(rules, ov, items[:k], view.scores[:k]))
-    return list(lst.rows[:n])
+        view.rows = tuple(live_rows(catalog, ov, items[:k], view.scores[:k]))
+    return list(view.rows[:n])
 
 
 class Collector:
@@ -307,11 +318,22 @@ class RecommenderService:
         vd = snap.data
         catalog = await self.store.catalog_rules(vd)
         history = None
+        # rules that do not depend on the user are compiled once per version and overrides
+        # generation (a shop sends the same few rule sets again and again)
+        key = None
+        if rules is None:
+            key = (snap.overrides.generation, where, scope, b"")
+        elif not rules.exclude_seen:
+            key = (snap.overrides.generation, where, scope, msgspec.json.encode(rules))
+        if key is not None:
+            got = vd.rulesets.get(key)
+            if got is not None:
+                return got
         if rules is not None and rules.exclude_seen and user_id is not None:
             got = await self.store.history(vd, user_id)
             history = (got[0], got[1]) if got is not None else None
         try:
-            return compile_rules(
+            rs = compile_rules(
                 rules,
                 catalog,
                 snap.overrides,
@@ -322,6 +344,12 @@ class RecommenderService:
             )
         except RuleError as exc:
             raise rule_error(exc, "body" if where else "query") from exc
+        if key is not None:
+            rs.key = b"" if rs.plain else key[3]
+            vd.rulesets[key] = rs
+            while len(vd.rulesets) > RULESET_CACHE:
+                vd.rulesets.popitem(last=False)
+        return rs
 
     async def _fill(
         self,
@@ -338,11 +366,12 @@ class RecommenderService:
         """Rows of ``n`` qualifying items: the answer's own list first, then, when the rules
         removed some and fewer than ``n`` are left, the sources of ``topups()`` in order."""
         catalog, ov = snap.data.rules, snap.overrides
-        if cached is not None and rs.plain:  # the hot path: no numpy on a hit
-            rows = plain_rows(catalog, ov, cached, n)
+        if cached is not None and rs.key is not None:  # the hot path: no numpy on a hit
+            view = list_view(rs, ov, cached)
+            rows = view_rows(catalog, ov, cached, view, n)
             if rows is not None:
-                removed = cached.plain.removed
-                return rows, FilterReport(len(cached.items), removed, [], 0)
+                boosted = int(view.boosted[:n].sum()) if view.boosted is not None else 0
+                return rows, FilterReport(len(cached.items), view.removed, [], boosted)
         col = Collector(rs, n, seen)
         col.add(items, scores)
         if not col.full and col.removed:

