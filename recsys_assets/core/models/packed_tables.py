@@ -69,7 +69,7 @@ def adagrad_momentum_(
 ) -> None:
     """IndexedAdagradM on gathered rows: ``acc += g²``,
     ``mom = momentum · mom − lr · g / sqrt(acc + eps)``, ``p += mom`` (slots: p, acc, mom)."""
-    acc = block[:, 1].addcmul_(grad, grad)
+    acc = block[:, 1].add_(grad * grad)  # (not addcmul_: the floats of IndexedAdagradM)
     step = grad / (acc + eps).sqrt_()
     if momentum > 0:
         mom = block[:, 2].mul_(momentum).add_(step, alpha=-lr)
@@ -89,10 +89,11 @@ def lazy_adam_(
 ) -> None:
     """LazyAdam on gathered rows (slots: p, m, v): the moments of a row advance only when it
     is in the batch, bias correction by the global ``step`` (>= 1)."""
+    # the same op sequence as LazyAdam.step_rows, so the floats (and training) are identical
     b1, b2 = betas
-    m = block[:, 1].lerp_(grad, 1 - b1)  # b1 m + (1 − b1) g
+    m = block[:, 1].mul_(b1).add_(grad, alpha=1 - b1)
     v = block[:, 2].mul_(b2).addcmul_(grad, grad, value=1 - b2)
     t = max(int(step), 1)
     correction = math.sqrt(1 - b2**t)
     step_size = lr * correction / (1 - b1**t)
-    block[:, 0].addcdiv_(m, v.sqrt().add_(eps * correction), value=-step_size)
+    block[:, 0].add_(m / v.sqrt().add_(eps * correction), alpha=-step_size)
