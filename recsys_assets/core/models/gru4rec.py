@@ -16,9 +16,12 @@ missing pieces; this one keeps the design of hidasib/GRU4Rec_PyTorch_Official:
   item (``embedding`` 0, ``constrained_embedding`` false); dropout on the input and on every
   hidden layer's output (also the dropped-out state is carried on, as in the original);
 - Adagrad with momentum that updates only the rows of the item tables a minibatch touched
-  (:mod:`row_optimizers`); the initialisation of the original's default compatibility mode
-  (uniform ±sqrt(6 / (fan_in + fan_out)) per gate block, zero biases); the loss summed over the
-  batch and divided by ``batch_size``.
+  (:mod:`row_optimizers`; ``Wy``/``By`` train packed with their optimizer state, and the
+  output side of a step — sampled scores, loss gradient, row updates — is written out by
+  hand, :mod:`gru4rec_output`: the GRU layers alone go through autograd); the
+  initialisation of the original's default compatibility mode (uniform
+  ±sqrt(6 / (fan_in + fan_out)) per gate block, zero biases); the loss summed over the batch
+  and divided by ``batch_size``.
 
 No early stopping, as in the original: ``n_epochs`` is a tuned hyper-parameter. Consecutive
 repeats inside a session are collapsed before training. The defaults are the official

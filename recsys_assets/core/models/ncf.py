@@ -6,7 +6,8 @@ Trained on implicit feedback with ``n_negatives`` sampled negatives per positive
 uniformly from the items the user has not interacted with (vectorised rejection sampling
 against the CSR matrix), under a pointwise log loss ("bce", as in the paper) or a pairwise
 "bpr" loss. Differences from the paper: no GMF/MLP pre-training, Adam with lazy row-wise updates of
-the embedding tables (as SparseAdam; see :mod:`row_optimizers`) and larger batches, for speed.
+the embedding tables (as SparseAdam; the rule of :mod:`row_optimizers`, run on tables packed
+with their moments, :mod:`packed_tables`) and larger batches, for speed.
 
 Validation and early stopping: ``TrainingData`` carries no validation targets, so the model
 holds out, for up to ``val_users`` users with at least two distinct items, the item of their
