@@ -34,7 +34,7 @@ REPR_TEXT = re.compile(r"^\w+MetadataValue\(")
 # asset that attaches a plot or a markdown table, in seconds (tuning and publishing left out).
 UI_ASSETS = (
     "raw_events", "category_tree", "item_property_history", "interactions", "splits",
-    "item_catalog", "conversion_funnel", "activity_heatmap", "rfm_segments",
+    "item_catalog", "conversion_funnel", "activity_heatmap", "rfm_segments", "training_data",
     "trained_model", "eval_recommendations", "model_metrics", "session_metrics", "leaderboard",
 )  # fmt: skip
 
