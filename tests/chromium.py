@@ -19,6 +19,8 @@ from pathlib import Path
 import pytest
 
 CHROMIUM = Path("/usr/bin/chromium")
+# the item ids of the service page's recommendation cards, in order
+CARDS = "[...document.querySelectorAll('#cards .card')].map(c => Number(c.dataset.item))"
 requires_chromium = pytest.mark.skipif(
     not CHROMIUM.exists(), reason="Debian's chromium is not installed"
 )

@@ -127,3 +127,12 @@ def make_gru():
 @pytest.fixture
 def admin_token():
     return ADMIN
+
+
+@pytest.fixture
+def chromium(tmp_path):
+    """A headless chromium tab (browser tests of the service's pages)."""
+    from chromium import headless_chromium
+
+    with headless_chromium(tmp_path / "profile") as tab:
+        yield tab

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from chromium import headless_chromium, requires_chromium, served_app
+from chromium import CARDS, requires_chromium, served_app
 
 from recsys_serving import redis_layout as L
 
@@ -17,15 +17,6 @@ def live_service(r, redis_url, prefix, bundle):
     L.publish_bundle(r, bundle, prefix)
     with served_app(redis_url, prefix) as base:
         yield base
-
-
-@pytest.fixture
-def chromium(tmp_path):
-    with headless_chromium(tmp_path / "profile") as tab:
-        yield tab
-
-
-CARDS = "[...document.querySelectorAll('#cards .card')].map(c => Number(c.dataset.item))"
 
 
 def test_submit_a_user_and_see_the_cards(live_service, chromium):

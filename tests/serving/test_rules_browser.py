@@ -10,12 +10,11 @@ import os
 from pathlib import Path
 
 import pytest
-from chromium import headless_chromium, requires_chromium, served_app
+from chromium import CARDS, requires_chromium, served_app
 
 from recsys_serving import redis_layout as L
 
 pytestmark = [pytest.mark.browser, requires_chromium]
-CARDS = "[...document.querySelectorAll('#cards .card')].map(c => Number(c.dataset.item))"
 
 
 @pytest.fixture
@@ -24,12 +23,6 @@ def live_service(r, redis_url, prefix, make_bundle):
     L.publish_bundle(r, make_bundle(unavailable=(20,)), prefix)
     with served_app(redis_url, prefix) as base:
         yield base
-
-
-@pytest.fixture
-def chromium(tmp_path):
-    with headless_chromium(tmp_path / "profile") as tab:
-        yield tab
 
 
 def screenshot(tab, path: Path) -> Path:
