@@ -224,3 +224,30 @@ def test_sample_users_is_seeded_and_keeps_small_sets_whole():
     )
     with pytest.raises(ValueError, match="fraction"):
         sample_users(splits, ("train",), 0.0, min_users=1)
+
+
+def test_sample_users_keeps_every_scored_user():
+    """The users tuning scores (valid targets) are all in the sample; the rest are drawn."""
+    users = np.arange(1000, dtype=np.int64)
+    splits = pl.DataFrame({"user_id": users, "split": ["train"] * 1000})
+    scored = pl.Series(np.arange(0, 1000, 10, dtype=np.int64))  # 100 users
+    got = sample_users(splits, ("train",), 0.25, min_users=1, seed=0, always=scored)
+    assert got.len() == 250 and got.is_sorted()
+    assert set(scored.to_list()) <= set(got.to_list())
+    # more scored users than the sample size: all of them still
+    many = pl.Series(np.arange(0, 1000, 2, dtype=np.int64))
+    assert sample_users(splits, ("train",), 0.25, 1, 0, always=many).len() == 500
+
+
+def test_tuning_keeps_the_defaults_unless_the_gain_is_beyond_noise():
+    from recsys_assets.defs.models.assets import MIN_IMPROVEMENT_Z, improvement_z
+
+    rng = np.random.default_rng(0)
+    users = np.arange(2000)
+    base = rng.random(2000)
+    default = pl.DataFrame({"user_id": users, "ndcg_at_10": base})
+    noise = pl.DataFrame({"user_id": users, "ndcg_at_10": base + rng.normal(0, 0.3, 2000) * 0.01})
+    real = pl.DataFrame({"user_id": users, "ndcg_at_10": base + 0.05 + rng.normal(0, 0.1, 2000)})
+    assert abs(improvement_z(default, noise)) < MIN_IMPROVEMENT_Z
+    assert improvement_z(default, real) > MIN_IMPROVEMENT_Z
+    assert improvement_z(default, default) == 0.0 and improvement_z(None, real) == 0.0

@@ -269,12 +269,16 @@ def sample_users(
     fraction: float,
     min_users: int,
     seed: int = 0,
+    always: pl.Series | None = None,
 ) -> pl.Series:
     """A seeded sample of the users with events in ``use_splits`` (sorted ``user_id``).
 
     ``fraction`` of them, but never fewer than ``min_users`` (all of them when there are
     fewer): tuning on a quarter of the users ranks parameters as the whole does at a quarter of
-    the cost, while a small data set keeps every user.
+    the cost, while a small data set keeps every user. Users in ``always`` (those tuning scores:
+    the ones with validation targets) are all kept and count towards the size; the rest are
+    drawn at random. Scoring only a quarter of them made the tuned choice noise: at scale 0.05
+    NCF's "best" trial beat its defaults on 752 sampled valid users and lost to them on test.
     """
     if not 0 < fraction <= 1:
         raise ValueError(f"fraction must be in (0, 1], got {fraction}")
@@ -287,7 +291,13 @@ def sample_users(
     n = max(int(round(fraction * users.len())), min_users)
     if n >= users.len():
         return users
-    return users.sample(n, seed=seed).sort()
+    if always is None or not always.len():
+        return users.sample(n, seed=seed).sort()
+    kept = users.filter(users.is_in(always.cast(pl.Int64).implode()))
+    rest = users.filter(~users.is_in(kept.implode()))
+    extra = max(n - kept.len(), 0)
+    drawn = rest.sample(min(extra, rest.len()), seed=seed)
+    return pl.concat([kept, drawn]).sort()
 
 
 def relevant_items(splits: pl.DataFrame, split: str, data: TrainingData) -> pl.DataFrame:

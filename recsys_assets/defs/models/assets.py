@@ -10,6 +10,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
 import polars as pl
 from dagster import (
     AssetExecutionContext,
@@ -162,8 +163,15 @@ def training_data(
     del final
 
     start = time.perf_counter()
+    # every user that tuning scores (train history and a valid target) is in the sample
+    scored = holdout_targets(splits, history_splits=("train",), target_split="valid")["user_id"]
     users = sample_users(
-        splits, ("train",), config.tuning_user_fraction, config.tuning_min_users, config.seed
+        splits,
+        ("train",),
+        config.tuning_user_fraction,
+        config.tuning_min_users,
+        config.seed,
+        always=scored.unique(),
     )
     sampled = splits.filter(pl.col("user_id").is_in(users.implode()))
     tuning = build_training_data(sampled, item_catalog, category_tree, use_splits=("train",))
@@ -285,8 +293,11 @@ def tuned_params(
         params = {**suggested, **overrides}
         trial.set_user_attr("params_json", json.dumps(params, default=float))
         model = create_model(name, params).fit(data)
-        _, summary, _ = evaluate(model, name, targets, n_items, k=10)
+        _, summary, per_user = evaluate(model, name, targets, n_items, k=10)
+        per_user_ndcg[trial.number] = per_user.select("user_id", "ndcg_at_10")
         return summary["ndcg_at_10"]
+
+    per_user_ndcg: dict[int, pl.DataFrame] = {}
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(
@@ -302,17 +313,29 @@ def tuned_params(
         )
     seconds = time.perf_counter() - start
     default_value = study.trials[0].value if study.trials[0].value is not None else float("nan")
-    best = {**cls.default_params(), **json.loads(study.best_trial.user_attrs["params_json"])}
+    winner = study.best_trial
+    z = improvement_z(per_user_ndcg.get(0), per_user_ndcg.get(winner.number))
+    chosen = winner if winner.number == 0 or z >= MIN_IMPROVEMENT_Z else study.trials[0]
+    best = {**cls.default_params(), **json.loads(chosen.user_attrs["params_json"])}
     context.log.info(
-        f"tuned {name}: best ndcg@10={study.best_value:.4f} (trial {study.best_trial.number + 1}"
-        f" of {len(study.trials)}, defaults {default_value:.4f}) in {seconds:.1f} s"
+        f"tuned {name}: best ndcg@10={study.best_value:.4f} (trial {winner.number + 1}"
+        f" of {len(study.trials)}, defaults {default_value:.4f}, paired z={z:.2f}) in "
+        f"{seconds:.1f} s; "
+        + (
+            "keeping the defaults: the gain is within noise"
+            if chosen is not winner
+            else f"chose trial {chosen.number + 1}"
+        )
     )
     table = pl.DataFrame(
         {
             "model": [name],
             "params_json": [json.dumps(best, default=float)],
-            "best_ndcg_at_10": [float(study.best_value)],
+            "best_ndcg_at_10": [float(chosen.value)],
             "default_ndcg_at_10": [float(default_value)],
+            "best_trial_ndcg_at_10": [float(study.best_value)],
+            "improvement_z": [float(z)],
+            "chosen_trial": [int(chosen.number)],
             "n_trials": [len(study.trials)],
             "seconds": [seconds],
             "valid_users": [int(users.len())],
@@ -325,7 +348,8 @@ def tuned_params(
         "tuning",
         params=best,
         metrics={
-            "best_ndcg_at_10": study.best_value,
+            "best_ndcg_at_10": float(chosen.value),
+            "improvement_z": float(z),
             "n_trials": len(study.trials),
             "seconds": seconds,
             "tuning_users": data.n_users,
@@ -336,8 +360,11 @@ def tuned_params(
         frame_metadata(
             table,
             best_params=best,
-            best_ndcg_at_10=float(study.best_value),
+            best_ndcg_at_10=float(chosen.value),
             default_ndcg_at_10=float(default_value),
+            best_trial_ndcg_at_10=float(study.best_value),
+            improvement_z=float(z),
+            chosen_trial=int(chosen.number),
             tuning_users=data.n_users,
             tuning_user_fraction=float(sample["user_fraction"]),
             tuning_interactions=int(data.user_item.nnz),
@@ -346,6 +373,27 @@ def tuned_params(
         )
     )
     return table
+
+
+# A trial must beat the defaults by this many standard errors of the paired per-user NDCG@10
+# difference to be chosen: the best of several noisy trials is biased upwards, and at small
+# scales the "winner" often loses to the defaults on test.
+MIN_IMPROVEMENT_Z = 2.0
+
+
+def improvement_z(default: pl.DataFrame | None, best: pl.DataFrame | None) -> float:
+    """Mean per-user NDCG@10 gain of ``best`` over ``default`` in standard errors (paired over
+    the same valid users); 0 when either is missing or they are the same trial."""
+    if default is None or best is None or default is best:
+        return 0.0
+    joined = default.join(best, on="user_id", how="inner", suffix="_best")
+    diff = (joined["ndcg_at_10_best"] - joined["ndcg_at_10"]).to_numpy().astype(float)
+    if len(diff) < 2:
+        return 0.0
+    se = diff.std(ddof=1) / np.sqrt(len(diff))
+    if se == 0:
+        return float("inf") if diff.mean() > 0 else 0.0
+    return float(diff.mean() / se)
 
 
 def deadline_stop(start: float, timeout: float | None):
