@@ -107,7 +107,10 @@ def serving_bundle(
     )
     context.log.info(f"built the serving bundle in {time.perf_counter() - start:.1f} s")
     client = redis.reachable_client()
-    report = publish_bundle(client, bundle, prefix=redis.prefix)
+    try:
+        report = publish_bundle(client, bundle, prefix=redis.prefix)
+    finally:
+        client.close()  # as ui_reports does: one connection pool per publish, not left open
     context.log.info(
         f"published version {report.version} to Redis: {report.keys:,} keys, "
         f"{report.payload_bytes / 2**20:.1f} MiB in {report.seconds:.1f} s"
