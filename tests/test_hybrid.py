@@ -392,3 +392,67 @@ def test_a_source_that_cannot_fit_is_left_out_only_when_automatic():
     assert "gru4rec" in model.info["dropped_sources"]
     assert model.source_names == [n for n in auto if n != "gru4rec"]
     assert model.recommend(data.user_ids[:5], k=5).item_ids.shape == (5, 5)
+
+
+def test_history_phase_fits_sources_on_a_user_sample_with_every_label_user(final_data):
+    """``history_max_users`` caps the history-phase fits; the label users keep all their events."""
+    cutoff = label_cutoff(final_data, 0.125)
+    history = history_before(final_data, cutoff)
+    active = int((np.diff(history.user_item.indptr) > 0).sum())
+    cap = active // 3
+    model = HybridRecommender(sources=["popular", "item_knn"], history_max_users=cap)
+    labels = label_matrix(final_data, history, cutoff)
+    label_users = model._label_users(labels)
+    sample = model._source_history(history, label_users)
+    rows_with_events = np.flatnonzero(np.diff(sample.user_item.indptr) > 0)
+    assert rows_with_events.size == max(cap, label_users.size)
+    assert np.isin(label_users, rows_with_events).all()
+    # the label users' rows are their whole history; the others' rows are whole or empty
+    full, part = history.user_item.tocsr(), sample.user_item.tocsr()
+    assert (full[label_users] != part[label_users]).nnz == 0
+    assert (full[rows_with_events] != part[rows_with_events]).nnz == 0
+    assert sample.event_item.size == int(np.isin(history.event_user, rows_with_events).sum())
+    assert np.isin(sample.session_users, rows_with_events).all()
+
+    model.fit(final_data)
+    assert model.info["history_fit_users"] == rows_with_events.size
+    assert model.info["history_users"] == active
+    assert model.info["train_positives"] > 0
+    # the final phase fits on everyone
+    assert model.models["item_knn"].n_users == final_data.n_users
+
+
+def test_fit_with_sources_reuses_fitted_sources_and_their_params(default_frames, final_data):
+    """The graph passes the other partitions' stored models: no refit, the same lists, and the
+    history phase fits with the given models' parameters."""
+    als = create_model("als", {"iterations": 4, "factors": 16}).fit(final_data)
+    knn = create_model("item_knn").fit(final_data)
+    fits: list[str] = []
+    original_fit = Recommender.fit
+
+    def counting_fit(self, data):
+        fits.append(self.name)
+        return original_fit(self, data)
+
+    model = HybridRecommender(sources=["als", "item_knn", "popular"])
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(Recommender, "fit", counting_fit)
+        model.fit_with_sources(final_data, {"als": als, "item_knn": knn})
+    # hybrid itself, then the history phase (3 sources), then only popular in the final phase
+    assert sorted(fits) == sorted(["hybrid", "als", "item_knn", "popular", "popular"])
+    assert model.models["als"] is als and model.models["item_knn"] is knn
+    assert sorted(model.info["reused_sources"]) == ["als", "item_knn"]
+    assert model.info["source_params"]["als"]["factors"] == 16
+    users = final_data.user_ids[:50]
+    np.testing.assert_array_equal(
+        model.models["als"].recommend(users, k=10).item_ids, als.recommend(users, k=10).item_ids
+    )
+    # a model fitted on other users/items (train only) is refitted, not trusted
+    train_only = build_training_data(*default_frames, use_splits=("train",))
+    assert not np.array_equal(train_only.user_ids, final_data.user_ids)
+    other = create_model("item_knn").fit(train_only)
+    model2 = HybridRecommender(sources=["item_knn", "popular"])
+    model2.fit_with_sources(final_data, {"item_knn": other})
+    assert model2.info["reused_sources"] == []
+    assert model2.models["item_knn"] is not other
+    assert model2.models["item_knn"].n_users == final_data.n_users

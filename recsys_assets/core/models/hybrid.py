@@ -56,7 +56,12 @@ from recsys_assets.core.models.hybrid_features import (
     choose_half_life,
     feature_names,
 )
-from recsys_assets.core.models.hybrid_history import history_before, label_cutoff, label_matrix
+from recsys_assets.core.models.hybrid_history import (
+    history_before,
+    label_cutoff,
+    label_matrix,
+    users_subset,
+)
 from recsys_assets.core.models.hybrid_trees import TreeEnsemble, ensemble_from_sklearn
 from recsys_assets.core.models.topk import topk_candidates
 
@@ -120,6 +125,12 @@ class HybridRecommender(Recommender):
             "hot_half_life_days": None,
             "label_fraction": 0.125,
             "max_label_users": 10_000,
+            # The history phase fits every source on the history of at most this many users:
+            # the label users (all of their history) plus a seeded sample of the others. At
+            # scale 1.0 (~1M users with history) the full-size fits cost as much as the
+            # sources' own trained_model assets again; the default data (~60k) is not sampled.
+            # None: every user.
+            "history_max_users": 100_000,
             # Small, strongly regularised trees: a few hundred positives (scale 0.01-0.05) are
             # all the label period gives, and deeper trees fitted their noise. On the default
             # (scale 0.02 / 0.05) and on trend-dominated data (two seeds), depth 3 with 200
@@ -185,6 +196,9 @@ class HybridRecommender(Recommender):
             raise ValueError(
                 f"max_depth must be <= 12 (trees are padded to 2**depth), got {p['max_depth']}"
             )
+        hmu = p["history_max_users"]
+        if hmu is not None and not (isinstance(hmu, int | np.integer) and hmu >= 1):
+            raise ValueError(f"history_max_users must be an integer >= 1 or None, got {hmu!r}")
         if not 0 < p["label_fraction"] < 1:
             raise ValueError(f"label_fraction must be in (0, 1), got {p['label_fraction']!r}")
         if not p["learning_rate"] > 0:
@@ -214,6 +228,43 @@ class HybridRecommender(Recommender):
 
     # --- fitting ------------------------------------------------------------------------------
 
+    def fit_with_sources(
+        self, data: TrainingData, fitted: dict[str, Recommender]
+    ) -> HybridRecommender:
+        """``fit``, reusing already fitted source models for the final phase.
+
+        A model in ``fitted`` that was fitted on ``data`` (the same users and items; the caller
+        vouches for the rest, e.g. by the training-data version the model store records) is
+        used as the final source instead of a refit, and its parameters are the ones the
+        history phase fits with, so the re-ranker learns from the same kind of source it is
+        served with. The graph's ``trained_model[hybrid]`` passes the other partitions' stored
+        models: one round of source fits instead of two.
+        """
+        self._given_sources = dict(fitted)
+        try:
+            self.fit(data)
+        finally:
+            self._given_sources = {}
+        return self
+
+    def _source_params(self, name: str) -> dict[str, Any] | None:
+        given = getattr(self, "_given_sources", {}).get(name)
+        if given is not None:
+            return dict(given.params)
+        return self.params["source_params"].get(name)
+
+    def _reusable(self, name: str, data: TrainingData) -> Recommender | None:
+        given = getattr(self, "_given_sources", {}).get(name)
+        if given is None or not given.is_fitted:
+            return None
+        if not (
+            np.array_equal(given.user_ids, data.user_ids)
+            and np.array_equal(given.item_ids, data.item_ids)
+        ):
+            log.warning("hybrid: the given %s was fitted on other users/items; refitting", name)
+            return None
+        return given
+
     def _source_names(self) -> list[str]:
         from recsys_assets.core.models.registry import MODEL_REGISTRY
 
@@ -239,10 +290,14 @@ class HybridRecommender(Recommender):
         models = {}
         for name in names:
             start = time.perf_counter()
-            params = self.params["source_params"].get(name)
+            params = self._source_params(name)
             key = (name, json.dumps(params, sort_keys=True, default=str), digest)
             model = shared.get(key) if shared is not None else None
-            if model is None:
+            if phase == "final" and (given := self._reusable(name, data)) is not None:
+                model = given
+                self.reused_sources.append(name)
+                log.info("hybrid: final source %s is the given fitted model (no refit)", name)
+            elif model is None:
                 try:
                     model = create_model(name, params).fit(data)
                 except ValueError as exc:
@@ -270,6 +325,7 @@ class HybridRecommender(Recommender):
         self.score_timings: dict[str, float] = {}
         names = self._source_names()
         self.dropped_sources: dict[str, str] = {}
+        self.reused_sources: list[str] = []
 
         clock = time.perf_counter()
         cutoff = label_cutoff(data, float(p["label_fraction"]))
@@ -285,7 +341,16 @@ class HybridRecommender(Recommender):
             names,
         )
 
-        models = self._fit_sources(names, history, "history")
+        label_users = self._label_users(labels)
+        clock = time.perf_counter()
+        source_history = self._source_history(history, label_users)
+        self.timings["history_sample"] = time.perf_counter() - clock
+        history_users = {
+            "history_users": int((np.diff(history.user_item.indptr) > 0).sum()),
+            "history_fit_users": int((np.diff(source_history.user_item.indptr) > 0).sum()),
+        }
+        models = self._fit_sources(names, source_history, "history")
+        del source_history
         if not models:
             raise ValueError(f"hybrid: none of the sources {names} could be fitted")
         names = list(models)
@@ -300,7 +365,7 @@ class HybridRecommender(Recommender):
             )
         ctx = self._context(history)
         self.timings["history_context"] = time.perf_counter() - clock
-        X, y, info = self._training_set(models, ctx, history, labels)
+        X, y, info = self._training_set(models, ctx, history, labels, label_users)
         clock = time.perf_counter()
         self.ensemble = self._fit_ranker(X, y)
         self.timings["ranker_fit"] = time.perf_counter() - clock
@@ -316,9 +381,41 @@ class HybridRecommender(Recommender):
             "label_cutoff_ms": int(cutoff),
             "sources": names,
             "dropped_sources": self.dropped_sources,
+            "reused_sources": self.reused_sources,
+            **history_users,
+            "source_params": {n: self._source_params(n) for n in names},
             "hot_half_life_days": self.half_life_days,
         }
         log.info("hybrid: fitted; %s", {k: round(v, 2) for k, v in self.timings.items()})
+
+    def _label_users(self, labels: sp.csr_matrix) -> np.ndarray:
+        """Rows the re-ranker learns from: users with a label, at most ``max_label_users``."""
+        p = self.params
+        users = np.flatnonzero(np.diff(labels.indptr) > 0)
+        if users.size > p["max_label_users"]:
+            rng = np.random.default_rng(p["random_state"])
+            users = np.sort(rng.choice(users, int(p["max_label_users"]), replace=False))
+        return users
+
+    def _source_history(self, history: TrainingData, label_users: np.ndarray) -> TrainingData:
+        """What the history phase fits its sources on: all of ``history`` up to
+        ``history_max_users`` users with events, else the label users plus a seeded sample."""
+        cap = self.params["history_max_users"]
+        active = np.flatnonzero(np.diff(history.user_item.indptr) > 0)
+        if cap is None or active.size <= cap:
+            return history
+        others = np.setdiff1d(active, label_users, assume_unique=True)
+        n_more = max(int(cap) - label_users.size, 0)
+        rng = np.random.default_rng(self.params["random_state"])
+        drawn = rng.choice(others, min(n_more, others.size), replace=False)
+        rows = np.union1d(label_users, drawn)
+        log.info(
+            "hybrid: history-phase sources fit on %d of %d users with history (%d label users)",
+            rows.size,
+            active.size,
+            label_users.size,
+        )
+        return users_subset(history, rows)
 
     def _context(self, data: TrainingData) -> FeatureContext:
         p = self.params
@@ -335,13 +432,9 @@ class HybridRecommender(Recommender):
         ctx: FeatureContext,
         history: TrainingData,
         labels: sp.csr_matrix,
+        users: np.ndarray,
     ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
         """Features and 0/1 outcomes of the label users' candidates (users with a hit only)."""
-        p = self.params
-        users = np.flatnonzero(np.diff(labels.indptr) > 0)
-        if users.size > p["max_label_users"]:
-            rng = np.random.default_rng(p["random_state"])
-            users = np.sort(rng.choice(users, int(p["max_label_users"]), replace=False))
         seen = history.user_item.tocsr()
         label_keys = _csr_keys(labels)
         n_items = history.n_items

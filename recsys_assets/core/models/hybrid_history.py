@@ -51,6 +51,24 @@ def history_before(data: TrainingData, cutoff_ms: int) -> TrainingData:
     keep = data.event_time <= cutoff_ms
     if not keep.any():
         raise ValueError(f"hybrid: no training events at or before {cutoff_ms}")
+    return events_subset(data, keep)
+
+
+def users_subset(data: TrainingData, user_rows: np.ndarray) -> TrainingData:
+    """``data`` with only the events of ``user_rows`` (the other rows stay, empty), same id maps.
+
+    The history phase fits its sources on a sample of users at large scale: the label users
+    keep their whole history, so their candidates are what a model fitted on everyone's history
+    would propose from the same evidence, while the fits cost a fraction of the full ones.
+    """
+    keep_user = np.zeros(data.n_users, dtype=bool)
+    keep_user[user_rows] = True
+    return events_subset(data, keep_user[data.event_user])
+
+
+def events_subset(data: TrainingData, keep: np.ndarray) -> TrainingData:
+    """``data`` restricted to the events where ``keep`` (a mask over ``event_*``), same id maps;
+    ``user_item``, sessions and user features are rebuilt from the kept events."""
     ev_user, ev_item = data.event_user[keep], data.event_item[keep]
     ev_weight, ev_time = data.event_weight[keep], data.event_time[keep]
     user_item = sp.csr_matrix(
@@ -58,7 +76,7 @@ def history_before(data: TrainingData, cutoff_ms: int) -> TrainingData:
     )
     user_item.sum_duplicates()
     user_item.sort_indices()
-    indptr, items, users = _sessions_before(data, keep)
+    indptr, items, users = _kept_sessions(data, keep)
     return TrainingData(
         user_item=user_item,
         user_ids=data.user_ids,
@@ -77,7 +95,7 @@ def history_before(data: TrainingData, cutoff_ms: int) -> TrainingData:
         event_item=ev_item,
         event_weight=ev_weight,
         event_time=ev_time,
-        reference_ms=int(ev_time.max()),
+        reference_ms=int(ev_time.max()) if ev_time.size else data.reference_ms,
     )
 
 
@@ -104,8 +122,8 @@ def label_matrix(data: TrainingData, history: TrainingData, cutoff_ms: int) -> s
     return labels
 
 
-def _sessions_before(data: TrainingData, keep: np.ndarray):
-    """Session arrays of the kept events: each session cut at the cutoff, empty ones dropped.
+def _kept_sessions(data: TrainingData, keep: np.ndarray):
+    """Session arrays of the kept events: each session keeps its kept events, empty ones dropped.
 
     Session ids are numbered per user in time order (interactions.py), so the time-sorted events
     stably sorted by user line up with ``session_items``; when that does not hold (a
