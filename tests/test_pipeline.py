@@ -186,3 +186,38 @@ def test_hybrid_row_and_its_sources(warehouse):
     )
     # the sources it was fitted with: every registered model but itself
     assert sorted(params["sources"]) == sorted(set(MODEL_REGISTRY) - {"hybrid"})
+
+
+def test_hybrid_reuses_the_stored_sources(warehouse):
+    """trained_model[hybrid] takes the other partitions' models of the same training data as its
+    final sources, and its tuning takes the models the other studies chose (no refits)."""
+    import json
+
+    from recsys_assets.core.models.registry import MODEL_REGISTRY
+
+    sources = sorted(set(MODEL_REGISTRY) - {"hybrid"})
+    info = json.loads(
+        warehouse.execute(
+            "select info from recsys.model_store where model = 'hybrid' "
+            "order by version desc limit 1"
+        ).fetchone()[0]
+    )
+    assert info["reused_sources"] == sources
+    final_version = warehouse.execute(
+        "select version from recsys.training_data where name = 'final'"
+    ).fetchone()[0]
+    versions = dict(
+        warehouse.execute(
+            "select model, cast(info->>'training_data_version' as integer) "
+            "from recsys.model_store where model != 'hybrid'"
+        ).fetchall()
+    )
+    assert versions == dict.fromkeys(sources, final_version)
+    tuning_version = warehouse.execute(
+        "select version from recsys.training_data where name = 'tuning'"
+    ).fetchone()[0]
+    fits = warehouse.execute(
+        "select model, count(*), min(cast(info->>'training_data_version' as integer)) "
+        "from recsys.tuning_fits group by 1 order by 1"
+    ).fetchall()
+    assert fits == [(name, 1, tuning_version) for name in sources]

@@ -47,6 +47,7 @@ from recsys_assets.core.models.registry import (
     MODEL_REGISTRY,
     create_model,
     get_model_class,
+    load_model,
     parse_params_json,
 )
 from recsys_assets.core.models.store import ModelStore
@@ -100,6 +101,9 @@ class TrainingDataConfig(Config):
 
 # The archives live in their own table of the warehouse, beside the model store's.
 TRAINING_DATA_STORE_TABLE = "training_data_store"
+# The model each tuning study chose, as fitted on the tuning archive: the Hybrid's tuning reuses
+# them as its sources instead of fitting every model again (newest version per model kept).
+TUNING_FITS_TABLE = "tuning_fits"
 TUNING_DATA = "tuning"  # train split of a user sample, with those users' valid targets
 FINAL_DATA = "final"  # train+valid of every user
 
@@ -201,28 +205,68 @@ def training_data(
     return table
 
 
-def _drop_older_versions(model_store: ModelStoreResource, name: str, version: int) -> None:
+def tuning_fits_store(model_store: ModelStoreResource) -> ModelStore:
+    return ModelStore(model_store.database, schema=model_store.schema_name, table=TUNING_FITS_TABLE)
+
+
+def _drop_older_versions(
+    model_store: ModelStoreResource,
+    name: str,
+    version: int,
+    table_name: str = TRAINING_DATA_STORE_TABLE,
+) -> None:
     """Keep only the newest archive of ``name``: each is tens of MB at scale 1.0, and a model
     keeps its own provenance (users, items, interactions) in the model store."""
     import duckdb
 
-    table = f"{model_store.schema_name}.{TRAINING_DATA_STORE_TABLE}"
+    table = f"{model_store.schema_name}.{table_name}"
     with duckdb.connect(model_store.database) as con:
         con.execute(f"delete from {table} where model = ? and version < ?", [name, version])
 
 
-def load_training_data(
-    model_store: ModelStoreResource, table: pl.DataFrame, name: str
-) -> tuple[TrainingData, dict[str, Any], dict[str, Any]]:
-    """The archive ``name`` (``tuning`` or ``final``) at the version ``table`` names."""
+def archive_version(table: pl.DataFrame, name: str) -> int:
+    """The version of the archive ``name`` (``tuning`` or ``final``) that ``table`` names."""
     row = table.filter(pl.col("name") == name) if table.height else table
     if not row.height:
         raise ValueError(
             f"training_data: no '{name}' row; materialise training_data first "
             "(dagster asset materialize --select training_data)"
         )
-    stored = training_data_store(model_store).load(name, int(row["version"][0]))
+    return int(row["version"][0])
+
+
+def load_training_data(
+    model_store: ModelStoreResource, table: pl.DataFrame, name: str
+) -> tuple[TrainingData, dict[str, Any], dict[str, Any]]:
+    """The archive ``name`` (``tuning`` or ``final``) at the version ``table`` names."""
+    stored = training_data_store(model_store).load(name, archive_version(table, name))
     return training_data_from_bytes(stored.payload)
+
+
+def fitted_sources(store: ModelStore, model: Any, data_version: int, log) -> dict[str, Any]:
+    """The stored models a model built on others (the Hybrid) can reuse: for each of its
+    sources, the newest version in ``store`` when it was fitted on the training-data archive
+    ``data_version`` (the one this fit uses), loaded. Others are fitted by the model itself."""
+    from recsys_assets.core.models.store import ModelVersionNotFoundError
+
+    if not hasattr(model, "fit_with_sources"):
+        return {}
+    found, stale = {}, []
+    for source in model._source_names():
+        try:
+            stored = store.load(source)
+        except ModelVersionNotFoundError:
+            stale.append(f"{source} (none stored)")
+            continue
+        if stored.info.get("training_data_version") != data_version:
+            stale.append(f"{source} (v{stored.version} is from other training data)")
+            continue
+        found[source] = load_model(stored.payload)
+    log.info(
+        f"{model.name}: reusing fitted sources {sorted(found) or 'none'}"
+        + (f"; fitting {', '.join(stale)} itself" if stale else "")
+    )
+    return found
 
 
 class TuningConfig(ModelParamsConfig):
@@ -273,6 +317,10 @@ def tuned_params(
         else min(cls.tuning_timeout_seconds, config.max_timeout_seconds)
     )
     data, sample, extra = load_training_data(model_store, training_data, TUNING_DATA)
+    data_version = archive_version(training_data, TUNING_DATA)
+    sources = fitted_sources(
+        tuning_fits_store(model_store), create_model(name), data_version, context.log
+    )
     targets = pl.DataFrame({"user_id": extra["valid_user"], "item_id": extra["valid_item"]})
     users = targets["user_id"].unique().sort()
     if users.len() > config.max_eval_users:
@@ -292,12 +340,29 @@ def tuned_params(
         suggested = cls.default_params() if trial.number == 0 else cls.search_space(trial)
         params = {**suggested, **overrides}
         trial.set_user_attr("params_json", json.dumps(params, default=float))
-        model = create_model(name, params).fit(data)
+        model = create_model(name, params)
+        if sources:
+            model.fit_with_sources(data, sources)
+        else:
+            model.fit(data)
         _, summary, per_user = evaluate(model, name, targets, n_items, k=10)
         per_user_ndcg[trial.number] = per_user.select("user_id", "ndcg_at_10")
+        # Trial 0 and the best other trial so far stay in memory: the chosen one is stored for
+        # the models built on others (the Hybrid's tuning reuses it instead of refitting)
+        if keep_fits:
+            value = summary["ndcg_at_10"]
+            earlier = [n for n in fits if n != 0]  # the best non-default trial so far
+            if trial.number == 0:
+                fits[0] = (value, model)
+            elif not earlier or value > fits[earlier[0]][0]:
+                for n in earlier:
+                    del fits[n]
+                fits[trial.number] = (value, model)
         return summary["ndcg_at_10"]
 
     per_user_ndcg: dict[int, pl.DataFrame] = {}
+    keep_fits = not hasattr(cls, "fit_with_sources")
+    fits: dict[int, tuple[float, Any]] = {}
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(
@@ -317,6 +382,18 @@ def tuned_params(
     z = improvement_z(per_user_ndcg.get(0), per_user_ndcg.get(winner.number))
     chosen = winner if winner.number == 0 or z >= MIN_IMPROVEMENT_Z else study.trials[0]
     best = {**cls.default_params(), **json.loads(chosen.user_attrs["params_json"])}
+    if chosen.number in fits:
+        _, chosen_model = fits.pop(chosen.number)
+        fits.clear()
+        store = tuning_fits_store(model_store)
+        version = store.save(
+            name,
+            chosen_model.to_bytes(),
+            dict(chosen_model.params),
+            info={"training_data_version": data_version, "trial": int(chosen.number)},
+        )
+        _drop_older_versions(model_store, name, version, TUNING_FITS_TABLE)
+        del chosen_model
     context.log.info(
         f"tuned {name}: best ndcg@10={study.best_value:.4f} (trial {winner.number + 1}"
         f" of {len(study.trials)}, defaults {default_value:.4f}, paired z={z:.2f}) in "
@@ -465,7 +542,10 @@ def trained_model(
     overrides = config.overrides(name)
     params = {**get_model_class(name).default_params(), **(tuned or {}), **overrides}
     data, _, _ = load_training_data(model_store, training_data, FINAL_DATA)
+    data_version = archive_version(training_data, FINAL_DATA)
     model = create_model(name, params)
+    # the Hybrid: the other partitions' models of this training data are its final sources
+    sources = fitted_sources(model_store.store, model, data_version, context.log)
     # (the model logs its own data sizes and fit time; this says where the parameters came from)
     context.log.info(
         f"training {name} with {'tuned' if tuned else 'default'} parameters"
@@ -473,7 +553,12 @@ def trained_model(
         f"{', '.join(FINAL_TRAINING_SPLITS)}: {params}"
     )
     start = time.perf_counter()
-    model.fit(data)
+    if sources:
+        model.fit_with_sources(data, sources)
+    else:
+        model.fit(data)
+    reused = sorted(sources)
+    del sources
     train_seconds = time.perf_counter() - start
     context.log.info(f"trained {name} in {train_seconds:.1f} s")
     info = {
@@ -483,6 +568,9 @@ def trained_model(
         "items": len(data.item_ids),
         "interactions": int(data.user_item.nnz),
         "trained_on": list(FINAL_TRAINING_SPLITS),
+        # which `final` archive: the Hybrid reuses a stored model only when it is this one
+        "training_data_version": data_version,
+        **({"reused_sources": reused} if reused else {}),
         "trained_at": datetime.now(UTC).isoformat(),
     }
     # (the stored size is logged by model_metrics: serialising here too would cost a second pass)
