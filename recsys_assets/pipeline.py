@@ -153,6 +153,7 @@ def run_stage(
             run_config=run_config if run_config is not None else QUIET_RUN_CONFIG,
         )
         end_active_mlflow_run()
+        release_memory()
         if not result.success:
             # the user's error (e.g. "events.csv, row 42, column 'event': …") is the cause of
             # Dagster's generic "Error occurred while executing op" wrapper
@@ -165,6 +166,24 @@ def run_stage(
                 f"stage '{stage.name}' failed ({tags or 'unpartitioned'}):\n" + "\n".join(failures)
             )
     return time.perf_counter() - start
+
+
+def release_memory() -> None:
+    """Give the memory of a finished run back to the system before the next one starts.
+
+    Every run of ``make run`` executes in this one process. Without this, the heap that one
+    model's run grew (torch and numpy buffers freed into glibc's arenas) can stay mapped, and
+    the next model's run then starts on top of it (scale 1.0 reached 10.2 GB of RSS in the
+    GRU4Rec run, the fifth model's).
+    """
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc (macOS, musl): nothing to trim
+        pass
 
 
 def prepare_raw_data(defs: Definitions, instance: DagsterInstance) -> Path:

@@ -237,6 +237,11 @@ def test_sample_users_keeps_every_scored_user():
     # more scored users than the sample size: all of them still
     many = pl.Series(np.arange(0, 1000, 2, dtype=np.int64))
     assert sample_users(splits, ("train",), 0.25, 1, 0, always=many).len() == 500
+    # a cap on the size, never below the scored users
+    capped = sample_users(splits, ("train",), 0.25, 1, 0, always=scored, max_users=150)
+    assert capped.len() == 150 and set(scored.to_list()) <= set(capped.to_list())
+    assert sample_users(splits, ("train",), 0.25, 1, 0, always=scored, max_users=50).len() == 100
+    assert sample_users(splits, ("train",), 0.5, 300, 0, max_users=200).len() == 200
 
 
 def test_tuning_keeps_the_defaults_unless_the_gain_is_beyond_noise():

@@ -92,10 +92,12 @@ class ModelParamsConfig(Config):
 
 class TrainingDataConfig(Config):
     """How the tuning data is sampled: ``tuning_user_fraction`` of the users with train events
-    (at least ``tuning_min_users``; all of them when there are fewer), seeded."""
+    (at least ``tuning_min_users``, at most ``tuning_max_users`` besides the users with
+    validation targets, who are always in; all of them when there are fewer), seeded."""
 
     tuning_user_fraction: float = 0.25
     tuning_min_users: int = 20_000
+    tuning_max_users: int = 100_000
     seed: int = 0
 
 
@@ -176,6 +178,7 @@ def training_data(
         config.tuning_min_users,
         config.seed,
         always=scored.unique(),
+        max_users=config.tuning_max_users,
     )
     sampled = splits.filter(pl.col("user_id").is_in(users.implode()))
     tuning = build_training_data(sampled, item_catalog, category_tree, use_splits=("train",))
