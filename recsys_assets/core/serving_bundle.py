@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import polars as pl
@@ -26,6 +26,7 @@ from recsys_serving.bundle import EVENT_CODES, GruWeights, ModelLists, ServingBu
 log = logging.getLogger(__name__)
 
 NO_NEIGHBOUR_MODELS = frozenset({"popular"})
+FIRST_BATCH = 256  # ids in a capped loop's first batch, which measures the model's throughput
 
 
 @dataclass(frozen=True)
@@ -42,13 +43,48 @@ class BundleLimits:
     top_n: int = 100  # personal list length
     similar_n: int = 20  # neighbours per item
     history_len: int = 50  # most recent events per user
-    # Precomputing is the slow part of a publish (scale 1.0, 2 cores: ~35 s per 100k users for
-    # ALS); users beyond the cap are answered online from their history + neighbour lists.
+    # Memory caps: a full-scale publish must fit its Redis memory budget.
     max_users: int = 100_000  # personal lists for at most this many most-recent users
     max_similar_items: int = 30_000  # neighbour lists for at most this many most popular items
+    # Time caps (wall-clock seconds per model; None: no cap). Precomputing is the slow part of a
+    # publish and its cost per user differs 100x between models (benchmarks/bench_bundle.py):
+    # users are scored most recent first and the model stops at its budget, so a slow model keeps
+    # the most active users and everyone else is answered online from their history and the
+    # published neighbour lists. Chosen so that nothing is cut for the cheap models at the
+    # default scale and the whole 7-model bundle takes about 2 minutes at scale 1.0.
+    max_seconds_per_model: float | None = 15.0
+    max_similar_seconds_per_model: float | None = 6.0
     popular_n: int = 100
     popular_per_category_n: int = 50
     batch_size: int = 4096
+
+
+@dataclass(frozen=True)
+class ModelCost:
+    """What one model's lists cost in a bundle, and how much of them the time caps cut."""
+
+    model: str
+    known_users: int  # users the model was trained on
+    users: int  # users given a precomputed personal list
+    users_cut: int  # within ``max_users`` but left out by ``max_seconds_per_model``
+    list_seconds: float
+    similar_items: int  # items given a neighbour list
+    similar_cut: int  # within ``max_similar_items`` but left out by the neighbour time cap
+    similar_seconds: float
+    seconds: float  # everything for this model, selection and network export included
+    cpu_seconds: float  # CPU time of the process meanwhile (wall time swells on a loaded machine)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class BundleBuild:
+    """A built bundle with its cost: one :class:`ModelCost` per model and the shared parts'."""
+
+    bundle: ServingBundle
+    costs: list[ModelCost]
+    shared_seconds: dict[str, float]  # popularity, history, items: what every model shares
 
 
 def build_serving_bundle(
@@ -60,18 +96,47 @@ def build_serving_bundle(
     ab_experiment: dict | None = None,
     category_tree: pl.DataFrame | None = None,
 ) -> ServingBundle:
+    """The bundle alone (see :func:`build_bundle` for its costs)."""
+    return build_bundle(
+        models, splits, catalog, default_model, limits, ab_experiment, category_tree
+    ).bundle
+
+
+def build_bundle(
+    models: Mapping[str, PublishedModel],
+    splits: pl.DataFrame,
+    catalog: pl.DataFrame,
+    default_model: str,
+    limits: BundleLimits = BundleLimits(),
+    ab_experiment: dict | None = None,
+    category_tree: pl.DataFrame | None = None,
+) -> BundleBuild:
     if default_model not in models:
         raise ValueError(f"default model {default_model!r} is not among {sorted(models)}")
+    shared: dict[str, float] = {}
+    clock = time.perf_counter()
     popularity = _popularity(splits)
-    return ServingBundle(
-        models=[_model_lists(name, pm, splits, popularity, limits) for name, pm in models.items()],
+    recency = _recency(splits)
+    shared["popularity_and_recency"] = time.perf_counter() - clock
+    built = [_model_lists(name, pm, recency, popularity, limits) for name, pm in models.items()]
+    clock = time.perf_counter()
+    popular = _popular_lists(popularity, catalog, limits)
+    shared["popular_lists"] = time.perf_counter() - clock
+    clock = time.perf_counter()
+    history = _history(splits, limits.history_len)
+    shared["history"] = time.perf_counter() - clock
+    clock = time.perf_counter()
+    items = {**_items(catalog), **_tree(category_tree)}
+    shared["items"] = time.perf_counter() - clock
+    bundle = ServingBundle(
+        models=[lists for lists, _ in built],
         default_model=default_model,
-        **_popular_lists(popularity, catalog, limits),
-        **_history(splits, limits.history_len),
-        **_items(catalog),
-        **_tree(category_tree),
+        **popular,
+        **history,
+        **items,
         ab_experiment=ab_experiment,
     )
+    return BundleBuild(bundle, [cost for _, cost in built], shared)
 
 
 def _tree(tree: pl.DataFrame | None) -> dict:
@@ -94,62 +159,82 @@ def _popularity(splits: pl.DataFrame) -> pl.DataFrame:
     )
 
 
+def _recency(splits: pl.DataFrame) -> np.ndarray:
+    """Every user id, most recently active first (ties by id): the order users are precomputed
+    in, so a time cap keeps the most active ones. Computed once for every model."""
+    return (
+        splits.group_by("user_id")
+        .agg(pl.col("timestamp").max().alias("last"))
+        .sort(["last", "user_id"], descending=[True, False])["user_id"]
+        .to_numpy()
+        .astype(np.int64)
+    )
+
+
 def _model_lists(
     name: str,
     pm: PublishedModel,
-    splits: pl.DataFrame,
+    recency: np.ndarray,
     popularity: pl.DataFrame,
     limits: BundleLimits,
-) -> ModelLists:
-    start = time.perf_counter()
+) -> tuple[ModelLists, ModelCost]:
+    start, cpu = time.perf_counter(), time.process_time()
     model = pm.model
-    known = pl.Series("user_id", np.asarray(model.user_ids, dtype=np.int64))
-    recent = (
-        splits.filter(pl.col("user_id").is_in(known.implode()))
-        .group_by("user_id")
-        .agg(pl.col("timestamp").max().alias("last"))
-        .sort(["last", "user_id"], descending=[True, False])
-        .head(limits.max_users)
-    )
-    users = recent["user_id"].sort().to_numpy()
+    known = np.asarray(model.user_ids, dtype=np.int64)
+    wanted = recency[np.isin(recency, known)][: limits.max_users]
     log.info(
         "bundle %s: personal top-%d lists for %s of %s known users",
         name,
         limits.top_n,
-        f"{len(users):,}",
+        f"{len(wanted):,}",
         f"{len(known):,}",
     )
-    items, scores = _batched(
+    clock = time.perf_counter()
+    users, items, scores = _capped(
         model.recommend,
-        users,
+        wanted,
         limits.top_n,
         limits.batch_size,
+        limits.max_seconds_per_model,
         f"bundle {name}: lists for",
         "users",
     )
+    list_seconds = time.perf_counter() - clock
+    if len(users) < len(wanted):
+        log.info(
+            "bundle %s: time cap %.0f s reached, %s most recent users precomputed, %s left to "
+            "online answers from their history",
+            name,
+            limits.max_seconds_per_model,
+            f"{len(users):,}",
+            f"{len(wanted) - len(users):,}",
+        )
 
-    model_items = np.asarray(model.item_ids, dtype=np.int64)
-    ranked = popularity.filter(pl.col("item_id").is_in(pl.Series(model_items).implode()))
     # Popularity has no notion of item neighbours: its "similar items" would be the same global
     # list for every item, so none are published and the service uses another model's.
     n_similar = 0 if name in NO_NEIGHBOUR_MODELS else limits.max_similar_items
-    sim_ids = np.sort(ranked["item_id"].head(n_similar).to_numpy())
-    sim_items, sim_scores = _batched(
+    model_items = np.asarray(model.item_ids, dtype=np.int64)
+    ranked = popularity["item_id"].to_numpy()
+    wanted_items = ranked[np.isin(ranked, model_items)][:n_similar]
+    clock = time.perf_counter()
+    sim_ids, sim_items, sim_scores = _capped(
         model.similar_items,
-        sim_ids,
+        wanted_items,
         limits.similar_n,
         limits.batch_size,
+        limits.max_similar_seconds_per_model,
         f"bundle {name}: neighbours of",
         "items",
     )
-    log.info(
-        "bundle %s: %s user lists and %s neighbour lists in %.1f s",
-        name,
-        f"{len(users):,}",
-        f"{len(sim_ids):,}",
-        time.perf_counter() - start,
-    )
-    return ModelLists(
+    similar_seconds = time.perf_counter() - clock
+    if len(sim_ids) < len(wanted_items):
+        log.info(
+            "bundle %s: neighbour time cap %.0f s reached, lists for the %s most popular items",
+            name,
+            limits.max_similar_seconds_per_model,
+            f"{len(sim_ids):,}",
+        )
+    lists = ModelLists(
         name=name,
         version=str(pm.version),
         trained_at=pm.trained_at,
@@ -163,6 +248,26 @@ def _model_lists(
         similar_scores=sim_scores,
         gru=_network(name, model),
     )
+    cost = ModelCost(
+        model=name,
+        known_users=len(known),
+        users=len(users),
+        users_cut=len(wanted) - len(users),
+        list_seconds=round(list_seconds, 2),
+        similar_items=len(sim_ids),
+        similar_cut=len(wanted_items) - len(sim_ids),
+        similar_seconds=round(similar_seconds, 2),
+        seconds=round(time.perf_counter() - start, 2),
+        cpu_seconds=round(time.process_time() - cpu, 2),
+    )
+    log.info(
+        "bundle %s: %s user lists and %s neighbour lists in %.1f s",
+        name,
+        f"{cost.users:,}",
+        f"{cost.similar_items:,}",
+        cost.seconds,
+    )
+    return lists, cost
 
 
 def _network(name: str, model) -> GruWeights | None:
@@ -179,22 +284,47 @@ def _network(name: str, model) -> GruWeights | None:
     return GruWeights(item_ids=np.asarray(model.item_ids, dtype=np.int64), arrays=arrays)
 
 
-def _batched(
-    fn, ids: np.ndarray, n: int, batch_size: int, label: str = "computed", unit: str = "ids"
-) -> tuple[np.ndarray, np.ndarray]:
-    """(len(ids), n) item/score arrays from a model call in batches; -1 / -inf pad short rows
-    (a catalogue smaller than ``n`` makes the model answer narrower). Logs progress: at scale 1.0
-    this is the slow part of a publish."""
+def _capped(
+    fn,
+    ids: np.ndarray,
+    n: int,
+    batch_size: int,
+    budget: float | None,
+    label: str,
+    unit: str,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(ids done sorted, (done, n) items, scores) from a model call over a prefix of ``ids``.
+
+    ``ids`` come in priority order; batches run until ``budget`` seconds would be exceeded,
+    judged by the throughput measured so far. Batches start small and double up to
+    ``batch_size``, so that a slow model (the Hybrid at scale 1.0: ~10 ms a user) has its
+    throughput measured before it spends its budget on one big batch; the first batch always
+    runs, so a model is never left without lists, and a last batch shrinks to what still fits.
+    -1 / -inf pad short rows (a catalogue smaller than ``n`` makes the model answer narrower).
+    The result is sorted by id, as the publisher wants.
+    """
     items = np.full((len(ids), n), -1, dtype=np.int64)
     scores = np.full((len(ids), n), -np.inf, dtype=np.float32)
     progress = Progress(log, label, len(ids), unit)
-    for start in range(0, len(ids), batch_size):
-        recs = fn(ids[start : start + batch_size], k=n)
+    start = time.perf_counter()
+    done = 0
+    while done < len(ids):
+        size = min(batch_size, max(FIRST_BATCH, done), len(ids) - done)
+        if budget is not None and done:
+            elapsed = time.perf_counter() - start
+            fits = int((budget - elapsed) * done / max(elapsed, 1e-9))
+            # a sliver of a batch costs its fixed overhead for few users: stop instead
+            if fits < max(1, size // 8):
+                break
+            size = min(size, fits)
+        recs = fn(ids[done : done + size], k=n)
         width = recs.item_ids.shape[1]
-        items[start : start + len(recs), :width] = recs.item_ids
-        scores[start : start + len(recs), :width] = recs.scores
-        progress.update(start + len(recs))
-    return items, scores
+        items[done : done + size, :width] = recs.item_ids
+        scores[done : done + size, :width] = recs.scores
+        done += size
+        progress.update(done)
+    order = np.argsort(ids[:done], kind="stable")
+    return ids[:done][order], items[:done][order], scores[:done][order]
 
 
 def _popular_lists(popularity: pl.DataFrame, catalog: pl.DataFrame, limits: BundleLimits) -> dict:

@@ -15,12 +15,13 @@ from dagster import (
 
 from recsys_assets.core.serving_bundle import (
     BundleLimits,
+    ModelCost,
     PublishedModel,
-    build_serving_bundle,
+    build_bundle,
     latest_catalog,
 )
 from recsys_assets.io_managers import TrainedModel
-from recsys_assets.metadata import frame_metadata
+from recsys_assets.metadata import frame_metadata, markdown_table
 from recsys_assets.resources import RedisResource
 from recsys_assets.settings import DUCKDB_POOL
 from recsys_serving.redis_layout import publish_bundle
@@ -34,6 +35,9 @@ class PublishConfig(Config):
     top_n: int = BundleLimits.top_n
     similar_n: int = BundleLimits.similar_n
     max_similar_items: int = BundleLimits.max_similar_items
+    # wall-clock budget per model for its personal / neighbour lists; 0 = no cap
+    max_seconds_per_model: float = BundleLimits.max_seconds_per_model or 0.0
+    max_similar_seconds_per_model: float = BundleLimits.max_similar_seconds_per_model or 0.0
     ab_control: str | None = None
     ab_treatment: str | None = None
     ab_treatment_share: float = 0.5
@@ -89,14 +93,17 @@ def serving_bundle(
         similar_n=config.similar_n,
         max_users=config.max_users,
         max_similar_items=config.max_similar_items,
+        max_seconds_per_model=config.max_seconds_per_model or None,
+        max_similar_seconds_per_model=config.max_similar_seconds_per_model or None,
     )
     context.log.info(
         f"building the serving bundle: {len(models)} models ({', '.join(models)}), "
-        f"default {default}, personal lists for up to {limits.max_users:,} users"
+        f"default {default}, personal lists for up to {limits.max_users:,} users "
+        f"and {_budget(limits.max_seconds_per_model)} per model"
     )
     start = time.perf_counter()
     catalog = latest_catalog(item_property_history, category_tree, item_catalog["item_id"])
-    bundle = build_serving_bundle(
+    built = build_bundle(
         models,
         splits,
         catalog,
@@ -105,7 +112,14 @@ def serving_bundle(
         ab_experiment=experiment,
         category_tree=category_tree,
     )
+    bundle = built.bundle
     context.log.info(f"built the serving bundle in {time.perf_counter() - start:.1f} s")
+    for cost in built.costs:
+        context.log.info(
+            f"bundle {cost.model}: {cost.users:,} precomputed lists ({cost.users_cut:,} cut by "
+            f"the time cap) in {cost.list_seconds:.1f} s, {cost.similar_items:,} neighbour "
+            f"lists ({cost.similar_cut:,} cut) in {cost.similar_seconds:.1f} s"
+        )
     client = redis.reachable_client()
     try:
         report = publish_bundle(client, bundle, prefix=redis.prefix)
@@ -144,9 +158,24 @@ def serving_bundle(
             else MetadataValue.text("no item data"),
             items_available_now=int((catalog["available"] == 1).sum()),
             items_available_at_split=int((item_catalog["available"] == 1).sum()),
+            # per model: users precomputed / cut by the time cap and the seconds it cost; the
+            # users cut are answered online from their history and the neighbour lists
+            model_costs=MetadataValue.md(_cost_table(built.costs)),
+            users_cut_by_time_cap=MetadataValue.json({c.model: c.users_cut for c in built.costs}),
+            shared_seconds=MetadataValue.json(
+                {k: round(v, 2) for k, v in built.shared_seconds.items()}
+            ),
         )
     )
     return table
+
+
+def _budget(seconds: float | None) -> str:
+    return "no time cap" if seconds is None else f"a {seconds:.0f} s cap"
+
+
+def _cost_table(costs: list[ModelCost]) -> str:
+    return markdown_table(pl.DataFrame([c.as_dict() for c in costs]), max_rows=len(costs))
 
 
 def published_models(
