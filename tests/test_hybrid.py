@@ -456,3 +456,35 @@ def test_fit_with_sources_reuses_fitted_sources_and_their_params(default_frames,
     assert model2.info["reused_sources"] == []
     assert model2.models["item_knn"] is not other
     assert model2.models["item_knn"].n_users == final_data.n_users
+
+
+def test_source_lists_answer_as_the_sources_would(hybrid, final_data):
+    """Candidates from the sources' stored top-50 lists (their eval_recommendations) give the
+    Hybrid's own answer; users outside the lists are asked of the sources."""
+    from recsys_assets.core.evaluation.metrics import frame_to_lists, lists_to_frame
+
+    users = final_data.user_ids[::7][:300]
+    expected = hybrid.recommend(users, k=20)
+    lists = {}
+    for name in hybrid.source_names:
+        recs = hybrid.models[name].recommend(users[:250], k=50, exclude_seen=True)
+        frame = lists_to_frame(users[:250], recs.item_ids, recs.scores, name)
+        lists[name] = frame_to_lists(frame, 50)
+        np.testing.assert_array_equal(lists[name][0], np.sort(users[:250]))
+    calls: list[str] = []
+    originals = {n: m.recommend for n, m in hybrid.models.items()}
+    try:
+        for name, model in hybrid.models.items():
+            model.recommend = lambda *a, _n=name, **kw: calls.append(_n) or originals[_n](*a, **kw)
+        with hybrid.source_lists(lists):
+            inside = hybrid.recommend(users[:250], k=20)
+            assert calls == []
+            mixed = hybrid.recommend(users, k=20)  # 50 users not in the lists
+            assert sorted(calls) == sorted(hybrid.source_names)
+    finally:
+        for name, model in hybrid.models.items():
+            model.recommend = originals[name]
+    np.testing.assert_array_equal(inside.item_ids, expected.item_ids[:250])
+    np.testing.assert_allclose(inside.scores, expected.scores[:250], rtol=1e-6)
+    np.testing.assert_array_equal(mixed.item_ids, expected.item_ids)
+    assert not getattr(hybrid, "_preset", {})

@@ -221,3 +221,18 @@ def test_hybrid_reuses_the_stored_sources(warehouse):
         "from recsys.tuning_fits group by 1 order by 1"
     ).fetchall()
     assert fits == [(name, 1, tuning_version) for name in sources]
+
+
+def test_hybrid_evaluation_reads_its_sources_stored_lists(pipeline_run):
+    """eval_recommendations[hybrid] takes its candidates from the sources' own stored lists
+    (same model versions); the serving consistency test checks the lists equal the model's own."""
+    from dagster import AssetKey, AssetRecordsFilter
+
+    from recsys_assets.core.models.registry import MODEL_REGISTRY
+
+    _, instance = pipeline_run
+    record = instance.fetch_materializations(
+        AssetRecordsFilter(AssetKey("eval_recommendations"), asset_partitions=["hybrid"]), limit=1
+    ).records[0]
+    reused = record.asset_materialization.metadata["source_lists_reused"].value
+    assert reused.split(", ") == sorted(set(MODEL_REGISTRY) - {"hybrid"})

@@ -213,6 +213,19 @@ def lists_to_frame(
     )
 
 
+def frame_to_lists(frame: pl.DataFrame, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The inverse of :func:`lists_to_frame`: (sorted user ids, ``(n, width)`` item ids, scores),
+    ``-1`` / ``-inf`` where a user's list is shorter than ``width``; ranks past it are cut."""
+    kept = frame.filter(pl.col("rank") <= width).sort("user_id", "rank")
+    users, row = np.unique(kept["user_id"].to_numpy().astype(np.int64), return_inverse=True)
+    col = kept["rank"].to_numpy().astype(np.int64) - 1
+    items = np.full((users.size, width), -1, dtype=np.int64)
+    scores = np.full((users.size, width), -np.inf, dtype=np.float32)
+    items[row, col] = kept["item_id"].to_numpy()
+    scores[row, col] = kept["score"].to_numpy()
+    return users, items, scores
+
+
 def _check_ks(ks: Sequence[int]) -> tuple[int, ...]:
     ks = tuple(int(k) for k in ks)
     if not ks or min(ks) < 1 or len(set(ks)) != len(ks):

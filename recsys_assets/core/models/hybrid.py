@@ -535,16 +535,23 @@ class HybridRecommender(Recommender):
         user_ids = self._user_ids[user_rows]
         seen_rows = seen[user_rows] if exclude_seen else None
         lists: list[SourceList] = []
+        k = int(p["candidates_per_source"])
         for name in self.source_names:
             clock = time.perf_counter()
-            recs = models[name].recommend(
-                user_ids, k=int(p["candidates_per_source"]), exclude_seen=exclude_seen
+            preset = (
+                self._preset_candidates(name, user_ids, k)
+                if models is getattr(self, "models", None) and exclude_seen
+                else None
             )
-            ids = recs.item_ids
+            if preset is None:
+                recs = models[name].recommend(user_ids, k=k, exclude_seen=exclude_seen)
+                ids, scores = recs.item_ids, recs.scores
+            else:
+                ids, scores = preset
             cols = np.where(
                 ids >= 0, lookup_index(self._item_ids, ids.ravel()).reshape(ids.shape), -1
             )
-            lists.append(from_matrix(cols, recs.scores))
+            lists.append(from_matrix(cols, scores))
             self._tick(f"candidates_{name}", clock)
         clock = time.perf_counter()
         q, cats, share = ctx.user_category_rows(user_rows)
@@ -572,6 +579,34 @@ class HybridRecommender(Recommender):
         merged = merge_sources(lists, n_items)
         self._tick("candidates_own_and_merge", clock)
         return merged
+
+    @contextmanager
+    def source_lists(
+        self, lists: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]
+    ) -> Iterator[None]:
+        """Inside, the named final sources' candidates come from ``lists`` instead of calling
+        the source: ``{name: (sorted user ids, (n, K) item ids, (n, K) scores)}``, each the
+        source's own ``recommend(user_ids, k=K, exclude_seen=True)`` answer (its
+        ``eval_recommendations``). A request for a user not in a source's lists, or for more
+        than K candidates, calls the source as usual. The evaluation of the Hybrid then costs
+        its features and trees, not every source's scoring of the whole catalogue again."""
+        self._preset = dict(lists)
+        try:
+            yield
+        finally:
+            self._preset = {}
+
+    def _preset_candidates(
+        self, name: str, user_ids: np.ndarray, k: int
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        preset = getattr(self, "_preset", {}).get(name)
+        if preset is None or preset[1].shape[1] < k:
+            return None
+        users, items, scores = preset
+        rows = lookup_index(users, user_ids)
+        if (rows < 0).any():
+            return None
+        return items[rows, :k], scores[rows, :k]
 
     def _tick(self, key: str, since: float) -> None:
         """Add the seconds since ``since`` to ``score_timings[key]`` (benchmark breakdown)."""

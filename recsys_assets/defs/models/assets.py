@@ -7,6 +7,7 @@ train and is scored on valid, so the test split is never seen before the final e
 
 import json
 import time
+from contextlib import nullcontext
 from datetime import UTC, datetime
 from typing import Any
 
@@ -40,7 +41,7 @@ from recsys_assets.core.evaluation.holdout import (
     recommend_lists,
     with_available_rank,
 )
-from recsys_assets.core.evaluation.metrics import ranking_metrics
+from recsys_assets.core.evaluation.metrics import frame_to_lists, ranking_metrics
 from recsys_assets.core.evaluation.next_item import next_item_events
 from recsys_assets.core.evaluation.next_item import session_metrics as session_protocol
 from recsys_assets.core.models.registry import (
@@ -246,15 +247,18 @@ def load_training_data(
     return training_data_from_bytes(stored.payload)
 
 
-def fitted_sources(store: ModelStore, model: Any, data_version: int, log) -> dict[str, Any]:
+def fitted_sources(
+    store: ModelStore, model: Any, data_version: int, log
+) -> tuple[dict[str, Any], dict[str, int]]:
     """The stored models a model built on others (the Hybrid) can reuse: for each of its
     sources, the newest version in ``store`` when it was fitted on the training-data archive
-    ``data_version`` (the one this fit uses), loaded. Others are fitted by the model itself."""
+    ``data_version`` (the one this fit uses), loaded, and its version. Others are fitted by the
+    model itself."""
     from recsys_assets.core.models.store import ModelVersionNotFoundError
 
     if not hasattr(model, "fit_with_sources"):
-        return {}
-    found, stale = {}, []
+        return {}, {}
+    found, versions, stale = {}, {}, []
     for source in model._source_names():
         try:
             stored = store.load(source)
@@ -265,11 +269,12 @@ def fitted_sources(store: ModelStore, model: Any, data_version: int, log) -> dic
             stale.append(f"{source} (v{stored.version} is from other training data)")
             continue
         found[source] = load_model(stored.payload)
+        versions[source] = stored.version
     log.info(
         f"{model.name}: reusing fitted sources {sorted(found) or 'none'}"
         + (f"; fitting {', '.join(stale)} itself" if stale else "")
     )
-    return found
+    return found, versions
 
 
 class TuningConfig(ModelParamsConfig):
@@ -321,7 +326,7 @@ def tuned_params(
     )
     data, sample, extra = load_training_data(model_store, training_data, TUNING_DATA)
     data_version = archive_version(training_data, TUNING_DATA)
-    sources = fitted_sources(
+    sources, _ = fitted_sources(
         tuning_fits_store(model_store), create_model(name), data_version, context.log
     )
     targets = pl.DataFrame({"user_id": extra["valid_user"], "item_id": extra["valid_item"]})
@@ -548,7 +553,7 @@ def trained_model(
     data_version = archive_version(training_data, FINAL_DATA)
     model = create_model(name, params)
     # the Hybrid: the other partitions' models of this training data are its final sources
-    sources = fitted_sources(model_store.store, model, data_version, context.log)
+    sources, source_versions = fitted_sources(model_store.store, model, data_version, context.log)
     # (the model logs its own data sizes and fit time; this says where the parameters came from)
     context.log.info(
         f"training {name} with {'tuned' if tuned else 'default'} parameters"
@@ -573,7 +578,7 @@ def trained_model(
         "trained_on": list(FINAL_TRAINING_SPLITS),
         # which `final` archive: the Hybrid reuses a stored model only when it is this one
         "training_data_version": data_version,
-        **({"reused_sources": reused} if reused else {}),
+        **({"reused_sources": reused, "source_versions": source_versions} if reused else {}),
         "trained_at": datetime.now(UTC).isoformat(),
     }
     # (the stored size is logged by model_metrics: serialising here too would cost a second pass)
@@ -601,6 +606,47 @@ def trained_model(
     return TrainedModel(name=name, model=model, train_seconds=train_seconds, info=info)
 
 
+def stored_source_lists(
+    context: AssetExecutionContext, model_store: ModelStoreResource, trained: TrainedModel
+) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """For a model built on others (the Hybrid), its sources' ``eval_recommendations`` when
+    they were scored from the very model versions it uses: the same test users' top-50, so
+    the Hybrid's evaluation does not score the whole catalogue with every source again."""
+    import duckdb
+    from dagster import AssetKey, AssetRecordsFilter
+
+    versions = trained.info.get("source_versions") or {}
+    if not versions or not hasattr(trained.model, "source_lists"):
+        return {}
+    found, skipped = {}, []
+    table = f"{model_store.schema_name}.eval_recommendations"
+    for name, version in versions.items():
+        records = context.instance.fetch_materializations(
+            AssetRecordsFilter(AssetKey("eval_recommendations"), asset_partitions=[name]), limit=1
+        ).records
+        meta = records[0].asset_materialization.metadata if records else {}
+        scored = meta.get("model_version")
+        if scored is None or scored.value != version:
+            skipped.append(name)
+            continue
+        with duckdb.connect(model_store.database) as con:
+            frame = pl.from_arrow(
+                con.execute(
+                    f"select user_id, rank, item_id, score from {table} where model = ?", [name]
+                ).fetch_arrow_table()
+            )
+        found[name] = frame_to_lists(frame, EVAL_LIST_K)
+    context.log.info(
+        f"{trained.name}: candidates from the stored lists of {sorted(found) or 'no source'}"
+        + (
+            f"; scoring {', '.join(sorted(skipped))} anew (lists of another version)"
+            if skipped
+            else ""
+        )
+    )
+    return found
+
+
 # The catalogue's availability is all the evaluation reads of it.
 CATALOG_AVAILABILITY = AssetIn("item_catalog", metadata={"columns": ["item_id", "available"]})
 
@@ -613,6 +659,7 @@ CATALOG_AVAILABILITY = AssetIn("item_catalog", metadata={"columns": ["item_id", 
 )
 def eval_recommendations(
     context: AssetExecutionContext,
+    model_store: ModelStoreResource,
     trained_model: TrainedModel,
     splits: pl.DataFrame,
     item_catalog: pl.DataFrame,
@@ -629,7 +676,9 @@ def eval_recommendations(
         f"scoring {trained_model.name}: top-{EVAL_LIST_K} lists for {len(users):,} users"
     )
     start = time.perf_counter()
-    lists = recommend_lists(trained_model.model, users, trained_model.name, k=EVAL_LIST_K)
+    stored = stored_source_lists(context, model_store, trained_model)
+    with trained_model.model.source_lists(stored) if stored else nullcontext():
+        lists = recommend_lists(trained_model.model, users, trained_model.name, k=EVAL_LIST_K)
     seconds = time.perf_counter() - start
     lists = with_available_rank(lists, item_catalog)
     context.log.info(f"scored {trained_model.name}: {len(users):,} users in {seconds:.1f} s")
@@ -639,6 +688,7 @@ def eval_recommendations(
             model_version=trained_model.version or -1,
             users=len(users),
             recommend_seconds=seconds,
+            **({"source_lists_reused": ", ".join(sorted(stored))} if stored else {}),
         )
     )
     return lists
