@@ -20,6 +20,15 @@ def test_versions_append_and_load_back(tmp_path):
     versions = store.versions("als")
     assert versions["version"].to_list() == [2, 1]
     assert versions["size_bytes"].to_list() == [6, 5]
+    # the newest record without the payload (model_metrics reads it)
+    store.set_metrics("als", 2, {"ndcg_at_10": 0.5})
+    latest = store.latest_record("als")
+    assert latest["version"] == 2 and latest["size_bytes"] == 6
+    assert latest["params"] == {"factors": 16} and latest["metrics"] == {"ndcg_at_10": 0.5}
+    assert store.latest_record("als")["info"] == {}
+    assert store.latest_record("popular")["version"] == 1
+    with pytest.raises(ModelVersionNotFoundError, match="none stored"):
+        store.latest_record("item_knn")
 
 
 def test_missing_versions_are_clear_errors(tmp_path):

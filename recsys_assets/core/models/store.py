@@ -148,11 +148,31 @@ class ModelStore:
                 schema={"model": pl.Utf8, "version": pl.Int32, "size_bytes": pl.Int64}
             )
 
+    def latest_record(self, model: str) -> dict[str, Any]:
+        """The newest version of ``model`` without its payload: version, created_at, size_bytes,
+        params, metrics, info (dicts)."""
+        versions = self.versions(model)
+        if versions.height == 0:
+            raise ModelVersionNotFoundError(
+                f"model '{model}' has no stored version in {self.database} (none stored)"
+            )
+        row = versions.row(0, named=True)
+        return {
+            "version": int(row["version"]),
+            "created_at": row["created_at"],
+            "size_bytes": int(row["size_bytes"]),
+            **{k: _json_dict(row[k]) for k in ("params", "metrics", "info")},
+        }
+
     def _versions_text(self, model: str) -> str:
         versions = self.versions(model)
         if versions.height == 0:
             return "none stored"
         return "stored versions: " + ", ".join(map(str, sorted(versions["version"].to_list())))
+
+
+def _json_dict(value: Any) -> dict[str, Any]:
+    return json.loads(value) if isinstance(value, str) and value else dict(value or {})
 
 
 def _jsonable(value: Any) -> Any:

@@ -724,20 +724,21 @@ def model_metrics(
     if "available_rank" not in eval_recommendations.columns:  # lists stored before the column
         eval_recommendations = with_available_rank(eval_recommendations, item_catalog)
     available = available_only_metrics(eval_recommendations, targets, ks=(10, 20))
-    stored = model_store.store.load(name)
+    # the newest version's record without its payload (the Hybrid's holds every source's bytes)
+    stored = model_store.store.latest_record(name)
     row = {
         "model": name,
         **{k: float(v) for k, v in summary.items() if k != "users_evaluated"},
         **available,
         "users_evaluated": int(summary["users_evaluated"]),
-        "train_seconds": float(stored.info.get("train_seconds", float("nan"))),
-        "model_version": stored.version,
+        "train_seconds": float(stored["info"].get("train_seconds", float("nan"))),
+        "model_version": stored["version"],
         "evaluated_at": datetime.now(UTC).isoformat(),
     }
     stored_metrics = [*summary, "ndcg_at_10_available", "unavailable_share_at_10"]
-    model_store.store.set_metrics(name, stored.version, {k: row[k] for k in stored_metrics})
+    model_store.store.set_metrics(name, stored["version"], {k: row[k] for k in stored_metrics})
     context.log.info(
-        f"{name} v{stored.version}: ndcg@10={row['ndcg_at_10']:.4f} "
+        f"{name} v{stored['version']}: ndcg@10={row['ndcg_at_10']:.4f} "
         f"(available only {row['ndcg_at_10_available']:.4f}, "
         f"{row['unavailable_share_at_10']:.0%} of the top-10 unavailable) "
         f"over {row['users_evaluated']:,} test users"
@@ -746,7 +747,7 @@ def model_metrics(
     log_to_mlflow(
         mlflow,
         "test",
-        metrics={**summary, **available, "model_size_bytes": len(stored.payload)},
+        metrics={**summary, **available, "model_size_bytes": stored["size_bytes"]},
         tags={"model": name},
     )
     context.add_output_metadata(
