@@ -180,3 +180,41 @@ def test_one_layer_mlp_scores_and_recommends(data):
         pairs = m.net(users.repeat_interleave(data.n_items), torch.arange(data.n_items).repeat(5))
     torch.testing.assert_close(fast, pairs.reshape(5, data.n_items), atol=1e-5, rtol=1e-5)
     assert (m.recommend(data.user_ids[:5], k=10).item_ids >= 0).all()
+
+
+def test_stage_one_ranks_items_with_positives_and_may_be_low_rank(model, data):
+    """Stage one skips items nobody interacted with (only ever negatives) and may run in fewer
+    dimensions; stage two still gives the network's exact scores, in order."""
+    users = data.user_ids[:200]
+    rows = data.user_index(users)
+    seen, n_cand = model._seen, max(20, data.n_items // 8)
+    try:
+        model.params["score_candidates"] = n_cand
+        # pretend the first 30 items had no positive (their entries gone from "seen")
+        dropped = seen.copy()
+        dropped.data[dropped.indices < 30] = 0
+        dropped.eliminate_zeros()
+        model._seen, model._linear = dropped, None
+        recs = model.recommend(users, k=20)
+        ranked = recs.item_ids[~recs.fallback]  # (users left without history get popularity)
+        assert ranked.shape[0] > 150 and (ranked >= 0).all()
+        assert not (data.item_index(ranked.ravel()) < 30).any()
+        model._seen, model._linear = seen, None
+        model.params["score_candidates"] = 0
+        exact = model.recommend(users, k=20)
+        model.params.update(score_candidates=n_cand, stage_one_rank=8)
+        low = model.recommend(users, k=20)
+    finally:
+        model._seen, model._linear = seen, None
+        model.params.update(score_candidates=1000, stage_one_rank=0)
+    overlap = np.mean(
+        [len(set(a) & set(b)) / 20 for a, b in zip(low.item_ids, exact.item_ids, strict=True)]
+    )
+    assert overlap >= 0.9, overlap
+    dense = model._score(rows)
+    cols = data.item_index(low.item_ids.ravel()).reshape(users.size, 20)
+    np.testing.assert_allclose(
+        low.scores, np.take_along_axis(dense, cols, axis=1), rtol=1e-5, atol=1e-5
+    )
+    with pytest.raises(ValueError, match="stage_one_rank"):
+        NCFRecommender(stage_one_rank=-1)

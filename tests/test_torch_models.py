@@ -10,10 +10,14 @@ import torch
 from test_models import planted_frames
 
 from recsys_assets.core.data.training_data import build_training_data
-from recsys_assets.core.models import create_model
+from recsys_assets.core.models import create_model, torch_training
 from recsys_assets.core.models.torch_training import (
+    STOP_BUDGET,
+    STOP_EARLY,
+    STOP_EPOCHS,
     EarlyStopping,
     available_cores,
+    check_budget,
     choose_device,
     seed_everything,
     shuffled_batches,
@@ -129,3 +133,117 @@ def test_early_stopping_min_delta():
     m = torch.nn.Linear(1, 1)
     assert not stopper.update(1, 0.5, m)
     assert stopper.update(2, 0.55, m)  # not enough gain
+
+
+class _FakeClock:
+    """Stands in for ``torch_training.time``: epochs advance it by chosen amounts."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def perf_counter(self) -> float:
+        return self.now
+
+    def process_time(self) -> float:
+        return self.now
+
+
+def _timed_epochs(clock: _FakeClock, durations: list[float]):
+    def run_epoch(epoch):
+        clock.now += durations[epoch - 1]
+        return 1.0, 10
+
+    return run_epoch
+
+
+def test_budget_stops_before_an_epoch_that_would_pass_it(monkeypatch, caplog):
+    clock = _FakeClock()
+    monkeypatch.setattr(torch_training, "time", clock)
+    module = torch.nn.Linear(1, 1)
+    with caplog.at_level(logging.INFO, logger="recsys_assets"):
+        # 10 s, then 30 s: after epoch 2, 40 s elapsed + 30 s (longest) > 65 s
+        history = train_epochs(
+            "toy", module, 10, _timed_epochs(clock, [10, 30, 5, 5]), max_train_seconds=65
+        )
+    assert [e.epoch for e in history.epochs] == [1, 2]
+    assert history.stop_reason == STOP_BUDGET and not history.stopped_early
+    assert history.train_seconds == 40 and history.max_train_seconds == 65
+    assert history.as_dict()["stop_reason"] == "budget"
+    assert "toy: stopping after 2/10 epochs" in caplog.text and "training budget" in caplog.text
+
+    # exactly at the budget is still allowed: 10 + 10 (elapsed) + 10 (longest) == 30
+    clock.now = 0.0
+    history = train_epochs(
+        "toy", module, 10, _timed_epochs(clock, [10, 10, 10, 10]), max_train_seconds=30
+    )
+    assert len(history.epochs) == 3 and history.stop_reason == STOP_BUDGET
+
+
+def test_budget_counts_validation_in_the_longest_epoch(monkeypatch):
+    clock = _FakeClock()
+    monkeypatch.setattr(torch_training, "time", clock)
+    metrics = iter([0.1, 0.2, 0.3, 0.4])
+
+    def validate():
+        clock.now += 20  # validation as slow as the epoch itself
+        return next(metrics)
+
+    history = train_epochs(
+        "toy",
+        torch.nn.Linear(1, 1),
+        4,
+        _timed_epochs(clock, [20, 20, 20, 20]),
+        validate,
+        max_train_seconds=100,
+    )
+    # 40 s per epoch with validation: 40 + 40 <= 100, then 80 + 40 > 100
+    assert len(history.epochs) == 2 and history.stop_reason == STOP_BUDGET
+    assert history.best_epoch == 2
+
+
+def test_budget_always_runs_one_epoch_and_reports_other_reasons(monkeypatch):
+    clock = _FakeClock()
+    monkeypatch.setattr(torch_training, "time", clock)
+    module = torch.nn.Linear(1, 1)
+    history = train_epochs("toy", module, 5, _timed_epochs(clock, [50] * 5), max_train_seconds=1)
+    assert len(history.epochs) == 1 and history.stop_reason == STOP_BUDGET
+    # a budget that is never reached: all epochs, reason "epochs" (also without a budget)
+    for budget in (1000, None):
+        history = train_epochs(
+            "toy", module, 3, _timed_epochs(clock, [1, 1, 1]), max_train_seconds=budget
+        )
+        assert len(history.epochs) == 3 and history.stop_reason == STOP_EPOCHS
+    # the budget spent exactly by the last epoch: that epoch ends the loop as "epochs"
+    history = train_epochs("toy", module, 2, _timed_epochs(clock, [5, 5]), max_train_seconds=10)
+    assert len(history.epochs) == 2 and history.stop_reason == STOP_EPOCHS
+    metrics = iter([0.5, 0.1, 0.1])
+    history = train_epochs(
+        "toy", module, 9, _timed_epochs(clock, [1] * 9), lambda: next(metrics), patience=2
+    )
+    assert history.stop_reason == STOP_EARLY and history.stopped_early
+
+
+@pytest.mark.parametrize("bad", [0, -5, float("nan"), float("inf"), "60", True])
+def test_budget_must_be_a_positive_number(bad):
+    with pytest.raises(ValueError, match="max_train_seconds"):
+        check_budget(bad)
+    with pytest.raises(ValueError, match="max_train_seconds"):
+        train_epochs("toy", torch.nn.Linear(1, 1), 1, lambda e: (1.0, 1), max_train_seconds=bad)
+    for name in ("ncf", "gru4rec"):
+        with pytest.raises(ValueError, match="max_train_seconds"):
+            create_model(name, {"max_train_seconds": bad})
+
+
+@pytest.mark.parametrize("name", ["ncf", "gru4rec"])
+def test_models_train_within_their_budget(name):
+    data = build_training_data(*planted_frames(n_users=60))
+    small = {"ncf": {"val_users": 20}, "gru4rec": {"layers": [16], "n_sample": 16}}[name]
+    for budget in (1e-6, None):
+        params = {**small, "n_epochs": 3, "num_threads": 1, "max_train_seconds": budget}
+        model = create_model(name, params).fit(data)
+        if budget is None:
+            assert len(model.history.epochs) == 3
+        else:  # a budget smaller than any epoch: exactly one, and the reason recorded
+            assert len(model.history.epochs) == 1
+            assert model.history.stop_reason == STOP_BUDGET
+    assert "max_train_seconds" in create_model(name).default_params()

@@ -60,6 +60,7 @@ from recsys_assets.core.models.row_optimizers import IndexedAdagradM, gather_row
 from recsys_assets.core.models.topk import column_positions, map_columns, restrict_columns
 from recsys_assets.core.models.torch_training import (
     DEVICES,
+    check_budget,
     choose_device,
     seed_everything,
     train_epochs,
@@ -282,6 +283,11 @@ class GRU4RecRecommender(Recommender):
             # .427/.292, .451/.312, .455/.321, .458/.323, .457/.328, ... 10: .457/.326: five
             # epochs give all of the recall and 99% of the MRR at half the training time.
             "n_epochs": 5,
+            # Wall-clock cap on the epochs (None = none): no epoch starts that would end past
+            # it (torch_training.train_epochs). Scale 0.05: 5 epochs take ~25-35 s, so it
+            # never binds there; scale 1.0: 610k events an epoch (~70 s at ~8.7k events/s),
+            # so 2 epochs instead of 5 (each with 20x the updates of a scale-0.05 epoch).
+            "max_train_seconds": 150.0,
             "history_sessions": 1,
             "max_history": 50,
             "seed": 42,
@@ -357,6 +363,7 @@ class GRU4RecRecommender(Recommender):
         for key in ("sample_alpha", "bpreg", "elu_param", "logq"):
             if not p[key] >= 0:
                 raise ValueError(f"{key} must be >= 0, got {p[key]!r}")
+        check_budget(p["max_train_seconds"])
         if p["device"] not in DEVICES:
             raise ValueError(f"device must be one of {DEVICES}, got {p['device']!r}")
 
@@ -409,7 +416,13 @@ class GRU4RecRecommender(Recommender):
             return self._run_epoch(offsets, items_t, cache, pop, opt, table)
 
         try:
-            self.history = train_epochs("gru4rec", self.net, int(p["n_epochs"]), run_epoch)
+            self.history = train_epochs(
+                "gru4rec",
+                self.net,
+                int(p["n_epochs"]),
+                run_epoch,
+                max_train_seconds=p["max_train_seconds"],
+            )
         finally:
             self.net.Wy.data = table.part(0).contiguous()
             self.net.By.data = table.part(1).contiguous()

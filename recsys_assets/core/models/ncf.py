@@ -37,9 +37,10 @@ from torch import nn
 from recsys_assets.core.data.training_data import TrainingData
 from recsys_assets.core.models.base import MAX_DENSE_ELEMENTS, Recommender, mask_rows
 from recsys_assets.core.models.packed_tables import PackedTable, lazy_adam_
-from recsys_assets.core.models.topk import topk_dense
+from recsys_assets.core.models.topk import column_positions, restrict_columns, topk_dense
 from recsys_assets.core.models.torch_training import (
     DEVICES,
+    check_budget,
     choose_device,
     seed_everything,
     train_epochs,
@@ -268,10 +269,19 @@ class NCFRecommender(Recommender):
             "batch_size": 4096,
             "learning_rate": 0.002,
             "patience": 3,
+            # Wall-clock cap on the epochs (validation included; None = none): no epoch starts
+            # that would end past it (torch_training.train_epochs). Scale 0.05: 20 epochs
+            # with validation take ~44 s on a quiet machine, so it never binds there; scale
+            # 1.0: ~26 s CPU per epoch plus validation, so about 5 epochs, where validation
+            # NDCG@10 was already flat (0.0017 @ 5 vs 0.0018 best @ 10 of 20, 2,000 users).
+            "max_train_seconds": 150.0,
             "val_users": 2000,
             # Two-stage top-k (see _recommend_rows): this many candidates per user from the
             # linearised model, then exact NeuMF on them; 0 = exact NeuMF over the catalogue
             "score_candidates": 1000,
+            # stage one in this many dimensions (the item rows' top singular directions; 0 =
+            # all factors + mlp_layers[0] // 2 ... see _stage_one_items)
+            "stage_one_rank": 0,
             "seed": 42,
             # one torch thread: faster on the shared 2-core machine (see GRU4Rec's default and
             # benchmarks/bench_torch_models.py, which times both); 0 = one per core
@@ -310,10 +320,13 @@ class NCFRecommender(Recommender):
             raise ValueError(
                 f"score_candidates must be an integer >= 0, got {p['score_candidates']!r}"
             )
+        if not (isinstance(p["stage_one_rank"], int | np.integer) and p["stage_one_rank"] >= 0):
+            raise ValueError(f"stage_one_rank must be an integer >= 0, got {p['stage_one_rank']!r}")
         if not (isinstance(p["val_users"], int | np.integer) and p["val_users"] >= 0):
             raise ValueError(f"val_users must be an integer >= 0, got {p['val_users']!r}")
         if p["loss"] not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}, got {p['loss']!r}")
+        check_budget(p["max_train_seconds"])
         if not p["learning_rate"] > 0:
             raise ValueError(f"learning_rate must be > 0, got {p['learning_rate']!r}")
         if p["device"] not in DEVICES:
@@ -360,6 +373,7 @@ class NCFRecommender(Recommender):
                 validate if val_users.size else None,
                 int(p["patience"]),
                 "ndcg@10",
+                p["max_train_seconds"],
             )
         finally:
             self._unpack_tables()
@@ -516,15 +530,25 @@ class NCFRecommender(Recommender):
         self, user_rows: np.ndarray, width: int, exclude: sp.csr_matrix | None
     ) -> tuple[np.ndarray, np.ndarray]:
         n_cand = max(int(self.params["score_candidates"]), width)
-        n_items = int(self.net.gmf_item.shape[0])
+        subset, items = self._stage_one()
+        most_excluded = int(np.diff(exclude.indptr).max()) if exclude is not None else 0
+        if subset.size < self.net.gmf_item.shape[0] and subset.size - most_excluded < n_cand:
+            # too few items with positives left for a full candidate list: rank them all
+            subset = np.arange(self.net.gmf_item.shape[0])
+            items = self._stage_one_items(subset)
+        n_cand = min(n_cand, subset.size)
+        sub_exclude = None
+        if exclude is not None:
+            sub_exclude = restrict_columns(exclude, column_positions(subset, self.n_items))
         cand = np.empty((user_rows.size, n_cand), dtype=np.int64)
-        step = max(1, MAX_DENSE_ELEMENTS // n_items)
+        step = max(1, MAX_DENSE_ELEMENTS // subset.size)
         for start in range(0, user_rows.size, step):
             sl = slice(start, start + step)
-            scores = self._linear_score(user_rows[sl])
-            if exclude is not None:
-                mask_rows(scores, exclude[sl])
+            scores = self._linear_score(user_rows[sl], items)
+            if sub_exclude is not None:
+                mask_rows(scores, sub_exclude[sl])
             cand[sl], _ = topk_dense(scores, n_cand)
+        cand = np.where(cand >= 0, subset[np.maximum(cand, 0)], -1)
         cand = np.sort(cand, axis=1)  # ascending columns: ties below go to the lower column
         excluded = cand < 0
         exact = np.empty(cand.shape, dtype=np.float32)
@@ -539,21 +563,60 @@ class NCFRecommender(Recommender):
         exact[excluded] = -np.inf
         pos, vals = topk_dense(np.ascontiguousarray(exact, dtype=np.float32), width)
         cols = np.take_along_axis(cand, np.maximum(pos, 0), axis=1)
-        return np.where(pos >= 0, cols, -1), vals
+        cols = np.where(pos >= 0, cols, -1)
+        if cols.shape[1] < width:  # fewer candidates than width: the catalogue ran out
+            cols = np.pad(cols, ((0, 0), (0, width - cols.shape[1])), constant_values=-1)
+            vals = np.pad(vals, ((0, 0), (0, width - vals.shape[1])), constant_values=-np.inf)
+        return cols, vals
 
-    def _linear_score(self, user_rows: np.ndarray) -> np.ndarray:
-        """Stage one: GMF plus the linearised MLP tower (a product form) for every item."""
-        gmf_items, item_first = self._item_parts()
+    def _stage_one(self) -> tuple[np.ndarray, torch.Tensor]:
+        """(columns, item matrix) of stage one, built once per fitted model.
+
+        Only items with a positive interaction are ranked in stage one: the others were only
+        ever sampled as negatives, so the network learned nothing that lifts them, and at
+        scale 1.0 they were 47% of the 417k-item catalogue (221k had positives). What this
+        changes against exact NeuMF over the whole catalogue: benchmarks/bench_torch_scoring.py.
+        """
         if getattr(self, "_linear", None) is None:
-            self._linear = self.net.linearised_mlp(item_first)
-        anchor, value, slope = self._linear
+            positives = np.bincount(self._seen.indices, minlength=self.n_items) > 0
+            subset = np.flatnonzero(positives) if positives.any() else np.arange(self.n_items)
+            self._linear = (subset, self._stage_one_items(subset))
+        return self._linear
+
+    def _stage_one_items(self, subset: np.ndarray) -> torch.Tensor:
+        """Item rows ``[gmf_i, slope_i] V, value_i`` of ``subset``, so that stage one is one
+        product with the user rows ``[w_gmf ⊙ gmf_u, a_u − anchor] V, 1`` (one pass that
+        writes the score block once; three products and two additions were memory-bound).
+
+        ``V`` projects on the top ``stage_one_rank`` right singular vectors of the item rows
+        (identity when 0 or not smaller): the product is the bulk of scoring at scale 1.0
+        (83k users × 235k items), and candidates only need to contain the exact top-k.
+        """
+        gmf_items, item_first = self._item_parts()
+        anchor, value, slope = self.net.linearised_mlp(item_first)
+        idx = torch.from_numpy(subset).to(self._device)
+        rows = torch.cat([gmf_items, slope], 1).index_select(0, idx)
+        rank = int(self.params["stage_one_rank"])
+        self._projection = None
+        if 0 < rank < rows.shape[1]:
+            # right singular vectors from the small Gram matrix (d × d, d = factors + width)
+            _, vecs = torch.linalg.eigh(rows.T.double() @ rows.double())
+            self._projection = vecs[:, -rank:].float().contiguous()
+            rows = rows @ self._projection
+        self._anchor = anchor
+        return torch.cat([rows, value.index_select(0, idx)[:, None]], 1).contiguous()
+
+    def _linear_score(self, user_rows: np.ndarray, items: torch.Tensor) -> np.ndarray:
+        """Stage one: GMF plus the linearised MLP tower (a product form) for ``items``."""
         net = self.net
         u = torch.from_numpy(np.asarray(user_rows, dtype=np.int64)).to(self._device)
         with torch.no_grad():
             w_gmf = net.out.weight[0, : net.factors]
-            scores = (net.gmf_user[u] * w_gmf) @ gmf_items.T
-            scores += (net.user_first(u) - anchor) @ slope.T
-            scores += value[None, :]
+            x = torch.cat([net.gmf_user[u] * w_gmf, net.user_first(u) - self._anchor], 1)
+            if self._projection is not None:
+                x = x @ self._projection
+            x = torch.cat([x, torch.ones(u.numel(), 1, device=u.device)], 1)
+            scores = x @ items.T
         return scores.cpu().numpy()
 
     def _score_items(self, item_cols: np.ndarray) -> np.ndarray:

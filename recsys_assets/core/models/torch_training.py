@@ -5,6 +5,11 @@ progress line per epoch (loss, validation metric, events/s) through ``logging``:
 routes ``recsys_assets.*`` loggers into the Dagster log. A model supplies ``run_epoch`` (one
 pass over its data, returning the mean loss and the number of training events) and optionally
 ``validate`` (higher is better); :func:`train_epochs` does the rest.
+
+A wall-clock budget (``max_train_seconds``) bounds a fit on data far larger than the defaults
+were tuned on: an epoch is only started when the time so far plus the longest epoch yet
+(validation included) still fits, so a fit overshoots the budget by at most one epoch's
+variation, never by a whole epoch. The history says why training stopped.
 """
 
 from __future__ import annotations
@@ -22,6 +27,21 @@ import torch
 log = logging.getLogger(__name__)
 
 DEVICES = ("auto", "cpu", "cuda")
+
+# Why train_epochs stopped (TrainingHistory.stop_reason)
+STOP_EPOCHS = "epochs"  # ran all n_epochs
+STOP_EARLY = "early_stop"  # no validation gain for `patience` epochs
+STOP_BUDGET = "budget"  # another epoch would have passed max_train_seconds
+
+
+def check_budget(value: object) -> None:
+    """``max_train_seconds`` must be a positive number or None (no budget)."""
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
+        raise ValueError(f"max_train_seconds must be a positive number or None, got {value!r}")
+    if not (math.isfinite(float(value)) and value > 0):
+        raise ValueError(f"max_train_seconds must be a positive number or None, got {value!r}")
 
 
 def seed_everything(seed: int) -> np.random.Generator:
@@ -119,6 +139,11 @@ class TrainingHistory:
     best_epoch: int | None = None
     best_metric: float | None = None
     stopped_early: bool = False
+    # STOP_EPOCHS, STOP_EARLY or STOP_BUDGET; the budget and the wall-clock seconds of the
+    # whole loop (epochs and validation)
+    stop_reason: str = STOP_EPOCHS
+    max_train_seconds: float | None = None
+    train_seconds: float = 0.0
 
     def as_dict(self) -> dict:
         return {
@@ -136,6 +161,9 @@ class TrainingHistory:
             "best_epoch": self.best_epoch,
             "best_metric": self.best_metric,
             "stopped_early": self.stopped_early,
+            "stop_reason": self.stop_reason,
+            "max_train_seconds": self.max_train_seconds,
+            "train_seconds": round(self.train_seconds, 4),
         }
 
 
@@ -147,14 +175,20 @@ def train_epochs(
     validate: Callable[[], float] | None = None,
     patience: int = 3,
     metric_name: str = "metric",
+    max_train_seconds: float | None = None,
 ) -> TrainingHistory:
     """Run up to ``n_epochs`` epochs, log each, stop early on ``validate`` and keep the best.
 
     With ``validate`` the module ends with the weights of its best epoch; without it, with
     those of the last epoch. A NaN loss stops training with a ValueError naming the epoch.
+    With ``max_train_seconds``, no epoch is started once the elapsed wall-clock time plus the
+    longest epoch so far (its validation included) would pass it; the first always runs.
     """
-    history = TrainingHistory()
+    check_budget(max_train_seconds)
+    budget = None if max_train_seconds is None else float(max_train_seconds)
+    history = TrainingHistory(max_train_seconds=budget)
     stopper = EarlyStopping(patience=max(1, int(patience))) if validate is not None else None
+    loop_start, longest = time.perf_counter(), 0.0
     for epoch in range(1, n_epochs + 1):
         start, cpu_start = time.perf_counter(), time.process_time()
         module.train()
@@ -170,6 +204,8 @@ def train_epochs(
             with torch.no_grad():
                 metric = float(validate())
             stop = stopper.update(epoch, metric, module)
+        elapsed = time.perf_counter() - loop_start
+        longest = max(longest, time.perf_counter() - start)
         stats = EpochStats(epoch, float(loss), int(events), seconds, metric, cpu_seconds)
         history.epochs.append(stats)
         log.info(
@@ -187,8 +223,25 @@ def train_epochs(
         )
         if stop:
             history.stopped_early = True
+            history.stop_reason = STOP_EARLY
             log.info("%s: no %s gain for %d epochs, stopping", name, metric_name, stopper.patience)
             break
+        if budget is not None and epoch < n_epochs and elapsed + longest > budget:
+            history.stop_reason = STOP_BUDGET
+            log.info(
+                "%s: stopping after %d/%d epochs: %.1fs elapsed + %.1fs for the longest epoch "
+                "would pass the %.0fs training budget (max_train_seconds)",
+                name,
+                epoch,
+                n_epochs,
+                elapsed,
+                longest,
+                budget,
+            )
+            break
+    history.train_seconds = time.perf_counter() - loop_start
+    if history.stop_reason == STOP_EPOCHS:
+        log.info("%s: ran all %d epochs in %.1fs", name, n_epochs, history.train_seconds)
     if stopper is not None and stopper.best_state is not None:
         module.load_state_dict(stopper.best_state)
         history.best_epoch, history.best_metric = stopper.best_epoch, stopper.best
