@@ -218,3 +218,21 @@ def test_stage_one_ranks_items_with_positives_and_may_be_low_rank(model, data):
     )
     with pytest.raises(ValueError, match="stage_one_rank"):
         NCFRecommender(stage_one_rank=-1)
+    # validation during fit ranks two-stage as well (before the model counts as fitted)
+    m = NCFRecommender(**{**FAST, "n_epochs": 2, "score_candidates": n_cand}).fit(data)
+    assert m.history.best_metric is not None and len(m.history.epochs) == 2
+
+
+def test_block_topk_finds_the_largest_entries():
+    from recsys_assets.core.models.ncf import _BLOCK, block_topk
+
+    gen = torch.Generator().manual_seed(0)
+    scores = torch.randn(7, 5 * _BLOCK, generator=gen)
+    scores[0, :_BLOCK] += 10  # the best entries all in one block
+    scores[1, ::_BLOCK] += 10  # one per block
+    for k in (1, 3, 5, 40, 5 * _BLOCK):
+        vals, cols = block_topk(scores, k)
+        want = torch.topk(scores, k, dim=1).values
+        torch.testing.assert_close(vals.sort(1, descending=True).values, want)
+        torch.testing.assert_close(torch.gather(scores, 1, cols), vals)
+        assert all(len(set(row.tolist())) == k for row in cols)

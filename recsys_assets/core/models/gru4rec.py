@@ -80,9 +80,9 @@ log = logging.getLogger(__name__)
 LOSSES = ("bpr-max", "cross-entropy")
 INPUT_MODES = ("constrained", "embedding", "onehot")
 
-# Sequences scored at once in inference (hidden states are small; the score block is not, and
-# the base class slices rows by catalogue size before calling _score).
-_INFER_BATCH = 4096
+# Sequences run through the GRU at once in inference (the score blocks are sliced separately,
+# by catalogue size, in the base class)
+_HIDDEN_CHUNK = 512
 
 
 def _uniform(shape: tuple[int, ...], fan_in: int, fan_out: int, gen: torch.Generator):
@@ -523,9 +523,31 @@ class GRU4RecRecommender(Recommender):
     # --- inference ----------------------------------------------------------------------------
 
     def _hidden_for(self, flat_cols: np.ndarray, lengths: np.ndarray) -> torch.Tensor:
-        cols, mask = pad_sequences(flat_cols, lengths)
+        """Last-layer states after each sequence, computed in length-sorted chunks.
+
+        A padded batch runs as many GRU steps as its longest sequence: one 50-item history
+        among 80 short ones made the whole slice run 50 steps. Sorted by length, a chunk runs
+        about as many steps as its own sequences have (the masked leading steps leave the zero
+        state as it is, so the result does not depend on the chunking).
+        """
+        lengths = np.asarray(lengths, dtype=np.int64)
+        offsets = np.r_[0, np.cumsum(lengths)]
+        order = np.argsort(lengths, kind="stable")
         dev = self._device
-        return self.net.final_hidden(torch.from_numpy(cols).to(dev), torch.from_numpy(mask).to(dev))
+        out = torch.zeros(lengths.size, self.net.layers[-1], device=dev)
+        for start in range(0, lengths.size, _HIDDEN_CHUNK):
+            idx = order[start : start + _HIDDEN_CHUNK]
+            lens = lengths[idx]
+            if not lens.any():
+                continue  # empty sequences keep the zero state
+            src = np.repeat(offsets[idx], lens) + (
+                np.arange(lens.sum()) - np.repeat(np.cumsum(lens) - lens, lens)
+            )
+            cols, mask = pad_sequences(flat_cols[src], lens)
+            out[torch.from_numpy(idx).to(dev)] = self.net.final_hidden(
+                torch.from_numpy(cols).to(dev), torch.from_numpy(mask).to(dev)
+            )
+        return out
 
     @torch.no_grad()
     def _scores_for(
@@ -533,12 +555,16 @@ class GRU4RecRecommender(Recommender):
     ) -> np.ndarray:
         """Scores of every item, or with ``trained_only`` of the trained items only (columns
         ``_trained_cols()``; the others score -inf anyway)."""
-        h = self._hidden_for(flat_cols, lengths)
+        return self._scores_of(self._hidden_for(flat_cols, lengths), trained_only)
+
+    @torch.no_grad()
+    def _scores_of(self, h: torch.Tensor, trained_only: bool) -> np.ndarray:
         if trained_only:
             weight, bias = self._trained_output()
         else:
             weight, bias = self.net.Wy, self.net.By
-        return (h @ weight.T + bias).cpu().numpy()
+        # one (rows × items) block: bias + h · Wyᵀ in place of a product and a second block
+        return torch.addmm(bias, h, weight.T).cpu().numpy()
 
     def _history_columns(self, user_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         starts = self._hist_indptr[user_rows]
@@ -555,9 +581,11 @@ class GRU4RecRecommender(Recommender):
         self, user_rows: np.ndarray, width: int, exclude_seen: bool
     ) -> tuple[np.ndarray, np.ndarray]:
         exclude = self._seen[user_rows] if exclude_seen else None
+        # the states of all rows at once (n × layer width, small); the score blocks in slices
+        hidden = self._hidden_for(*self._history_columns(user_rows))
         return self._trained_topk(
             np.arange(user_rows.size),
-            lambda idx: self._scores_for(*self._history_columns(user_rows[idx]), True),
+            lambda idx: self._scores_of(hidden[torch.from_numpy(idx)], True),
             width,
             exclude,
         )
