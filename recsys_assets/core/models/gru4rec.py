@@ -48,7 +48,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from recsys_assets.core.data.training_data import TrainingData, lookup_index
-from recsys_assets.core.models.base import Recommendations, Recommender
+from recsys_assets.core.models.base import (
+    MAX_DENSE_ELEMENTS,
+    Recommendations,
+    Recommender,
+    mask_rows,
+)
 from recsys_assets.core.models.gru4rec_data import (
     session_parallel_batches,
     training_sessions,
@@ -57,7 +62,12 @@ from recsys_assets.core.models.gru4rec_data import (
 from recsys_assets.core.models.gru4rec_output import bpr_max_grad, cross_entropy_grad
 from recsys_assets.core.models.packed_tables import PackedTable, adagrad_momentum_
 from recsys_assets.core.models.row_optimizers import IndexedAdagradM, gather_rows
-from recsys_assets.core.models.topk import column_positions, map_columns, restrict_columns
+from recsys_assets.core.models.topk import (
+    column_positions,
+    map_columns,
+    restrict_columns,
+    topk_dense,
+)
 from recsys_assets.core.models.torch_training import (
     DEVICES,
     check_budget,
@@ -601,7 +611,19 @@ class GRU4RecRecommender(Recommender):
         cols = self._trained_cols()
         if exclude is not None:
             exclude = restrict_columns(exclude, column_positions(cols, self.n_items))
-        sub, vals = self._dense_topk(rows, score_fn, min(width, cols.size), exclude)
+        # slices as large as the memory bound allows over the trained columns (the base class
+        # sizes them by the whole catalogue: 80 rows at scale 1.0 instead of 205); wider
+        # products ran ~15% more FLOP/s
+        n, sub_width = rows.size, min(width, cols.size)
+        sub = np.empty((n, sub_width), dtype=np.int64)
+        vals = np.empty((n, sub_width), dtype=np.float32)
+        step = max(1, MAX_DENSE_ELEMENTS // max(1, cols.size))
+        for start in range(0, n, step):
+            sl = slice(start, min(n, start + step))
+            scores = np.ascontiguousarray(score_fn(rows[sl]), dtype=np.float32)
+            if exclude is not None:
+                mask_rows(scores, exclude[sl])
+            sub[sl], vals[sl] = topk_dense(scores, sub_width)
         if vals.shape[1] < width:
             vals = np.pad(vals, ((0, 0), (0, width - vals.shape[1])), constant_values=-np.inf)
         return map_columns(sub, cols, width), vals
