@@ -125,7 +125,11 @@ def main() -> int:
         f"{args.data}: {splits.height:,} events, {data.n_users:,} train+valid users, "
         f"{data.n_items:,} items; loaded in {time.perf_counter() - clock:.0f}s (load {load()})"
     )
-    cache = None if args.no_cache else args.cache / args.data.resolve().name
+    cache = (
+        None
+        if args.no_cache
+        else args.cache / str(args.data.resolve()).strip("/").replace("/", "_")
+    )
     models = {}
     for name in args.models.split(","):
         model, seconds = fitted(name, data, args.epochs, cache)

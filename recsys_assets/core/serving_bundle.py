@@ -1,8 +1,10 @@
 """Build the serving bundle (every list the online service reads) from trained models.
 
-Personal lists are precomputed for the most recently active users known to the models (capped,
-so a full-scale publish fits its Redis memory budget); everyone else with a history is answered
-online from their history and the published neighbour lists, and everyone new from popularity.
+Personal lists are precomputed for the most recently active users known to the models, capped
+twice: in number (a full-scale publish fits its Redis memory budget) and in time per model (a
+slow model stops at its budget, keeping the most recent users; neighbour lists likewise keep the
+most popular items). Everyone else with a history is answered online from their history and the
+published neighbour lists, and everyone new from popularity.
 The lists come from the same ``recommend`` call as the offline evaluation, so the service's
 top-10 for a test user equals that model's ``eval_recommendations`` top-10. A model that can
 export its network to numpy (``export_numpy``, GRU4Rec) also publishes it, and the service answers
@@ -47,13 +49,14 @@ class BundleLimits:
     max_users: int = 100_000  # personal lists for at most this many most-recent users
     max_similar_items: int = 30_000  # neighbour lists for at most this many most popular items
     # Time caps (wall-clock seconds per model; None: no cap). Precomputing is the slow part of a
-    # publish and its cost per user differs 100x between models (benchmarks/bench_bundle.py):
-    # users are scored most recent first and the model stops at its budget, so a slow model keeps
-    # the most active users and everyone else is answered online from their history and the
-    # published neighbour lists. Chosen so that nothing is cut for the cheap models at the
-    # default scale and the whole 7-model bundle takes about 2 minutes at scale 1.0.
+    # publish and its cost differs 100x between models (benchmarks/bench_bundle.py, scale 1.0:
+    # ItemKNN 0.12 ms a user, ALS ~1 ms, NCF ~3-8 ms, the Hybrid more than all its sources;
+    # neighbours of 30k items: ItemKNN 0.3 s, ALS 61 s, NCF 144 s, GRU4Rec 228 s). Users are
+    # scored most recent first and a model stops at its budget, so a slow model keeps the most
+    # active users. Chosen so that nothing is cut for the cheap models at the default scale
+    # (0.05) and the whole 7-model bundle with Redis write takes about 2 minutes at scale 1.0.
     max_seconds_per_model: float | None = 15.0
-    max_similar_seconds_per_model: float | None = 6.0
+    max_similar_seconds_per_model: float | None = 8.0
     popular_n: int = 100
     popular_per_category_n: int = 50
     batch_size: int = 4096
@@ -303,8 +306,9 @@ def _capped(
     -1 / -inf pad short rows (a catalogue smaller than ``n`` makes the model answer narrower).
     The result is sorted by id, as the publisher wants.
     """
-    items = np.full((len(ids), n), -1, dtype=np.int64)
-    scores = np.full((len(ids), n), -np.inf, dtype=np.float32)
+    # batches are kept, not written into (len(ids), n) arrays: a capped model may fill only a
+    # few percent of those (100k users x 100 items is 120 MB a model)
+    items, scores = [np.zeros((0, n), np.int64)], [np.zeros((0, n), np.float32)]
     progress = Progress(log, label, len(ids), unit)
     start = time.perf_counter()
     done = 0
@@ -318,13 +322,19 @@ def _capped(
                 break
             size = min(size, fits)
         recs = fn(ids[done : done + size], k=n)
-        width = recs.item_ids.shape[1]
-        items[done : done + size, :width] = recs.item_ids
-        scores[done : done + size, :width] = recs.scores
+        items.append(_widen(recs.item_ids, n, -1, np.int64))
+        scores.append(_widen(recs.scores, n, -np.inf, np.float32))
         done += size
         progress.update(done)
     order = np.argsort(ids[:done], kind="stable")
-    return ids[:done][order], items[:done][order], scores[:done][order]
+    return ids[:done][order], np.concatenate(items)[order], np.concatenate(scores)[order]
+
+
+def _widen(a: np.ndarray, n: int, fill, dtype) -> np.ndarray:
+    """``a`` as ``dtype`` padded with ``fill`` to ``n`` columns."""
+    out = np.full((a.shape[0], n), fill, dtype=dtype)
+    out[:, : a.shape[1]] = a
+    return out
 
 
 def _popular_lists(popularity: pl.DataFrame, catalog: pl.DataFrame, limits: BundleLimits) -> dict:
@@ -350,22 +360,31 @@ def _popular_lists(popularity: pl.DataFrame, catalog: pl.DataFrame, limits: Bund
 
 
 def _history(splits: pl.DataFrame, history_len: int) -> dict:
+    """Every user's ``history_len`` newest events, newest first, as CSR arrays.
+
+    One sort, then the position of each event within its user's run by numpy arithmetic (a
+    ``group_by().head()`` and a second sort for the counts took 2x as long on 2.7M events).
+    """
     codes = {name: i for i, name in enumerate(EVENT_CODES)}
-    recent = (
-        splits.select("user_id", "item_id", "event", "timestamp")
-        .sort(["user_id", "timestamp"], descending=[False, True])
-        .group_by("user_id", maintain_order=True)
-        .head(history_len)
-    )
-    users, counts = np.unique(recent["user_id"].to_numpy(), return_counts=True)
-    indptr = np.zeros(len(users) + 1, dtype=np.int64)
-    np.cumsum(counts, out=indptr[1:])
+    ordered = splits.select(
+        "user_id",
+        "item_id",
+        pl.col("event").replace_strict(codes, return_dtype=pl.Int8),
+        "timestamp",
+    ).sort(["user_id", "timestamp"], descending=[False, True])
+    user = ordered["user_id"].to_numpy()
+    starts = np.flatnonzero(np.r_[True, user[1:] != user[:-1]]) if len(user) else np.zeros(0, int)
+    lengths = np.diff(np.r_[starts, len(user)])
+    position = np.arange(len(user)) - np.repeat(starts, lengths)
+    keep = position < history_len
+    indptr = np.zeros(len(starts) + 1, dtype=np.int64)
+    np.cumsum(np.minimum(lengths, history_len), out=indptr[1:])
     return {
-        "history_user_ids": users.astype(np.int64),
+        "history_user_ids": user[starts].astype(np.int64),
         "history_indptr": indptr,
-        "history_items": recent["item_id"].to_numpy().astype(np.int64),
-        "history_events": recent["event"].replace_strict(codes, return_dtype=pl.Int8).to_numpy(),
-        "history_timestamps": recent["timestamp"].to_numpy().astype(np.int64),
+        "history_items": ordered["item_id"].to_numpy()[keep].astype(np.int64),
+        "history_events": ordered["event"].to_numpy()[keep],
+        "history_timestamps": ordered["timestamp"].to_numpy()[keep].astype(np.int64),
     }
 
 
