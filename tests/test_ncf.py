@@ -227,10 +227,10 @@ def test_block_topk_finds_the_largest_entries():
     from recsys_assets.core.models.ncf import _BLOCK, block_topk
 
     gen = torch.Generator().manual_seed(0)
-    scores = torch.randn(7, 5 * _BLOCK, generator=gen)
+    scores = torch.randn(7, 64 * _BLOCK, generator=gen)
     scores[0, :_BLOCK] += 10  # the best entries all in one block
     scores[1, ::_BLOCK] += 10  # one per block
-    for k in (1, 3, 5, 40, 5 * _BLOCK):
+    for k in (1, 3, 7, 40, 64 * _BLOCK):  # 1-7 through the blocks; 40 and all: torch.topk
         vals, cols = block_topk(scores, k)
         want = torch.topk(scores, k, dim=1).values
         torch.testing.assert_close(vals.sort(1, descending=True).values, want)

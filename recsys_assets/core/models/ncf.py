@@ -73,6 +73,10 @@ def block_topk(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor
     """
     n, m = scores.shape
     n_blocks = m // _BLOCK
+    if 8 * k >= n_blocks:
+        # the chosen blocks would hold over 1/8 of the entries: selecting among them cost
+        # more than one torch.topk over the row (189 vs 118 ms for k = 1,000 of 221k)
+        return torch.topk(scores, min(k, m), dim=1, sorted=False)
     k_blocks = min(k, n_blocks)
     best = scores.view(n, n_blocks, _BLOCK).amax(2)
     blocks = torch.topk(best, k_blocks, dim=1, sorted=False).indices
