@@ -50,7 +50,7 @@ class BundleLimits:
     max_similar_items: int = 30_000  # neighbour lists for at most this many most popular items
     # Time caps (wall-clock seconds per model; None: no cap). Precomputing is the slow part of a
     # publish and its cost differs 100x between models (benchmarks/bench_bundle.py, scale 1.0:
-    # ItemKNN 0.12 ms a user, ALS ~1 ms, NCF ~3-8 ms, the Hybrid more than all its sources;
+    # ItemKNN 0.12 ms a user, ALS ~1 ms, NCF ~3-8 ms, the Hybrid ~17 ms under a load of 3.5;
     # neighbours of 30k items: ItemKNN 0.3 s, ALS 61 s, NCF 144 s, GRU4Rec 228 s). Users are
     # scored most recent first and a model stops at its budget, so a slow model keeps the most
     # active users. Chosen so that nothing is cut for the cheap models at the default scale
@@ -300,7 +300,7 @@ def _capped(
 
     ``ids`` come in priority order; batches run until ``budget`` seconds would be exceeded,
     judged by the throughput measured so far. Batches start small and double up to
-    ``batch_size``, so that a slow model (the Hybrid at scale 1.0: ~10 ms a user) has its
+    ``batch_size``, so that a slow model (the Hybrid at scale 1.0: ~17 ms a user) has its
     throughput measured before it spends its budget on one big batch; the first batch always
     runs, so a model is never left without lists, and a last batch shrinks to what still fits.
     -1 / -inf pad short rows (a catalogue smaller than ``n`` makes the model answer narrower).
