@@ -12,7 +12,12 @@ from generated_frames import load_generated
 
 from recsys_assets.core.data.training_data import build_training_data
 from recsys_assets.core.models.registry import create_model
-from recsys_assets.core.serving_bundle import BundleLimits, PublishedModel, build_bundle
+from recsys_assets.core.serving_bundle import (
+    BundleBuild,
+    BundleLimits,
+    PublishedModel,
+    build_bundle,
+)
 
 SECONDS_PER_ID = 0.001  # the slow model's cost: sleeping dominates item_knn's own at this scale
 BUDGET = 0.8
@@ -58,10 +63,19 @@ def _recency(splits: pl.DataFrame, known: np.ndarray) -> pl.DataFrame:
     )
 
 
-def _build(frames, model, limits):
-    splits, catalog, _ = frames
-    return build_bundle(
-        {"knn": PublishedModel(model, 1, "t", {}, {})}, splits, catalog, "knn", limits
+def _build(frames, model, limits, default="pop"):
+    """``model`` published as "knn" beside a Popularity model, the default unless named."""
+    splits, catalog, tree = frames
+    pop = create_model("popular").fit(
+        build_training_data(splits, catalog, tree, use_splits=("train", "valid"))
+    )
+    models = {
+        "knn": PublishedModel(model, 1, "t", {}, {}),
+        "pop": PublishedModel(pop, 1, "t", {}, {}),
+    }
+    built = build_bundle(models, splits, catalog, default, limits)
+    return BundleBuild(
+        built.bundle, [c for c in built.costs if c.model == "knn"], built.shared_seconds
     )
 
 
@@ -122,3 +136,46 @@ def test_neighbour_time_cap_keeps_the_most_popular_items(frames, knn):
     assert np.array_equal(lists.similar_item_ids, np.sort(popular[: cost.similar_items]))
     want = knn.similar_items(lists.similar_item_ids, k=5)
     assert np.array_equal(lists.similar_items, want.item_ids)
+
+
+def test_the_default_model_has_its_own_budget(frames, knn):
+    """The model that answers requests naming none gets ``max_seconds_default_model``."""
+    limits = BundleLimits(
+        top_n=10,
+        max_seconds_per_model=BUDGET,
+        max_similar_seconds_per_model=None,
+        max_seconds_default_model=None,
+    )
+    as_default = _build(frames, Slow(knn), limits, default="knn").costs[0]
+    assert as_default.users_cut == 0 and as_default.users == len(knn.user_ids)
+    assert _build(frames, Slow(knn), limits).costs[0].users_cut > 0
+
+
+def test_a_hybrid_takes_its_candidates_from_its_sources_published_lists(frames, knn, caplog):
+    """The Hybrid's bundle lists use its sources' lists of the same versions and equal its own
+    ``recommend``; a source of another version is asked directly."""
+    import logging
+
+    from recsys_assets.core.models.hybrid import HybridRecommender
+
+    splits, catalog, tree = frames
+    data = build_training_data(splits, catalog, tree, use_splits=("train", "valid"))
+    hybrid = HybridRecommender(sources=["popular", "item_knn"]).fit_with_sources(
+        data, {"item_knn": knn}
+    )
+    models = {
+        "hybrid": PublishedModel(hybrid, 5, "t", {}, {}, sources={"item_knn": 3, "popular": 2}),
+        "item_knn": PublishedModel(knn, 3, "t", {}, {}),
+        # another version than the one inside the Hybrid: not used as its candidates
+        "popular": PublishedModel(create_model("popular").fit(data), 4, "t", {}, {}),
+    }
+    limits = BundleLimits(top_n=40, max_seconds_per_model=None, max_similar_seconds_per_model=None)
+    with caplog.at_level(logging.INFO, logger="recsys_assets.core.serving_bundle"):
+        built = build_bundle(models, splits, catalog, "hybrid", limits)
+    assert "bundle: candidates of hybrid from item_knn" in caplog.text
+    assert [m.name for m in built.bundle.models] == ["hybrid", "item_knn", "popular"]
+    lists = built.bundle.model("hybrid")
+    assert len(lists.user_ids) == len(hybrid.user_ids)
+    want = hybrid.recommend(lists.user_ids, k=40)
+    assert np.array_equal(lists.items, want.item_ids)
+    assert np.allclose(lists.scores, want.scores)

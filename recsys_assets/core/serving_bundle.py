@@ -16,7 +16,8 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import polars as pl
@@ -38,6 +39,9 @@ class PublishedModel:
     trained_at: str
     metrics: dict[str, float]
     params: dict
+    # For a model built on others (the Hybrid): the version of each source it uses. When the
+    # bundle holds that very version's lists, the model takes its candidates from them.
+    sources: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -57,6 +61,9 @@ class BundleLimits:
     # (0.05) and the whole 7-model bundle with Redis write takes about 2 minutes at scale 1.0.
     max_seconds_per_model: float | None = 15.0
     max_similar_seconds_per_model: float | None = 8.0
+    # The default model answers every request that names none: it gets a larger budget (at the
+    # default scale the Hybrid, the usual champion, covers every user within it).
+    max_seconds_default_model: float | None = 60.0
     popular_n: int = 100
     popular_per_category_n: int = 50
     batch_size: int = 4096
@@ -121,7 +128,18 @@ def build_bundle(
     popularity = _popularity(splits)
     recency = _recency(splits)
     shared["popularity_and_recency"] = time.perf_counter() - clock
-    built = [_model_lists(name, pm, recency, popularity, limits) for name, pm in models.items()]
+    built: dict[str, tuple[ModelLists, ModelCost]] = {}
+    # models built on others last, so that they can take their candidates from the lists built
+    for name, pm in sorted(models.items(), key=lambda kv: bool(kv[1].sources)):
+        budget = (
+            limits.max_seconds_default_model
+            if name == default_model
+            else limits.max_seconds_per_model
+        )
+        presets = _source_presets(pm, models, {n: b[0] for n, b in built.items()})
+        with pm.model.source_lists(presets) if presets else nullcontext():
+            built[name] = _model_lists(name, pm, recency, popularity, limits, budget)
+    built = {name: built[name] for name in models}  # the caller's order
     clock = time.perf_counter()
     popular = _popular_lists(popularity, catalog, limits)
     shared["popular_lists"] = time.perf_counter() - clock
@@ -132,14 +150,30 @@ def build_bundle(
     items = {**_items(catalog), **_tree(category_tree)}
     shared["items"] = time.perf_counter() - clock
     bundle = ServingBundle(
-        models=[lists for lists, _ in built],
+        models=[lists for lists, _ in built.values()],
         default_model=default_model,
         **popular,
         **history,
         **items,
         ab_experiment=ab_experiment,
     )
-    return BundleBuild(bundle, [cost for _, cost in built], shared)
+    return BundleBuild(bundle, [cost for _, cost in built.values()], shared)
+
+
+def _source_presets(
+    pm: PublishedModel, models: Mapping[str, PublishedModel], built: Mapping[str, ModelLists]
+) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """The built lists of ``pm``'s sources that come from the very versions it uses."""
+    if not pm.sources or not hasattr(pm.model, "source_lists"):
+        return {}
+    presets = {}
+    for name, version in pm.sources.items():
+        lists = built.get(name)
+        if lists is not None and models[name].version == version:
+            presets[name] = (lists.user_ids, lists.items, lists.scores)
+    if presets:
+        log.info("bundle: candidates of %s from %s", pm.model.name, ", ".join(sorted(presets)))
+    return presets
 
 
 def _tree(tree: pl.DataFrame | None) -> dict:
@@ -180,6 +214,7 @@ def _model_lists(
     recency: np.ndarray,
     popularity: pl.DataFrame,
     limits: BundleLimits,
+    budget: float | None,
 ) -> tuple[ModelLists, ModelCost]:
     start, cpu = time.perf_counter(), time.process_time()
     model = pm.model
@@ -198,7 +233,7 @@ def _model_lists(
         wanted,
         limits.top_n,
         limits.batch_size,
-        limits.max_seconds_per_model,
+        budget,
         f"bundle {name}: lists for",
         "users",
     )
@@ -208,7 +243,7 @@ def _model_lists(
             "bundle %s: time cap %.0f s reached, %s most recent users precomputed, %s left to "
             "online answers from their history",
             name,
-            limits.max_seconds_per_model,
+            budget,
             f"{len(users):,}",
             f"{len(wanted) - len(users):,}",
         )

@@ -587,9 +587,10 @@ class HybridRecommender(Recommender):
         """Inside, the named final sources' candidates come from ``lists`` instead of calling
         the source: ``{name: (sorted user ids, (n, K) item ids, (n, K) scores)}``, each the
         source's own ``recommend(user_ids, k=K, exclude_seen=True)`` answer (its
-        ``eval_recommendations``). A request for a user not in a source's lists, or for more
-        than K candidates, calls the source as usual. The evaluation of the Hybrid then costs
-        its features and trees, not every source's scoring of the whole catalogue again."""
+        ``eval_recommendations``, or its lists in the serving bundle). Users not in a source's
+        lists are asked of the source; a request for more than K candidates calls it for
+        everyone. The Hybrid's evaluation and its bundle lists then cost its features and
+        trees, not every source's scoring of the whole catalogue again."""
         self._preset = dict(lists)
         try:
             yield
@@ -604,9 +605,16 @@ class HybridRecommender(Recommender):
             return None
         users, items, scores = preset
         rows = lookup_index(users, user_ids)
-        if (rows < 0).any():
+        missing = rows < 0
+        if missing.all():
             return None
-        return items[rows, :k], scores[rows, :k]
+        ids, best = items[rows, :k], scores[rows, :k]
+        if missing.any():
+            recs = self.models[name].recommend(user_ids[missing], k=k, exclude_seen=True)
+            width = recs.item_ids.shape[1]
+            ids[missing], best[missing] = -1, -np.inf
+            ids[missing, :width], best[missing, :width] = recs.item_ids, recs.scores
+        return ids, best
 
     def _tick(self, key: str, since: float) -> None:
         """Add the seconds since ``since`` to ``score_timings[key]`` (benchmark breakdown)."""

@@ -38,6 +38,8 @@ class PublishConfig(Config):
     # wall-clock budget per model for its personal / neighbour lists; 0 = no cap
     max_seconds_per_model: float = BundleLimits.max_seconds_per_model or 0.0
     max_similar_seconds_per_model: float = BundleLimits.max_similar_seconds_per_model or 0.0
+    # the default model's personal lists (it answers every request that names no model)
+    max_seconds_default_model: float = BundleLimits.max_seconds_default_model or 0.0
     ab_control: str | None = None
     ab_treatment: str | None = None
     ab_treatment_share: float = 0.5
@@ -76,6 +78,7 @@ def serving_bundle(
             trained_at=str(trained.info.get("trained_at", trained.created_at.isoformat())),
             metrics={k: float(v) for k, v in trained.metrics.items()},
             params=trained.params,
+            sources={k: int(v) for k, v in (trained.info.get("source_versions") or {}).items()},
         )
         for name, trained in published_models(trained_model, leaderboard).items()
     }
@@ -94,6 +97,7 @@ def serving_bundle(
         max_users=config.max_users,
         max_similar_items=config.max_similar_items,
         max_seconds_per_model=config.max_seconds_per_model or None,
+        max_seconds_default_model=config.max_seconds_default_model or None,
         max_similar_seconds_per_model=config.max_similar_seconds_per_model or None,
     )
     context.log.info(
