@@ -130,16 +130,29 @@ class ModelStoreIOManager(ConfigurableIOManager):
         )
 
     def load_input(self, context: InputContext) -> TrainedModel | dict[str, TrainedModel]:
-        if _wants_mapping(context):
-            models = {}
-            for name in context.asset_partition_keys:
-                try:
-                    models[name] = _trained(self.store.load(name))
-                except ModelVersionNotFoundError:
-                    continue  # a model never trained; the consumer says whether it needs it
-            return models
-        version = (context.definition_metadata or {}).get("model_version")
-        return _trained(self.store.load(context.asset_partition_key, version))
+        from recsys_assets.core.models.hybrid import resolving_sources
+
+        # A Hybrid stores references to its sources' versions: they are loaded from the store,
+        # once per call (a consumer of every partition gets the very objects it loaded itself)
+        loaded: dict[tuple[str, int], Any] = {}
+
+        def resolve(name: str, version: int):
+            if (name, version) not in loaded:
+                loaded[name, version] = _trained(self.store.load(name, version)).model
+            return loaded[name, version]
+
+        with resolving_sources(resolve):
+            if _wants_mapping(context):
+                models = {}
+                for name in context.asset_partition_keys:
+                    try:
+                        models[name] = _trained(self.store.load(name))
+                    except ModelVersionNotFoundError:
+                        continue  # a model never trained; the consumer says whether it needs it
+                    loaded.setdefault((name, models[name].version), models[name].model)
+                return models
+            version = (context.definition_metadata or {}).get("model_version")
+            return _trained(self.store.load(context.asset_partition_key, version))
 
 
 def _trained(stored: StoredModel) -> TrainedModel:

@@ -488,3 +488,35 @@ def test_source_lists_answer_as_the_sources_would(hybrid, final_data):
     np.testing.assert_allclose(inside.scores, expected.scores[:250], rtol=1e-6)
     np.testing.assert_array_equal(mixed.item_ids, expected.item_ids)
     assert not getattr(hybrid, "_preset", {})
+
+
+def test_referenced_sources_are_stored_as_versions_and_resolved_on_load(hybrid, final_data):
+    """A Hybrid whose sources are stored models keeps only their versions in its bytes; loading
+    it needs a resolver (the model store's IO manager is one) and gives the same lists."""
+    from recsys_assets.core.models.hybrid import resolving_sources
+
+    full = hybrid.to_bytes()
+    versions = {name: i + 1 for i, name in enumerate(hybrid.source_names)}
+    hybrid.reference_sources(versions)
+    try:
+        slim = hybrid.to_bytes()
+    finally:
+        hybrid.reference_sources({})
+    assert len(slim) < len(full) / 2
+    with pytest.raises(ValueError, match="stored as a reference to version"):
+        HybridRecommender.from_bytes(slim)
+    asked = []
+
+    def resolve(name, version):
+        asked.append((name, version))
+        return hybrid.models[name]
+
+    with resolving_sources(resolve):
+        loaded = HybridRecommender.from_bytes(slim)
+    assert sorted(asked) == sorted(versions.items())
+    users = final_data.user_ids[:100]
+    np.testing.assert_array_equal(
+        loaded.recommend(users, k=10).item_ids, hybrid.recommend(users, k=10).item_ids
+    )
+    # saved again, it keeps the references
+    assert len(loaded.to_bytes()) == len(slim)

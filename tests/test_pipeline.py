@@ -203,6 +203,21 @@ def test_hybrid_reuses_the_stored_sources(warehouse):
         ).fetchone()[0]
     )
     assert info["reused_sources"] == sources
+    # stored as references to the sources' versions, not copies of their bytes
+    from recsys_assets.core.models.serialization import unpack
+
+    payload = warehouse.execute(
+        "select payload from recsys.model_store where model = 'hybrid' "
+        "order by version desc limit 1"
+    ).fetchone()[0]
+    arrays, _ = unpack(bytes(payload))
+    refs = {
+        k.removeprefix("source_ref_"): int(v[0])
+        for k, v in arrays.items()
+        if k.startswith("source_ref_")
+    }
+    assert refs == {n: int(v) for n, v in info["source_versions"].items()}
+    assert not [k for k in arrays if k.startswith("source_") and not k.startswith("source_ref_")]
     final_version = warehouse.execute(
         "select version from recsys.training_data where name = 'final'"
     ).fetchone()[0]

@@ -28,8 +28,9 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
@@ -76,6 +77,23 @@ OWN_SOURCES = ("category_popular", "trending")
 FEATURE_GROUPS = ("item", "user", "pair", "source")
 # Users per candidate batch while building the re-ranker's training set.
 _TRAIN_BATCH = 2048
+
+# How a stored Hybrid's referenced sources are loaded: (name, version) -> fitted model. Set by
+# the model store's loader (``resolving_sources``); None elsewhere.
+_source_resolver: ContextVar[Callable[[str, int], Recommender] | None] = ContextVar(
+    "hybrid_source_resolver", default=None
+)
+
+
+@contextmanager
+def resolving_sources(resolve: Callable[[str, int], Recommender]) -> Iterator[None]:
+    """Inside, a Hybrid loaded from bytes gets its referenced sources from ``resolve``."""
+    token = _source_resolver.set(resolve)
+    try:
+        yield
+    finally:
+        _source_resolver.reset(token)
+
 
 # Sources fitted inside HybridRecommender.tuning_context(), by (name, parameters, data
 # fingerprint); None outside it, so nothing outlives a tuning study.
@@ -681,24 +699,46 @@ class HybridRecommender(Recommender):
 
     # --- serialisation ----------------------------------------------------------------------
 
+    def reference_sources(self, versions: dict[str, int]) -> None:
+        """Serialise the named sources as references to these stored versions of them, not as
+        their bytes. The graph's Hybrid reuses the other partitions' stored models, so copying
+        them made its payload the sum of theirs (1.7 GB at scale 1.0, and the memory of
+        writing and reading it); a referenced Hybrid is loaded inside ``resolving_sources``."""
+        self._source_refs = {n: int(v) for n, v in versions.items() if n in self.models}
+
     def _state_arrays(self) -> dict[str, np.ndarray]:
         arrays = {
             **self.ensemble.to_arrays("ranker"),
             **self.context.to_arrays("context"),
             "info": _json_array({"info": self.info, "timings": self.timings}),
         }
+        refs = getattr(self, "_source_refs", {})
         for name, model in self.models.items():
-            arrays[f"source_{name}"] = np.frombuffer(model.to_bytes(), dtype=np.uint8)
+            if name in refs:
+                arrays[f"source_ref_{name}"] = np.array([refs[name]], dtype=np.int64)
+            else:
+                arrays[f"source_{name}"] = np.frombuffer(model.to_bytes(), dtype=np.uint8)
         return arrays
 
     def _load_state(self, arrays: dict[str, np.ndarray]) -> None:
         from recsys_assets.core.models.registry import model_from_bytes
 
         self.source_names = list(self.params["sources"])
-        self.models = {
-            name: model_from_bytes(name, arrays[f"source_{name}"].tobytes())
-            for name in self.source_names
-        }
+        self.models, self._source_refs = {}, {}
+        for name in self.source_names:
+            if f"source_{name}" in arrays:
+                self.models[name] = model_from_bytes(name, arrays[f"source_{name}"].tobytes())
+                continue
+            version = int(arrays[f"source_ref_{name}"][0])
+            resolve = _source_resolver.get()
+            if resolve is None:
+                raise ValueError(
+                    f"hybrid: source {name} is stored as a reference to version {version} of "
+                    "the model store; load this model through the store (the Dagster IO "
+                    "manager does), or inside hybrid.resolving_sources"
+                )
+            self.models[name] = resolve(name, version)
+            self._source_refs[name] = version
         self.ensemble = TreeEnsemble.from_arrays("ranker", arrays)
         self.context = FeatureContext.from_arrays("context", arrays)
         stored = json.loads(arrays["info"].tobytes().decode())

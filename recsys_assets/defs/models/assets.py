@@ -563,6 +563,8 @@ def trained_model(
     start = time.perf_counter()
     if sources:
         model.fit_with_sources(data, sources)
+        # stored as references to those versions, not as copies of their bytes
+        model.reference_sources({n: source_versions[n] for n in model.reused_sources})
     else:
         model.fit(data)
     reused = sorted(sources)
