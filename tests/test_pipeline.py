@@ -211,13 +211,15 @@ def test_hybrid_reuses_the_stored_sources(warehouse):
         "order by version desc limit 1"
     ).fetchone()[0]
     arrays, _ = unpack(bytes(payload))
+    # (a model's state arrays carry the prefix "state_" in its archive)
     refs = {
-        k.removeprefix("source_ref_"): int(v[0])
+        k.removeprefix("state_source_ref_"): int(v[0])
         for k, v in arrays.items()
-        if k.startswith("source_ref_")
+        if k.startswith("state_source_ref_")
     }
     assert refs == {n: int(v) for n, v in info["source_versions"].items()}
-    assert not [k for k in arrays if k.startswith("source_") and not k.startswith("source_ref_")]
+    copies = [k for k in arrays if k.startswith("state_source_") and "_ref_" not in k]
+    assert copies == []
     final_version = warehouse.execute(
         "select version from recsys.training_data where name = 'final'"
     ).fetchone()[0]
