@@ -25,7 +25,7 @@ from recsys_assets.core.data.training_data import build_training_data
 from recsys_assets.core.evaluation.holdout import recommend_lists
 from recsys_assets.core.models.registry import create_model
 from recsys_assets.core.progress import Progress
-from recsys_assets.core.serving_bundle import BundleLimits, PublishedModel, build_serving_bundle
+from recsys_assets.core.serving_bundle import BundleLimits, PublishedModel, build_bundle
 
 REPO = Path(__file__).resolve().parents[1]
 N_USERS, N_ITEMS = 7, 12
@@ -123,7 +123,7 @@ def test_bundle_building_logs_each_model(caplog, frames, popular):
     caplog.set_level(logging.INFO, logger="recsys_assets.core.serving_bundle")
     splits, catalog, _ = frames
     models = {"popular": PublishedModel(popular, 1, "2015-05-03", {}, {})}
-    build_serving_bundle(models, splits, catalog, "popular", limits=BundleLimits(top_n=5))
+    build_bundle(models, splits, catalog, "popular", limits=BundleLimits(top_n=5))
     lines = _messages(caplog, "recsys_assets.core.serving_bundle")
     assert (
         lines[0] == f"bundle popular: personal top-5 lists for {N_USERS} of {N_USERS} known users"

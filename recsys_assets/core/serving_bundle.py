@@ -97,21 +97,6 @@ class BundleBuild:
     shared_seconds: dict[str, float]  # popularity, history, items: what every model shares
 
 
-def build_serving_bundle(
-    models: Mapping[str, PublishedModel],
-    splits: pl.DataFrame,
-    catalog: pl.DataFrame,
-    default_model: str,
-    limits: BundleLimits = BundleLimits(),
-    ab_experiment: dict | None = None,
-    category_tree: pl.DataFrame | None = None,
-) -> ServingBundle:
-    """The bundle alone (see :func:`build_bundle` for its costs)."""
-    return build_bundle(
-        models, splits, catalog, default_model, limits, ab_experiment, category_tree
-    ).bundle
-
-
 def build_bundle(
     models: Mapping[str, PublishedModel],
     splits: pl.DataFrame,

@@ -1,6 +1,6 @@
 """GRU4Rec answers /recommend/session live: published weights, a numpy forward pass, no torch.
 
-The path under test is the real one: a fitted GRU4Rec goes through ``build_serving_bundle`` and
+The path under test is the real one: a fitted GRU4Rec goes through ``build_bundle`` and
 ``publish_bundle`` into the test's own prefix of a real Redis, and a real app (Litestar's test
 client) loads the network from there and answers requests; its answers are compared with the
 torch model's own ``recommend_session``.
@@ -18,7 +18,7 @@ from recsys_assets.core.evaluation.next_item import next_item_events
 from recsys_assets.core.models import create_model
 from recsys_assets.core.models.gru4rec import GRU4RecRecommender
 from recsys_assets.core.models.gru4rec_data import training_sessions
-from recsys_assets.core.serving_bundle import BundleLimits, PublishedModel, build_serving_bundle
+from recsys_assets.core.serving_bundle import BundleLimits, PublishedModel, build_bundle
 from recsys_serving import redis_layout as L
 from recsys_serving.app import create_app
 from recsys_serving.gru_forward import next_item_scores
@@ -66,7 +66,7 @@ def bundle(frames, data, gru):
         "gru4rec": PublishedModel(gru, 4, "2015-09-01", {"recall_at_20": 0.5}, {}),
     }
     limits = BundleLimits(top_n=20, max_users=300, max_similar_items=300)
-    return build_serving_bundle(models, splits, catalog, "popular", limits=limits)
+    return build_bundle(models, splits, catalog, "popular", limits=limits).bundle
 
 
 def _client(redis_url: str, prefix: str) -> TestClient:

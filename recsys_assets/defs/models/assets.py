@@ -622,22 +622,23 @@ def stored_source_lists(
         return {}
     found, skipped = {}, []
     table = f"{model_store.schema_name}.eval_recommendations"
-    for name, version in versions.items():
-        records = context.instance.fetch_materializations(
-            AssetRecordsFilter(AssetKey("eval_recommendations"), asset_partitions=[name]), limit=1
-        ).records
-        meta = records[0].asset_materialization.metadata if records else {}
-        scored = meta.get("model_version")
-        if scored is None or scored.value != version:
-            skipped.append(name)
-            continue
-        with duckdb.connect(model_store.database) as con:
+    with duckdb.connect(model_store.database) as con:
+        for name, version in versions.items():
+            records = context.instance.fetch_materializations(
+                AssetRecordsFilter(AssetKey("eval_recommendations"), asset_partitions=[name]),
+                limit=1,
+            ).records
+            meta = records[0].asset_materialization.metadata if records else {}
+            scored = meta.get("model_version")
+            if scored is None or scored.value != version:
+                skipped.append(name)
+                continue
             frame = pl.from_arrow(
                 con.execute(
                     f"select user_id, rank, item_id, score from {table} where model = ?", [name]
                 ).fetch_arrow_table()
             )
-        found[name] = frame_to_lists(frame, EVAL_LIST_K)
+            found[name] = frame_to_lists(frame, EVAL_LIST_K)
     context.log.info(
         f"{trained.name}: candidates from the stored lists of {sorted(found) or 'no source'}"
         + (

@@ -118,12 +118,6 @@ def serving_bundle(
     )
     bundle = built.bundle
     context.log.info(f"built the serving bundle in {time.perf_counter() - start:.1f} s")
-    for cost in built.costs:
-        context.log.info(
-            f"bundle {cost.model}: {cost.users:,} precomputed lists ({cost.users_cut:,} cut by "
-            f"the time cap) in {cost.list_seconds:.1f} s, {cost.similar_items:,} neighbour "
-            f"lists ({cost.similar_cut:,} cut) in {cost.similar_seconds:.1f} s"
-        )
     client = redis.reachable_client()
     try:
         report = publish_bundle(client, bundle, prefix=redis.prefix)
