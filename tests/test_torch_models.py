@@ -21,6 +21,7 @@ from recsys_assets.core.models.torch_training import (
     choose_device,
     seed_everything,
     shuffled_batches,
+    torch_threads,
     train_epochs,
 )
 
@@ -247,3 +248,42 @@ def test_models_train_within_their_budget(name):
             assert len(model.history.epochs) == 1
             assert model.history.stop_reason == STOP_BUDGET
     assert "max_train_seconds" in create_model(name).default_params()
+
+
+@pytest.mark.parametrize("name", ["ncf", "gru4rec"])
+def test_models_train_with_their_threads_and_score_with_every_core(name, monkeypatch):
+    """``num_threads`` is the training epochs' thread count only: a fitted or loaded model
+    leaves the process with one thread per core, so the (users x items) scoring of the
+    evaluation, and every later asset in the same Dagster process, is not single-threaded."""
+    data = build_training_data(*planted_frames(n_users=60))
+    small = {"ncf": {"val_users": 20}, "gru4rec": {"layers": [16], "n_sample": 16}}[name]
+    seen: list[int] = []
+    model = create_model(name, {**small, "n_epochs": 1, "num_threads": 1})
+    run_epoch = type(model)._run_epoch
+
+    def counting(self, *args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return run_epoch(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(model), "_run_epoch", counting)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(available_cores())
+        model.fit(data)
+        assert seen == [1]
+        assert torch.get_num_threads() == available_cores()
+        torch.set_num_threads(1)  # as a model trained earlier in the process used to leave it
+        type(model).from_bytes(model.to_bytes())
+        assert torch.get_num_threads() == available_cores()
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_torch_threads_restores_the_count():
+    before = torch.get_num_threads()
+    with torch_threads(1) as n:
+        assert n == 1 and torch.get_num_threads() == 1
+        with torch_threads(0) as m:
+            assert m == available_cores() == torch.get_num_threads()
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before

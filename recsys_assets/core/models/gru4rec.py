@@ -72,6 +72,7 @@ from recsys_assets.core.models.torch_training import (
     DEVICES,
     check_budget,
     choose_device,
+    resolve_threads,
     seed_everything,
     train_epochs,
 )
@@ -303,7 +304,9 @@ class GRU4RecRecommender(Recommender):
             "seed": 42,
             # One torch thread: a step is ~40 small ops on (80 × 224)-sized tensors, and with
             # two OpenMP threads every op ends in a barrier; on the shared 2-core machine that
-            # measured 378 events/s against ~7,000 with one thread (0 = one per core).
+            # measured 378 events/s against ~7,000 with one thread (0 = one per core). Only
+            # the training epochs: scoring, whose (users x items) products two threads run
+            # in half the time, always uses one thread per core.
             "num_threads": 1,
             "device": "auto",
         }
@@ -383,7 +386,7 @@ class GRU4RecRecommender(Recommender):
         p = self.params
         rng_np = seed_everything(int(p["seed"]))
         gen = torch.Generator().manual_seed(int(rng_np.integers(2**31)))
-        self._device = choose_device(p["device"], int(p["num_threads"]))
+        self._device = choose_device(p["device"])
         offsets, items = training_sessions(data)
         self._hist_indptr, self._hist_items = user_histories(
             data, int(p["history_sessions"]), int(p["max_history"])
@@ -399,7 +402,7 @@ class GRU4RecRecommender(Recommender):
             n_events,
             data.n_items,
             self._device,
-            torch.get_num_threads(),
+            resolve_threads(int(p["num_threads"])),
         )
         if n_events == 0:
             raise ValueError("gru4rec: no session with two or more distinct consecutive items")
@@ -432,6 +435,7 @@ class GRU4RecRecommender(Recommender):
                 int(p["n_epochs"]),
                 run_epoch,
                 max_train_seconds=p["max_train_seconds"],
+                train_threads=int(p["num_threads"]),
             )
         finally:
             self.net.Wy.data = table.part(0).contiguous()
@@ -752,7 +756,7 @@ class GRU4RecRecommender(Recommender):
     def _load_state(self, arrays: dict[str, np.ndarray]) -> None:
         p = self.params
         self._trained_cache = self._trained_rows = None
-        self._device = choose_device(p["device"], int(p["num_threads"]))
+        self._device = choose_device(p["device"])
         self.net = GRU4RecNet(
             int(self._item_ids.size), p["layers"], p["input_mode"], int(p["embedding"])
         )

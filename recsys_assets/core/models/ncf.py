@@ -42,6 +42,7 @@ from recsys_assets.core.models.torch_training import (
     DEVICES,
     check_budget,
     choose_device,
+    resolve_threads,
     seed_everything,
     train_epochs,
 )
@@ -313,8 +314,9 @@ class NCFRecommender(Recommender):
             # ~12% of scoring, writing the (users × items) block costs more than its depth.
             "stage_one_rank": 0,
             "seed": 42,
-            # one torch thread: faster on the shared 2-core machine (see GRU4Rec's default and
-            # benchmarks/bench_torch_models.py, which times both); 0 = one per core
+            # Torch threads of the training epochs: one is faster on the shared 2-core machine
+            # (see GRU4Rec's default and benchmarks/bench_torch_models.py, which times both);
+            # 0 = one per core. Validation and scoring always use one per core.
             "num_threads": 1,
             "device": "auto",
         }
@@ -367,7 +369,7 @@ class NCFRecommender(Recommender):
     def _fit(self, data: TrainingData) -> None:
         p = self.params
         rng = seed_everything(int(p["seed"]))
-        self._device = dev = choose_device(p["device"], int(p["num_threads"]))
+        self._device = dev = choose_device(p["device"])
         matrix, val_users, val_items = holdout_last(data, int(p["val_users"]), rng)
         self.net = NeuMF(data.n_users, data.n_items, int(p["factors"]), list(p["mlp_layers"]))
         self.net.reset_parameters()
@@ -382,7 +384,7 @@ class NCFRecommender(Recommender):
             p["n_negatives"],
             val_users.size,
             dev,
-            torch.get_num_threads(),
+            resolve_threads(int(p["num_threads"])),
         )
         if pos_users.size == 0:
             raise ValueError("ncf: no positive interaction left to train on")
@@ -404,6 +406,7 @@ class NCFRecommender(Recommender):
                 int(p["patience"]),
                 "ndcg@10",
                 p["max_train_seconds"],
+                train_threads=int(p["num_threads"]),
             )
         finally:
             self._unpack_tables()
@@ -676,7 +679,7 @@ class NCFRecommender(Recommender):
 
     def _load_state(self, arrays: dict[str, np.ndarray]) -> None:
         p = self.params
-        self._device = choose_device(p["device"], int(p["num_threads"]))
+        self._device = choose_device(p["device"])
         self.net = NeuMF(
             int(self._user_ids.size),
             int(self._item_ids.size),

@@ -19,6 +19,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -74,10 +75,37 @@ def choose_device(device: str = "auto", num_threads: int = 0) -> torch.device:
         raise ValueError("device 'cuda' was asked for but torch sees no CUDA device")
     if device == "cuda" or (device == "auto" and torch.cuda.is_available()):
         return torch.device("cuda")
-    threads = int(num_threads) if num_threads and num_threads > 0 else available_cores()
+    threads = resolve_threads(num_threads)
     if torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
     return torch.device("cpu")
+
+
+def resolve_threads(num_threads: int) -> int:
+    """``num_threads`` itself, or one per available core for 0 (or less)."""
+    return int(num_threads) if num_threads and num_threads > 0 else available_cores()
+
+
+@contextmanager
+def torch_threads(num_threads: int) -> Iterator[int]:
+    """Torch's intra-op thread count set to ``num_threads`` (0: one per core) inside the block,
+    restored after.
+
+    The thread count is global to the process, and Dagster runs every asset of a run in one:
+    the torch models train with one thread (a step is many small ops, and OpenMP barriers cost
+    more than they save on two shared cores), but a model that left the process at one thread
+    made every later product single-threaded, their evaluation's (users x items) scoring
+    included, which two threads run in about half the time.
+    """
+    before = torch.get_num_threads()
+    threads = resolve_threads(num_threads)
+    if threads != before:
+        torch.set_num_threads(threads)
+    try:
+        yield threads
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
 
 
 def shuffled_batches(n: int, batch_size: int, rng: np.random.Generator) -> Iterator[np.ndarray]:
@@ -176,6 +204,7 @@ def train_epochs(
     patience: int = 3,
     metric_name: str = "metric",
     max_train_seconds: float | None = None,
+    train_threads: int | None = None,
 ) -> TrainingHistory:
     """Run up to ``n_epochs`` epochs, log each, stop early on ``validate`` and keep the best.
 
@@ -183,6 +212,8 @@ def train_epochs(
     those of the last epoch. A NaN loss stops training with a ValueError naming the epoch.
     With ``max_train_seconds``, no epoch is started once the elapsed wall-clock time plus the
     longest epoch so far (its validation included) would pass it; the first always runs.
+    With ``train_threads``, the epochs run with that many torch threads (0: one per core) and
+    validation with the thread count the caller had (:func:`torch_threads`).
     """
     check_budget(max_train_seconds)
     budget = None if max_train_seconds is None else float(max_train_seconds)
@@ -192,7 +223,11 @@ def train_epochs(
     for epoch in range(1, n_epochs + 1):
         start, cpu_start = time.perf_counter(), time.process_time()
         module.train()
-        loss, events = run_epoch(epoch)
+        if train_threads is None:
+            loss, events = run_epoch(epoch)
+        else:
+            with torch_threads(train_threads):
+                loss, events = run_epoch(epoch)
         seconds = time.perf_counter() - start
         cpu_seconds = time.process_time() - cpu_start
         if not math.isfinite(loss):
