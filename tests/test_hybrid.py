@@ -458,6 +458,51 @@ def test_fit_with_sources_reuses_fitted_sources_and_their_params(default_frames,
     assert model2.models["item_knn"].n_users == final_data.n_users
 
 
+def test_history_phase_takes_the_given_train_split_fits(default_frames, final_data):
+    """The graph passes the tuning studies' fits on the train split and the split's end: the
+    label period is then the valid split, no source is fitted for the history phase, and the
+    re-ranker is the one the Hybrid would learn fitting those sources on the same events."""
+    splits = default_frames[0]
+    train_end = int(splits.filter(pl.col("split") == "train")["timestamp"].max())
+    train_only = build_training_data(*default_frames, use_splits=("train",))
+    names = ["item_knn", "popular"]
+    final = {n: create_model(n).fit(final_data) for n in names}
+    history = {n: create_model(n).fit(train_only) for n in names}
+    fits: list[str] = []
+    original_fit = Recommender.fit
+
+    def counting_fit(self, data):
+        fits.append(self.name)
+        return original_fit(self, data)
+
+    given = HybridRecommender(sources=names)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(Recommender, "fit", counting_fit)
+        given.fit_with_sources(final_data, final, history, train_end)
+    assert fits == ["hybrid"]
+    assert given.info["reused_history_sources"] == names
+    assert given.info["label_cutoff_ms"] == train_end
+    # the same cut, the history phase fitted by the Hybrid itself: the same ranker
+    own = HybridRecommender(sources=names).fit_with_sources(final_data, final, {}, train_end)
+    assert own.info["reused_history_sources"] == []
+    assert own.info["label_users"] == given.info["label_users"]
+    assert own.info["train_rows"] == given.info["train_rows"]
+    users = final_data.user_ids[::5][:400]
+    np.testing.assert_array_equal(
+        given.recommend(users, k=20).item_ids, own.recommend(users, k=20).item_ids
+    )
+    # a given fit with parameters other than its final source's is refitted
+    other = {"item_knn": create_model("item_knn", {"k": 10}).fit(train_only)}
+    mixed = HybridRecommender(sources=names).fit_with_sources(final_data, final, other, train_end)
+    assert mixed.info["reused_history_sources"] == []
+    with pytest.raises(ValueError, match="history_end_ms"):
+        HybridRecommender(sources=names).fit_with_sources(
+            final_data, final, history, int(final_data.event_time.max())
+        )
+    with pytest.raises(ValueError, match="go together"):
+        HybridRecommender(sources=names).fit_with_sources(final_data, final, history)
+
+
 def test_source_lists_answer_as_the_sources_would(hybrid, final_data):
     """Candidates from the sources' stored top-50 lists (their eval_recommendations) give the
     Hybrid's own answer; users outside the lists are asked of the sources."""

@@ -238,6 +238,16 @@ def test_hybrid_reuses_the_stored_sources(warehouse):
         "from recsys.tuning_fits group by 1 order by 1"
     ).fetchall()
     assert fits == [(name, 1, tuning_version) for name in sources]
+    # those tuning fits (train split) are its history-phase sources: the label period is the
+    # valid split, after the train split's last event
+    assert sorted(info["reused_history_sources"]) == sources
+    train_end = warehouse.execute(
+        "select max(timestamp) from recsys.splits where split = 'train'"
+    ).fetchone()[0]
+    stored_end = warehouse.execute(
+        "select train_end_ms from recsys.training_data where name = 'final'"
+    ).fetchone()[0]
+    assert stored_end == train_end
 
 
 def test_hybrid_evaluation_reads_its_sources_stored_lists(pipeline_run):

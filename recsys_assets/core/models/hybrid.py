@@ -58,6 +58,7 @@ from recsys_assets.core.models.hybrid_features import (
     feature_names,
 )
 from recsys_assets.core.models.hybrid_history import (
+    given_cutoff,
     history_before,
     label_cutoff,
     label_matrix,
@@ -247,7 +248,11 @@ class HybridRecommender(Recommender):
     # --- fitting ------------------------------------------------------------------------------
 
     def fit_with_sources(
-        self, data: TrainingData, fitted: dict[str, Recommender]
+        self,
+        data: TrainingData,
+        fitted: dict[str, Recommender],
+        history_fitted: dict[str, Recommender] | None = None,
+        history_end_ms: int | None = None,
     ) -> HybridRecommender:
         """``fit``, reusing already fitted source models for the final phase.
 
@@ -257,13 +262,38 @@ class HybridRecommender(Recommender):
         history phase fits with, so the re-ranker learns from the same kind of source it is
         served with. The graph's ``trained_model[hybrid]`` passes the other partitions' stored
         models: one round of source fits instead of two.
+
+        ``history_fitted`` with ``history_end_ms``: models fitted on ``data``'s events up to
+        ``history_end_ms`` (the graph passes the tuning studies' chosen fits, made on the train
+        split of a user sample that holds every user with a validation target, and the end of
+        the train split). The label period then starts right after ``history_end_ms`` instead
+        of at ``label_fraction``, and each of these models that has the same parameters as its
+        final source is the history phase's source as it is: no history-phase fit at all. They
+        may know other users and items than ``data`` (they are asked by id, as any source is).
         """
+        if (history_fitted is None) != (history_end_ms is None):
+            raise ValueError("history_fitted and history_end_ms go together")
         self._given_sources = dict(fitted)
+        self._given_history = dict(history_fitted or {})
+        self._history_end_ms = history_end_ms
         try:
             self.fit(data)
         finally:
-            self._given_sources = {}
+            self._given_sources, self._given_history, self._history_end_ms = {}, {}, None
         return self
+
+    def _reusable_history(self, name: str) -> Recommender | None:
+        """The given history-phase model of ``name`` when it has its final source's params."""
+        given = getattr(self, "_given_history", {}).get(name)
+        if given is None or not given.is_fitted:
+            return None
+        final = self._source_params(name)
+        if json.dumps(dict(given.params), sort_keys=True, default=str) != json.dumps(
+            final, sort_keys=True, default=str
+        ):
+            log.info("hybrid: the given history-phase %s has other parameters; refitting", name)
+            return None
+        return given
 
     def _source_params(self, name: str) -> dict[str, Any] | None:
         given = getattr(self, "_given_sources", {}).get(name)
@@ -346,7 +376,11 @@ class HybridRecommender(Recommender):
         self.reused_sources: list[str] = []
 
         clock = time.perf_counter()
-        cutoff = label_cutoff(data, float(p["label_fraction"]))
+        history_end = getattr(self, "_history_end_ms", None)
+        if history_end is None:
+            cutoff = label_cutoff(data, float(p["label_fraction"]))
+        else:
+            cutoff = given_cutoff(data, int(history_end))
         history = history_before(data, cutoff)
         labels = label_matrix(data, history, cutoff)
         self.timings["history_cut"] = time.perf_counter() - clock
@@ -360,15 +394,24 @@ class HybridRecommender(Recommender):
         )
 
         label_users = self._label_users(labels)
-        clock = time.perf_counter()
-        source_history = self._source_history(history, label_users)
-        self.timings["history_sample"] = time.perf_counter() - clock
-        history_users = {
-            "history_users": int((np.diff(history.user_item.indptr) > 0).sum()),
-            "history_fit_users": int((np.diff(source_history.user_item.indptr) > 0).sum()),
-        }
-        models = self._fit_sources(names, source_history, "history")
-        del source_history
+        given = {n: m for n in names if (m := self._reusable_history(n)) is not None}
+        self.reused_history_sources = list(given)
+        if given:
+            log.info("hybrid: history-phase sources %s are the given fits (no refit)", list(given))
+        history_users = {"history_users": int((np.diff(history.user_item.indptr) > 0).sum())}
+        fitted: dict[str, Recommender] = {}
+        if len(given) < len(names):
+            clock = time.perf_counter()
+            source_history = self._source_history(history, label_users)
+            self.timings["history_sample"] = time.perf_counter() - clock
+            history_users["history_fit_users"] = int(
+                (np.diff(source_history.user_item.indptr) > 0).sum()
+            )
+            fitted = self._fit_sources(
+                [n for n in names if n not in given], source_history, "history"
+            )
+            del source_history
+        models = {n: given.get(n, fitted.get(n)) for n in names if n in given or n in fitted}
         if not models:
             raise ValueError(f"hybrid: none of the sources {names} could be fitted")
         names = list(models)
@@ -400,6 +443,7 @@ class HybridRecommender(Recommender):
             "sources": names,
             "dropped_sources": self.dropped_sources,
             "reused_sources": self.reused_sources,
+            "reused_history_sources": self.reused_history_sources,
             **history_users,
             "source_params": {n: self._source_params(n) for n in names},
             "hot_half_life_days": self.half_life_days,

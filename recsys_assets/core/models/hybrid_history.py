@@ -8,7 +8,8 @@ re-ranker learns from that. With train+valid (70 % + 10 % of the events) and the
 fraction 1/8, the cut falls on the train/valid boundary, so the re-ranker learns from the
 validation split's outcomes of models fitted on train only; test is never part of the input.
 
-The cut follows ``splits.py``: events sharing the cut's timestamp stay in the history.
+The cut follows ``splits.py``: events sharing the cut's timestamp stay in the history. A caller
+that knows the train/valid boundary (the graph) gives it instead (:func:`given_cutoff`).
 """
 
 from __future__ import annotations
@@ -39,6 +40,18 @@ def label_cutoff(data: TrainingData, label_fraction: float) -> int:
             "share the final timestamp (too little or too coarse training data)"
         )
     return cutoff
+
+
+def given_cutoff(data: TrainingData, history_end_ms: int) -> int:
+    """``history_end_ms`` as the label cut of ``data``, checked to leave events on both sides
+    (the graph passes the end of the train split, so the label period is the valid split)."""
+    first, last = int(data.event_time.min()), int(data.event_time.max())
+    if not first <= history_end_ms < last:
+        raise ValueError(
+            f"hybrid: history_end_ms {history_end_ms} leaves no history or no label period: "
+            f"the training events run from {first} to {last}"
+        )
+    return int(history_end_ms)
 
 
 def history_before(data: TrainingData, cutoff_ms: int) -> TrainingData:

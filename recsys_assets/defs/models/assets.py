@@ -136,6 +136,8 @@ def training_data(
     """
     store = training_data_store(model_store)
     rows = []
+    # the last train event: the Hybrid's label period is the valid split that follows it
+    train_end_ms = splits.filter(pl.col("split") == "train")["timestamp"].cast(pl.Int64).max()
 
     def save(name: str, data: TrainingData, seconds: float, meta: dict, extra=None) -> None:
         payload = training_data_to_bytes(data, meta, extra)
@@ -153,6 +155,7 @@ def training_data(
                 "user_fraction": float(meta["user_fraction"]),
                 "size_bytes": len(payload),
                 "build_seconds": seconds,
+                "train_end_ms": train_end_ms,
             }
         )
         context.log.info(
@@ -248,7 +251,7 @@ def load_training_data(
 
 
 def fitted_sources(
-    store: ModelStore, model: Any, data_version: int, log
+    store: ModelStore, model: Any, data_version: int, log, role: str = "fitted sources"
 ) -> tuple[dict[str, Any], dict[str, int]]:
     """The stored models a model built on others (the Hybrid) can reuse: for each of its
     sources, the newest version in ``store`` when it was fitted on the training-data archive
@@ -271,10 +274,29 @@ def fitted_sources(
         found[source] = load_model(stored.payload)
         versions[source] = stored.version
     log.info(
-        f"{model.name}: reusing fitted sources {sorted(found) or 'none'}"
+        f"{model.name}: reusing {role} {sorted(found) or 'none'}"
         + (f"; fitting {', '.join(stale)} itself" if stale else "")
     )
     return found, versions
+
+
+def history_sources(
+    model_store: ModelStoreResource, model: Any, training_data: pl.DataFrame, log
+) -> tuple[dict[str, Any] | None, int | None]:
+    """The Hybrid's history-phase sources: the tuning studies' chosen fits of its sources on
+    this run's ``tuning`` archive (the train split of a user sample with every user that has a
+    validation target), and the end of the train split. (None, None) when the table predates
+    ``train_end_ms`` or no fit matches: the Hybrid then fits its history phase itself."""
+    if "train_end_ms" not in training_data.columns:
+        return None, None
+    end = training_data.filter(pl.col("name") == FINAL_DATA)["train_end_ms"]
+    if end.is_empty() or end[0] is None:
+        return None, None
+    version = archive_version(training_data, TUNING_DATA)
+    found, _ = fitted_sources(
+        tuning_fits_store(model_store), model, version, log, "tuning fits as history sources"
+    )
+    return (found, int(end[0])) if found else (None, None)
 
 
 class TuningConfig(ModelParamsConfig):
@@ -562,7 +584,10 @@ def trained_model(
     )
     start = time.perf_counter()
     if sources:
-        model.fit_with_sources(data, sources)
+        # the tuning studies' chosen fits (train split) as its history-phase sources
+        history, history_end = history_sources(model_store, model, training_data, context.log)
+        model.fit_with_sources(data, sources, history, history_end)
+        del history
         # stored as references to those versions, not as copies of their bytes
         model.reference_sources({n: source_versions[n] for n in model.reused_sources})
     else:
@@ -581,6 +606,11 @@ def trained_model(
         # which `final` archive: the Hybrid reuses a stored model only when it is this one
         "training_data_version": data_version,
         **({"reused_sources": reused, "source_versions": source_versions} if reused else {}),
+        **(
+            {"reused_history_sources": model.reused_history_sources}
+            if getattr(model, "reused_history_sources", None)
+            else {}
+        ),
         "trained_at": datetime.now(UTC).isoformat(),
     }
     # (the stored size is logged by model_metrics: serialising here too would cost a second pass)
