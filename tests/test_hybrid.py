@@ -503,6 +503,26 @@ def test_history_phase_takes_the_given_train_split_fits(default_frames, final_da
         HybridRecommender(sources=names).fit_with_sources(final_data, final, history)
 
 
+def test_a_study_whose_first_trial_passes_the_budget_is_known_before_it_runs(hybrid):
+    """The first tuning trial refits every source on the history share of the data: their own
+    recorded fit seconds say whether a second trial could ever start."""
+    model = HybridRecommender()
+    sources = dict(hybrid.models)
+    saved = {n: m.fit_seconds for n, m in sources.items()}
+    for m, seconds in zip(sources.values(), (10.0, 20.0, 30.0, 40.0), strict=True):
+        m.fit_seconds = seconds
+    try:
+        reason = model.first_trial_too_slow(sources, timeout=60.0)
+        assert reason is not None and "~88 s" in reason and "60 s budget" in reason
+        assert model.first_trial_too_slow(sources, timeout=100.0) is None
+        next(iter(sources.values())).fit_seconds = None  # unknown: never skipped
+        assert model.first_trial_too_slow(sources, timeout=1.0) is None
+        assert model.first_trial_too_slow({}, timeout=1.0) is None
+    finally:
+        for n, m in sources.items():
+            m.fit_seconds = saved[n]
+
+
 def test_source_lists_answer_as_the_sources_would(hybrid, final_data):
     """Candidates from the sources' stored top-50 lists (their eval_recommendations) give the
     Hybrid's own answer; users outside the lists are asked of the sources."""

@@ -363,6 +363,14 @@ def tuned_params(
         f"valid users over {n_items:,} items"
     )
 
+    unaffordable = (
+        create_model(name).first_trial_too_slow(sources, timeout)
+        if sources and timeout is not None
+        else None
+    )
+    if unaffordable is not None:
+        return _skipped_study(context, mlflow, name, cls, overrides, unaffordable, users.len())
+
     def objective(trial: optuna.Trial) -> float:
         # Trial 0 is the defaults, so tuning can only keep or improve them on valid. (Enqueuing
         # them would not do: a search space may name its dimensions differently from the
@@ -479,6 +487,48 @@ def tuned_params(
             trials=MetadataValue.md(markdown_table(pl.from_pandas(trials), max_rows=30)),
         )
     )
+    return table
+
+
+def _skipped_study(
+    context: AssetExecutionContext,
+    mlflow: MlFlow,
+    name: str,
+    cls: Any,
+    overrides: dict[str, Any],
+    reason: str,
+    valid_users: int,
+) -> pl.DataFrame:
+    """The defaults, unscored: a study whose first trial (the defaults) alone would use the
+    whole budget cannot choose anything else, so it is not run (the scores are null)."""
+    best = {**cls.default_params(), **overrides}
+    context.log.info(f"tuning {name} skipped, keeping the defaults: {reason}")
+    table = pl.DataFrame(
+        {
+            "model": [name],
+            "params_json": [json.dumps(best, default=float)],
+            "best_ndcg_at_10": [None],
+            "default_ndcg_at_10": [None],
+            "best_trial_ndcg_at_10": [None],
+            "improvement_z": [None],
+            "chosen_trial": [0],
+            "n_trials": [0],
+            "seconds": [0.0],
+            "valid_users": [int(valid_users)],
+            "tuned_at": [datetime.now(UTC).isoformat()],
+        },
+        schema_overrides={
+            c: pl.Float64
+            for c in (
+                "best_ndcg_at_10",
+                "default_ndcg_at_10",
+                "best_trial_ndcg_at_10",
+                "improvement_z",
+            )
+        },
+    )
+    log_to_mlflow(mlflow, "tuning", params=best, metrics={"n_trials": 0}, tags={"model": name})
+    context.add_output_metadata(frame_metadata(table, best_params=best, skipped=reason, n_trials=0))
     return table
 
 
