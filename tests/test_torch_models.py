@@ -59,13 +59,22 @@ def test_generic_from_bytes_and_registry_load_model():
     assert type(Recommender.from_bytes(blob)).name == "item_knn"
 
 
-def test_fit_logs_progress(caplog):
+def test_fit_logs_progress(caplog, monkeypatch):
     data = build_training_data(*planted_frames(n_users=60))
     with caplog.at_level(logging.INFO, logger="recsys_assets"):
-        create_model("als", {"iterations": 2}).fit(data)
+        create_model("als", {"iterations": 3}).fit(data)
         create_model("item_knn").fit(data)
     text = caplog.text
-    assert "als: iteration 1/2" in text and "als: iteration 2/2" in text
+    # a quick fit: one line, for the last iteration (a line every PROGRESS_SECONDS otherwise)
+    assert "als: iteration 3/3" in text and "als: iteration 1/3" not in text
+    from recsys_assets.core.models import als
+
+    monkeypatch.setattr(als, "PROGRESS_SECONDS", 0.0)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="recsys_assets"):
+        create_model("als", {"iterations": 2}).fit(data)
+    assert "als: iteration 1/2" in caplog.text and "als: iteration 2/2" in caplog.text
+    text += caplog.text
     assert "item_knn: " in text and "neighbour pairs" in text
     assert "als: fitted in" in text
 
