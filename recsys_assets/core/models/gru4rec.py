@@ -74,6 +74,7 @@ from recsys_assets.core.models.torch_training import (
     choose_device,
     resolve_threads,
     seed_everything,
+    torch_threads,
     train_epochs,
 )
 from recsys_serving.gru_forward import (
@@ -543,7 +544,16 @@ class GRU4RecRecommender(Recommender):
         among 80 short ones made the whole slice run 50 steps. Sorted by length, a chunk runs
         about as many steps as its own sequences have (the masked leading steps leave the zero
         state as it is, so the result does not depend on the chunking).
+
+        The recurrent steps run with the training thread count (``num_threads``): they are the
+        same kind of small ops, and with two threads on a busy 2-core machine they took 6x as
+        long (16k users at scale 0.05: 15.2 s against 2.4 s); only the (users x items) product
+        after them gains from every core.
         """
+        with torch_threads(int(self.params["num_threads"])):
+            return self._hidden_states(flat_cols, lengths)
+
+    def _hidden_states(self, flat_cols: np.ndarray, lengths: np.ndarray) -> torch.Tensor:
         lengths = np.asarray(lengths, dtype=np.int64)
         offsets = np.r_[0, np.cumsum(lengths)]
         order = np.argsort(lengths, kind="stable")
