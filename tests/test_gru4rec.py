@@ -24,6 +24,7 @@ from recsys_assets.core.models.gru4rec_data import (
     training_sessions,
     user_histories,
 )
+from recsys_assets.core.models.gru4rec_output import _elu, bpr_max_grad
 from recsys_assets.core.models.row_optimizers import IndexedAdagradM
 from recsys_serving.gru_forward import session_scores, top_k
 
@@ -125,6 +126,20 @@ def test_bpr_max_matches_the_formula():
         sig = 1 / (1 + np.exp(-(e[i, i] - e[i, neg])))
         total += -np.log((sig * s).sum()) + bpreg * (s * e[i, neg] ** 2).sum()
     assert got == pytest.approx(total, rel=1e-9)
+
+
+@pytest.mark.parametrize("elu", [0.0, 0.5, 1.0, 2.0])
+def test_bpr_max_grad_scale_and_elu(elu):
+    """The step's 1 / batch size folded into the closed-form gradient scales it exactly as
+    multiplying after; the exp-based ELU equals torch's (float32, the training dtype)."""
+    gen = torch.Generator().manual_seed(5)
+    scores = torch.randn(8, 30, generator=gen, dtype=torch.float64) * 2
+    loss, grad = bpr_max_grad(scores, 1.95, elu)
+    loss_s, grad_s = bpr_max_grad(scores, 1.95, elu, 1 / 80)
+    assert float(loss_s) == float(loss)
+    torch.testing.assert_close(grad_s, grad / 80, rtol=1e-12, atol=1e-15)
+    x = torch.randn(50, 40, generator=gen) * 3
+    torch.testing.assert_close(_elu(x, elu), torch.nn.functional.elu(x, elu))
 
 
 def test_cross_entropy_with_logq_matches_the_formula():

@@ -511,15 +511,17 @@ class GRU4RecRecommender(Recommender):
         with torch.no_grad():
             state1 = torch.cat([inp.detach(), inp.new_ones(n, 1)], 1)
             scores = torch.index_select(state1 @ out_rows.T, 1, inv_y)
+            scale = 1.0 / int(p["batch_size"])
             if p["loss"] == "bpr-max":
-                loss, d_scores = bpr_max_grad(scores, float(p["bpreg"]), float(p["elu_param"]))
+                loss, d_scores = bpr_max_grad(
+                    scores, float(p["bpreg"]), float(p["elu_param"]), scale
+                )
             else:
                 loss, d_scores = cross_entropy_grad(
                     scores, y, float(p["logq"]), pop, float(p["sample_alpha"])
                 )
-            scale = 1.0 / int(p["batch_size"])
+                d_scores.mul_(scale)
             d_unique = scores.new_zeros(n, rows.numel()).index_add_(1, inv_y, d_scores)
-            d_unique.mul_(scale)
             d_state = d_unique @ out_rows[:, :h]
             d_rows = d_unique.T @ state1  # (u, h + 1)
         dense = [q for q in net.parameters() if q.requires_grad]

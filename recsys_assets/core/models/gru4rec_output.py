@@ -27,41 +27,58 @@ from __future__ import annotations
 import torch
 
 
+def _elu(x: torch.Tensor, alpha: float) -> torch.Tensor:
+    """ELU as the original Theano code writes it, ``α (exp(x) − 1)`` below 0: for ``α <= 1``
+    that is ``max(x, α (exp(min(x, 0)) − 1))`` (at most ``x`` above 0, at least ``x`` below),
+    four light passes and one ``exp``; torch's ELU calls ``expm1``, which alone took 240 µs
+    of the 80 × 2,128 score block against 47 for ``exp``."""
+    if alpha > 1:
+        return torch.nn.functional.elu(x, alpha)
+    neg = torch.clamp(x, max=0.0).exp_().sub_(1.0).mul_(alpha)
+    return torch.maximum(x, neg, out=neg)
+
+
 def bpr_max_grad(
-    scores: torch.Tensor, bpreg: float, elu_param: float
+    scores: torch.Tensor, bpreg: float, elu_param: float, scale: float = 1.0
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(summed loss, d loss / d scores) of :func:`gru4rec.bpr_max_loss`, in closed form.
+    """(summed loss, ``scale`` · d loss / d scores) of :func:`gru4rec.bpr_max_loss`, in
+    closed form.
 
     With ``s`` the (ELU'd) scores of a row, ``t`` its target column, ``w`` the softmax over
     the other columns, ``σ_j = sigmoid(s_t − s_j)``, ``A = Σ σ_j w_j`` and
     ``R = Σ s_j² w_j``, the row's loss is ``−log(A + 1e-24) + λ R`` and, for ``j ≠ t``::
 
         dL/ds_j = w_j ((A − σ_j²) / (A + 1e-24) + λ (s_j (s_j + 2) − R))
+                = c w_j + λ (w_j s_j) s_j + 2λ (w_j s_j) − (σ_j² w_j) / (A + 1e-24)
         dL/ds_t = −Σ_j σ_j (1 − σ_j) w_j / (A + 1e-24) = −(A − Σ_j σ_j² w_j) / (A + 1e-24)
 
-    About twenty passes over the (n × m) block, each a single fused torch op.
+    with the per-row ``c = A / (A + 1e-24) − λ R``. The second form reuses the products the
+    sums need (``w s``, ``σ² w``) and adds them with ``addcmul_``: about twenty passes over
+    the (n × m) block, each a single fused torch op (26 before: 1.7 ms of a 13 ms GRU4Rec step
+    at 80 × 2,128). ``scale`` (the step's 1 / batch size) is folded into the coefficients.
     """
-    s = torch.nn.functional.elu(scores, elu_param) if elu_param > 0 else scores
+    s = _elu(scores, elu_param) if elu_param > 0 else scores
     target = s.diagonal().unsqueeze(1)
     w = s.clone()
     w.diagonal().fill_(-torch.inf)
     w = torch.softmax(w, dim=1)  # the target column is exactly 0
-    sig = torch.sigmoid(target - s)
-    sw = sig * w
-    a = sw.sum(1, keepdim=True)
-    sig2w = (sw.mul_(sig)).sum(1, keepdim=True)  # Σ σ² w
-    sw = w * s
-    r = sw.mul_(s).sum(1, keepdim=True)  # Σ s² w
+    sig = torch.sub(target, s).sigmoid_()
+    sig2w = sig * w
+    a = sig2w.sum(1, keepdim=True)  # Σ σ w
+    sig2w.mul_(sig)  # σ² w
+    ws = w * s
+    r = (ws * s).sum(1, keepdim=True)  # Σ s² w
     denom = a + 1e-24
     loss = (-torch.log(denom) + bpreg * r).sum()
+    grad = w.mul_((a / denom - bpreg * r).mul_(scale))
     if bpreg > 0:
-        grad = (s + 2.0).mul_(s).sub_(r).mul_(bpreg).add_(a / denom)
-    else:
-        grad = (a / denom).expand_as(s).clone()
-    grad.sub_(sig.square_().div_(denom)).mul_(w)
-    grad.diagonal().sub_(((a - sig2w) / denom).squeeze(1))
+        grad.addcmul_(ws, s, value=bpreg * scale).add_(ws, alpha=2.0 * bpreg * scale)
+    grad.addcmul_(sig2w, denom.reciprocal().mul_(-scale))
+    diag = (a - sig2w.sum(1, keepdim=True)).div_(denom).mul_(scale)
+    grad.diagonal().sub_(diag.squeeze(1))
     if elu_param > 0:
-        grad = torch.ops.aten.elu_backward(grad, elu_param, 1, 1, False, scores)
+        # from the ELU's result (s + α below 0): no exp, 80 against 140 µs at 80 × 2,128
+        grad = torch.ops.aten.elu_backward(grad, elu_param, 1, 1, True, s)
     return loss, grad
 
 

@@ -11,7 +11,8 @@ reads the touched rows with one ``index_select``, updates the block in place
 (:func:`adagrad_momentum_`, :func:`lazy_adam_`) and writes it back with one ``index_copy_``.
 
 The update rules are those of :mod:`row_optimizers` (``IndexedAdagradM.step_rows``,
-``LazyAdam.step_rows``), element for element; only the memory layout differs. A model exposes
+``LazyAdam.step_rows``): LazyAdam element for element, Adagrad with fused ``addcmul_`` /
+``addcdiv_`` (within a float32 rounding); only the memory layout differs. A model exposes
 its parameters as views into the packed table while training and as contiguous copies after
 (:meth:`PackedTable.part`, then ``.contiguous()``).
 """
@@ -68,14 +69,19 @@ def adagrad_momentum_(
     block: torch.Tensor, grad: torch.Tensor, lr: float, momentum: float, eps: float = 1e-6
 ) -> None:
     """IndexedAdagradM on gathered rows: ``acc += g²``,
-    ``mom = momentum · mom − lr · g / sqrt(acc + eps)``, ``p += mom`` (slots: p, acc, mom)."""
-    acc = block[:, 1].add_(grad * grad)  # (not addcmul_: the floats of IndexedAdagradM)
-    step = grad / (acc + eps).sqrt_()
+    ``mom = momentum · mom − lr · g / sqrt(acc + eps)``, ``p += mom`` (slots: p, acc, mom).
+
+    Six passes over the rows (``addcmul_``, ``addcdiv_``: no ``g²`` or ``g / denom``
+    temporaries): the floats of ``IndexedAdagradM.step_dense``, within a rounding of
+    ``step_rows`` (which forms the products separately). A GRU4Rec step updates ~2,200 rows of
+    225 floats here: 1.37 against 1.78 ms for the eight passes of ``step_rows``' sequence."""
+    acc = block[:, 1].addcmul_(grad, grad)
+    denom = torch.add(acc, eps).sqrt_()
     if momentum > 0:
-        mom = block[:, 2].mul_(momentum).add_(step, alpha=-lr)
+        mom = block[:, 2].mul_(momentum).addcdiv_(grad, denom, value=-lr)
         block[:, 0].add_(mom)
     else:
-        block[:, 0].add_(step, alpha=-lr)
+        block[:, 0].addcdiv_(grad, denom, value=-lr)
 
 
 @torch.no_grad()
