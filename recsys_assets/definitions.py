@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import dagster as dg
 from dagster import Definitions
-from dagster_duckdb import DuckDBResource
 from dagster_mlflow import mlflow_tracking
 
 import recsys_assets.defs as domains
 from recsys_assets.defs.automation.conditions import with_automation
-from recsys_assets.io_managers import ModelStoreIOManager, WarehouseIOManager
+from recsys_assets.io_managers import ModelStoreIOManager, WarehouseIOManager, WarehouseResource
 from recsys_assets.resources import ModelStoreResource, RedisResource, RetailRocketSource
 from recsys_assets.settings import DUCKDB_SCHEMA, Settings
 from recsys_assets.terminal import progress_logger
@@ -34,7 +33,7 @@ def build_definitions(settings: Settings | None = None) -> Definitions:
             "io_manager": WarehouseIOManager(database=database, schema=DUCKDB_SCHEMA),
             "model_io_manager": ModelStoreIOManager(database=database, schema_name=DUCKDB_SCHEMA),
             "model_store": ModelStoreResource(database=database, schema_name=DUCKDB_SCHEMA),
-            "warehouse": DuckDBResource(database=database),
+            "warehouse": WarehouseResource(database=database),
             "redis": RedisResource(url=settings.redis_url, prefix=settings.redis_prefix),
             "mlflow": mlflow_tracking.configured(
                 {

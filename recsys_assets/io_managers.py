@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -18,6 +19,9 @@ from dagster import (
     MetadataValue,
     OutputContext,
 )
+from dagster._core.storage.db_io_manager import DbIOManager
+from dagster_duckdb import DuckDBResource
+from dagster_duckdb.io_manager import DuckDbClient
 from dagster_duckdb_polars import DuckDBPolarsIOManager, DuckDBPolarsTypeHandler
 
 from recsys_assets.core.models.store import ModelStore, ModelVersionNotFoundError, StoredModel
@@ -29,8 +33,16 @@ MISSING_TABLE_IS_EMPTY = "missing_table_is_empty"
 
 class _OptionalTablesHandler(DuckDBPolarsTypeHandler):
     def handle_output(self, context: OutputContext, table_slice, obj, connection) -> None:
-        if isinstance(obj, pl.DataFrame) and not obj.is_empty():
+        if isinstance(obj, pl.DataFrame) and obj.width:
             _align_columns(connection, f"{table_slice.schema}.{table_slice.table}", obj)
+        if isinstance(obj, pl.DataFrame) and obj.is_empty() and obj.width:
+            # dagster-duckdb-polars writes no table for an empty frame. A shop whose click-stream
+            # has no purchase has no RFM segment: the table never existed, and every reader
+            # (ui_reports) failed with "Table ... does not exist". An empty table with the
+            # frame's columns says "nothing", as the frame does.
+            _create_empty(connection, table_slice, obj)
+            context.add_output_metadata({"row_count": 0, "empty": True})
+            return
         super().handle_output(context, table_slice, obj, connection)
 
     def load_input(self, context: InputContext, table_slice, connection) -> pl.DataFrame:
@@ -40,6 +52,22 @@ class _OptionalTablesHandler(DuckDBPolarsTypeHandler):
             if not (context.definition_metadata or {}).get(MISSING_TABLE_IS_EMPTY):
                 raise
             return pl.DataFrame()
+
+
+def _create_empty(connection, table_slice, obj: pl.DataFrame) -> None:
+    """The table of ``table_slice`` with ``obj``'s columns, when it does not exist yet (the IO
+    manager has already deleted this output's rows of an existing one)."""
+    # a column of polars' Null type (all values missing) has no DuckDB type to create
+    frame = obj.with_columns(pl.col(pl.Null).cast(pl.Utf8))
+    connection.execute(f"create schema if not exists {table_slice.schema}")
+    connection.register("_recsys_empty", frame.to_arrow())
+    try:
+        connection.execute(
+            f"create table if not exists {table_slice.schema}.{table_slice.table} "
+            "as select * from _recsys_empty"
+        )
+    finally:
+        connection.unregister("_recsys_empty")
 
 
 def _align_columns(connection, table: str, obj: pl.DataFrame) -> None:
@@ -67,12 +95,58 @@ def _align_columns(connection, table: str, obj: pl.DataFrame) -> None:
     connection.execute(f"create or replace table {table} as select {select} from {table}")
 
 
+class _ClosingDuckDbClient(DuckDbClient):
+    """dagster-duckdb's client, but its connection is closed when the block raises too.
+
+    The original closes it only after a block that succeeded. A load that failed (a missing
+    table) left the connection open, held by the traceback Dagster keeps for the failure, and
+    the next step of the same process that opened the warehouse with another configuration
+    (the model store) failed with "Can't open a connection to same database file with a
+    different configuration than existing connections": one failure became two.
+    """
+
+    @staticmethod
+    @contextmanager
+    def connect(context, table_slice) -> Iterator[duckdb.DuckDBPyConnection]:
+        opened = DuckDbClient.connect(context, table_slice)
+        connection = opened.__enter__()
+        try:
+            yield connection
+        finally:
+            connection.close()
+
+
+class WarehouseResource(DuckDBResource):
+    """Dagster's DuckDB resource, closing the connection when the block raises too (see
+    :class:`_ClosingDuckDbClient`)."""
+
+    @contextmanager
+    def get_connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        opened = DuckDBResource.get_connection(self)
+        connection = opened.__enter__()
+        try:
+            yield connection
+        finally:
+            connection.close()
+
+
 class WarehouseIOManager(DuckDBPolarsIOManager):
-    """The DuckDB/polars IO manager, creating the warehouse's folder when a run first needs it."""
+    """The DuckDB/polars IO manager, creating the warehouse's folder when a run first needs it
+    and closing its connections on errors too."""
 
     def setup_for_execution(self, context: InitResourceContext) -> None:
         Path(self.database).parent.mkdir(parents=True, exist_ok=True)
         super().setup_for_execution(context)
+
+    def create_io_manager(self, context) -> DbIOManager:
+        return DbIOManager(
+            db_client=_ClosingDuckDbClient(),
+            database=self.database,
+            schema=self.schema_,
+            type_handlers=self.type_handlers(),
+            default_load_type=self.default_load_type(),
+            io_manager_name="DuckDBIOManager",
+        )
 
     @staticmethod
     def type_handlers() -> list[DuckDBPolarsTypeHandler]:

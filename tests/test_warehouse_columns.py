@@ -29,3 +29,65 @@ def test_new_column_is_added_and_old_partitions_kept(tmp_path):
     with duckdb.connect(db) as con:
         rows = con.sql("select * from recsys.scores order by model").fetchall()
     assert rows == [("a", 1.0, None), ("b", 2.0, 0.5)]
+
+
+def test_an_empty_frame_is_stored_as_an_empty_table_with_its_columns(tmp_path):
+    """A shop without purchases has no RFM segment: readers get an empty table, not a
+    'table does not exist' error; a later non-empty run fills it, an empty one empties it."""
+    db = str(tmp_path / "w.duckdb")
+    io = {"io_manager": WarehouseIOManager(database=db, schema="recsys")}
+    rows: list[dict] = []
+
+    @asset(name="segments")
+    def segments() -> pl.DataFrame:
+        return pl.DataFrame(
+            rows,
+            schema={"segment": pl.Utf8, "buyers": pl.Int64, "note": pl.Null},
+        )
+
+    @asset(name="report")
+    def report(segments: pl.DataFrame) -> pl.DataFrame:
+        return pl.DataFrame(
+            {"segments": [segments.height], "columns": [",".join(segments.columns)]}
+        )
+
+    result = materialize([segments, report], resources=io)
+    assert result.success
+    with duckdb.connect(db) as con:
+        assert con.sql("select * from recsys.report").fetchall() == [(0, "segment,buyers,note")]
+        assert [r[0] for r in con.sql("describe recsys.segments").fetchall()] == [
+            "segment",
+            "buyers",
+            "note",
+        ]
+    rows.append({"segment": "Champions", "buyers": 3, "note": None})
+    assert materialize([segments, report], resources=io).success
+    rows.clear()
+    assert materialize([segments], resources=io).success
+    with duckdb.connect(db) as con:
+        assert con.sql("select count(*) from recsys.segments").fetchone() == (0,)
+
+
+def test_a_failed_load_leaves_no_connection_open(tmp_path):
+    """A step that fails inside the IO manager (a table that was never written) must not leave
+    its connection open: the next step of the process opens the file with the plain
+    configuration of the model store, which DuckDB refuses beside a still-open connection."""
+    db = str(tmp_path / "w.duckdb")
+    io = {"io_manager": WarehouseIOManager(database=db, schema="recsys")}
+
+    @asset(name="written")
+    def written() -> pl.DataFrame:
+        return pl.DataFrame({"x": [1]})
+
+    assert materialize([written], resources=io).success
+    with duckdb.connect(db) as con:
+        con.execute("drop table recsys.written")
+
+    @asset(name="reader")
+    def reader(written: pl.DataFrame) -> pl.DataFrame:
+        return written
+
+    result = materialize([written.to_source_asset(), reader], resources=io, raise_on_error=False)
+    assert not result.success
+    with duckdb.connect(db) as con:  # another configuration than the IO manager's
+        assert con.sql("select 1").fetchone() == (1,)
