@@ -19,9 +19,7 @@ from dagster import (
     MetadataValue,
     OutputContext,
 )
-from dagster._core.storage.db_io_manager import DbIOManager
 from dagster_duckdb import DuckDBResource
-from dagster_duckdb.io_manager import DuckDbClient
 from dagster_duckdb_polars import DuckDBPolarsIOManager, DuckDBPolarsTypeHandler
 
 from recsys_assets.core.models.store import ModelStore, ModelVersionNotFoundError, StoredModel
@@ -32,7 +30,23 @@ MISSING_TABLE_IS_EMPTY = "missing_table_is_empty"
 
 
 class _OptionalTablesHandler(DuckDBPolarsTypeHandler):
+    """Empty frames stored as empty tables; the connection closed when a load or write fails.
+
+    dagster-duckdb closes its connection only after a block that succeeded. A load that failed
+    (a missing table) left it open, held by the traceback Dagster keeps for the failure, and
+    the next step of the same process that opened the warehouse with another configuration
+    (the model store) failed with "Can't open a connection to same database file with a
+    different configuration than existing connections": one failure became two.
+    """
+
     def handle_output(self, context: OutputContext, table_slice, obj, connection) -> None:
+        try:
+            self._write(context, table_slice, obj, connection)
+        except BaseException:
+            connection.close()
+            raise
+
+    def _write(self, context: OutputContext, table_slice, obj, connection) -> None:
         if isinstance(obj, pl.DataFrame) and obj.width:
             _align_columns(connection, f"{table_slice.schema}.{table_slice.table}", obj)
         if isinstance(obj, pl.DataFrame) and obj.is_empty() and obj.width:
@@ -50,8 +64,12 @@ class _OptionalTablesHandler(DuckDBPolarsTypeHandler):
             return super().load_input(context, table_slice, connection)
         except duckdb.CatalogException:
             if not (context.definition_metadata or {}).get(MISSING_TABLE_IS_EMPTY):
+                connection.close()
                 raise
             return pl.DataFrame()
+        except BaseException:
+            connection.close()
+            raise
 
 
 def _create_empty(connection, table_slice, obj: pl.DataFrame) -> None:
@@ -95,30 +113,9 @@ def _align_columns(connection, table: str, obj: pl.DataFrame) -> None:
     connection.execute(f"create or replace table {table} as select {select} from {table}")
 
 
-class _ClosingDuckDbClient(DuckDbClient):
-    """dagster-duckdb's client, but its connection is closed when the block raises too.
-
-    The original closes it only after a block that succeeded. A load that failed (a missing
-    table) left the connection open, held by the traceback Dagster keeps for the failure, and
-    the next step of the same process that opened the warehouse with another configuration
-    (the model store) failed with "Can't open a connection to same database file with a
-    different configuration than existing connections": one failure became two.
-    """
-
-    @staticmethod
-    @contextmanager
-    def connect(context, table_slice) -> Iterator[duckdb.DuckDBPyConnection]:
-        opened = DuckDbClient.connect(context, table_slice)
-        connection = opened.__enter__()
-        try:
-            yield connection
-        finally:
-            connection.close()
-
-
 class WarehouseResource(DuckDBResource):
     """Dagster's DuckDB resource, closing the connection when the block raises too (see
-    :class:`_ClosingDuckDbClient`)."""
+    :class:`_OptionalTablesHandler`)."""
 
     @contextmanager
     def get_connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -132,21 +129,11 @@ class WarehouseResource(DuckDBResource):
 
 class WarehouseIOManager(DuckDBPolarsIOManager):
     """The DuckDB/polars IO manager, creating the warehouse's folder when a run first needs it
-    and closing its connections on errors too."""
+    (its type handler closes the connection when a load or a write fails)."""
 
     def setup_for_execution(self, context: InitResourceContext) -> None:
         Path(self.database).parent.mkdir(parents=True, exist_ok=True)
         super().setup_for_execution(context)
-
-    def create_io_manager(self, context) -> DbIOManager:
-        return DbIOManager(
-            db_client=_ClosingDuckDbClient(),
-            database=self.database,
-            schema=self.schema_,
-            type_handlers=self.type_handlers(),
-            default_load_type=self.default_load_type(),
-            io_manager_name="DuckDBIOManager",
-        )
 
     @staticmethod
     def type_handlers() -> list[DuckDBPolarsTypeHandler]:
