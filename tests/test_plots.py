@@ -77,6 +77,18 @@ def test_plots_handle_empty_tables(interactions):
         assert _png_size(plots.figure_to_markdown(figure))[0] == title
 
 
+def test_rfm_plot_says_when_there_is_no_buyer(interactions):
+    """A click-stream without purchases has no RFM segment: the plot says why it is empty."""
+
+    def texts(frame):
+        figure = _figures(frame)["RFM segments"]
+        return [t.get_text() for t in figure.axes[0].texts]
+
+    no_purchases = interactions.filter(pl.col("event") != "transaction")
+    assert any("no buyers" in t for t in texts(no_purchases))
+    assert not any("no buyers" in t for t in texts(interactions))
+
+
 def test_explicit_title_is_sanitised():
     figure = plots.new_figure(2, 1)
     figure.subplots().plot([0, 1], [1, 0])

@@ -132,4 +132,18 @@ def plot_rfm_segments(summary: pl.DataFrame, title: str = "RFM segments") -> Fig
     ax.tick_params(labelsize=8)
     ax.set_xlabel("users", fontsize=8)
     ax.set_title(title, fontsize=10)
+    if not summary.height or not summary["users"].fill_null(0).sum():
+        # a click-stream without purchases (a shop that does not send them): say so, instead
+        # of an empty frame with meaningless ±0.04 ticks
+        ax.set_xticks([])
+        ax.text(
+            0.5,
+            0.5,
+            "no buyers in this data: RFM needs purchases",
+            transform=ax.transAxes,
+            ha="center",
+            va="center",
+            fontsize=9,
+            color="#555555",
+        )
     return fig
