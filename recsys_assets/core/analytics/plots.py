@@ -126,13 +126,15 @@ def plot_rfm_segments(summary: pl.DataFrame, title: str = "RFM segments") -> Fig
     ax = fig.subplots()
     bars = ax.barh(summary["segment"].to_list(), summary["users"].to_list(), color="#55a868")
     ax.invert_yaxis()
-    ax.bar_label(
-        bars, labels=[f"{s:.0%}" for s in summary["share"].fill_null(0).to_list()], fontsize=7
-    )
+    no_buyers = not summary.height or not summary["users"].fill_null(0).sum()
+    if not no_buyers:
+        ax.bar_label(
+            bars, labels=[f"{s:.0%}" for s in summary["share"].fill_null(0).to_list()], fontsize=7
+        )
     ax.tick_params(labelsize=8)
     ax.set_xlabel("users", fontsize=8)
     ax.set_title(title, fontsize=10)
-    if not summary.height or not summary["users"].fill_null(0).sum():
+    if no_buyers:
         # a click-stream without purchases (a shop that does not send them): say so, instead
         # of an empty frame with meaningless ±0.04 ticks
         ax.set_xticks([])
