@@ -278,13 +278,20 @@ def print_leaderboard(defs) -> None:
     database = defs.resources["warehouse"].database
     with duckdb.connect(database) as con:
         try:
-            table = pl.from_arrow(con.sql("select * from recsys.leaderboard").arrow())
+            # .pl(), not .arrow(): duckdb 1.5's arrow reader of an empty result has no batch and
+            # polars cannot build a frame from it (an empty table is stored since empty frames are)
+            table = con.sql("select * from recsys.leaderboard").pl()
         except duckdb.CatalogException:
             return
+    if table.is_empty():
+        print("\nLeaderboard: no model was scored")
+        return
     cols = ["model", *[c for c in LEADERBOARD_COLUMNS if c in table.columns]]
     with pl.Config(tbl_rows=20, tbl_cols=12, float_precision=4, tbl_hide_dataframe_shape=True):
         print("\nLeaderboard (test split, top-K over the full catalogue):")
-        print(table.select(cols).rename(LEADERBOARD_COLUMNS))
+        print(
+            table.select(cols).rename({k: v for k, v in LEADERBOARD_COLUMNS.items() if k in cols})
+        )
 
 
 if __name__ == "__main__":

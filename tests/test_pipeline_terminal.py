@@ -77,3 +77,27 @@ def test_main_job_prints_steps_and_progress_but_no_library_chatter(
     # progress inside steps: asset context.log lines and recsys_assets.* loggers (dagster.yaml)
     assert re.search(r"^    trained_model \[als\]: ", out, re.M), out[:4000]
     assert "Leaderboard" in out
+
+
+def test_leaderboard_printing_handles_an_empty_and_a_filled_table(tmp_path, capsys):
+    """Empty frames are stored as empty tables, so the leaderboard may exist with no row."""
+    from types import SimpleNamespace
+
+    import duckdb
+
+    from recsys_assets.pipeline import print_leaderboard
+
+    db = str(tmp_path / "w.duckdb")
+    defs = SimpleNamespace(resources={"warehouse": SimpleNamespace(database=db)})
+    print_leaderboard(defs)  # no table at all: nothing to say
+    assert capsys.readouterr().out == ""
+    with duckdb.connect(db) as con:
+        con.execute("create schema recsys")
+        con.execute("create table recsys.leaderboard (model varchar, ndcg_at_10 double)")
+    print_leaderboard(defs)
+    assert "no model was scored" in capsys.readouterr().out
+    with duckdb.connect(db) as con:
+        con.execute("insert into recsys.leaderboard values ('als', 0.0419)")
+    print_leaderboard(defs)
+    out = capsys.readouterr().out
+    assert "NDCG@10" in out and "als" in out and "0.0419" in out
