@@ -40,36 +40,38 @@ class _OptionalTablesHandler(DuckDBPolarsTypeHandler):
     """
 
     def handle_output(self, context: OutputContext, table_slice, obj, connection) -> None:
-        try:
-            self._write(context, table_slice, obj, connection)
-        except BaseException:
-            connection.close()
-            raise
-
-    def _write(self, context: OutputContext, table_slice, obj, connection) -> None:
-        if isinstance(obj, pl.DataFrame) and obj.width:
-            _align_columns(connection, f"{table_slice.schema}.{table_slice.table}", obj)
-        if isinstance(obj, pl.DataFrame) and obj.is_empty() and obj.width:
-            # dagster-duckdb-polars writes no table for an empty frame. A shop whose click-stream
-            # has no purchase has no RFM segment: the table never existed, and every reader
-            # (ui_reports) failed with "Table ... does not exist". An empty table with the
-            # frame's columns says "nothing", as the frame does.
-            _create_empty(connection, table_slice, obj)
-            context.add_output_metadata({"row_count": 0, "empty": True})
-            return
-        super().handle_output(context, table_slice, obj, connection)
+        with _closed_on_error(connection):
+            if isinstance(obj, pl.DataFrame) and obj.width:
+                _align_columns(connection, f"{table_slice.schema}.{table_slice.table}", obj)
+                if obj.is_empty():
+                    # dagster-duckdb-polars writes no table for an empty frame. A shop whose
+                    # click-stream has no purchase has no RFM segment: the table never
+                    # existed, and every reader (ui_reports) failed with "Table ... does not
+                    # exist". An empty table with the frame's columns says "nothing", as the
+                    # frame does.
+                    _create_empty(connection, table_slice, obj)
+                    context.add_output_metadata({"row_count": 0, "empty": True})
+                    return
+            super().handle_output(context, table_slice, obj, connection)
 
     def load_input(self, context: InputContext, table_slice, connection) -> pl.DataFrame:
-        try:
-            return super().load_input(context, table_slice, connection)
-        except duckdb.CatalogException:
-            if not (context.definition_metadata or {}).get(MISSING_TABLE_IS_EMPTY):
-                connection.close()
-                raise
-            return pl.DataFrame()
-        except BaseException:
-            connection.close()
-            raise
+        with _closed_on_error(connection):
+            try:
+                return super().load_input(context, table_slice, connection)
+            except duckdb.CatalogException:
+                if not (context.definition_metadata or {}).get(MISSING_TABLE_IS_EMPTY):
+                    raise
+                return pl.DataFrame()
+
+
+@contextmanager
+def _closed_on_error(connection: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    """``connection`` closed when the block raises (see :class:`_OptionalTablesHandler`)."""
+    try:
+        yield
+    except BaseException:
+        connection.close()
+        raise
 
 
 def _create_empty(connection, table_slice, obj: pl.DataFrame) -> None:
@@ -119,12 +121,8 @@ class WarehouseResource(DuckDBResource):
 
     @contextmanager
     def get_connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        opened = DuckDBResource.get_connection(self)
-        connection = opened.__enter__()
-        try:
+        with DuckDBResource.get_connection(self) as connection, _closed_on_error(connection):
             yield connection
-        finally:
-            connection.close()
 
 
 class WarehouseIOManager(DuckDBPolarsIOManager):

@@ -263,3 +263,18 @@ def test_hybrid_evaluation_reads_its_sources_stored_lists(pipeline_run):
     ).records[0]
     reused = record.asset_materialization.metadata["source_lists_reused"].value
     assert reused.split(", ") == sorted(set(MODEL_REGISTRY) - {"hybrid"})
+
+
+def test_a_skipped_study_has_the_columns_and_types_of_a_run_one():
+    """tuned_params partitions share one DuckDB table: a skipped study's row (null scores)
+    must line up with a study's row column for column."""
+    import polars as pl
+
+    from recsys_assets.defs.models.assets import _tuned_params_table
+
+    ran = _tuned_params_table("als", {"factors": 64}, (0.02, 0.019, 0.021, 1.2), 3, 6, 30.5, 900)
+    skipped = _tuned_params_table("hybrid", {"max_iter": 60}, None, 0, 0, 0.0, 900)
+    assert ran.schema == skipped.schema
+    both = pl.concat([ran, skipped])
+    assert both["best_ndcg_at_10"].to_list() == [0.02, None]
+    assert both["n_trials"].to_list() == [6, 0]

@@ -308,10 +308,7 @@ class HybridRecommender(Recommender):
         given = getattr(self, "_given_history", {}).get(name)
         if given is None or not given.is_fitted:
             return None
-        final = self._source_params(name)
-        if json.dumps(dict(given.params), sort_keys=True, default=str) != json.dumps(
-            final, sort_keys=True, default=str
-        ):
+        if _params_key(dict(given.params)) != _params_key(self._source_params(name)):
             log.info("hybrid: the given history-phase %s has other parameters; refitting", name)
             return None
         return given
@@ -360,7 +357,7 @@ class HybridRecommender(Recommender):
         for name in names:
             start = time.perf_counter()
             params = self._source_params(name)
-            key = (name, json.dumps(params, sort_keys=True, default=str), digest)
+            key = (name, _params_key(params), digest)
             model = shared.get(key) if shared is not None else None
             if phase == "final" and (given := self._reusable(name, data)) is not None:
                 model = given
@@ -810,6 +807,11 @@ class HybridRecommender(Recommender):
         self.info, self.timings = stored["info"], stored["timings"]
         self.half_life_days = self.info["hot_half_life_days"]
         self._prepare()
+
+
+def _params_key(params: dict[str, Any] | None) -> str:
+    """Parameters as a comparable, hashable string (key order and value types aside)."""
+    return json.dumps(params, sort_keys=True, default=str)
 
 
 def data_fingerprint(data: TrainingData) -> str:

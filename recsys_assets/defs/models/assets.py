@@ -348,9 +348,8 @@ def tuned_params(
     )
     data, sample, extra = load_training_data(model_store, training_data, TUNING_DATA)
     data_version = archive_version(training_data, TUNING_DATA)
-    sources, _ = fitted_sources(
-        tuning_fits_store(model_store), create_model(name), data_version, context.log
-    )
+    probe = create_model(name)  # (unfitted: which sources it takes, what a trial costs)
+    sources, _ = fitted_sources(tuning_fits_store(model_store), probe, data_version, context.log)
     targets = pl.DataFrame({"user_id": extra["valid_user"], "item_id": extra["valid_item"]})
     users = targets["user_id"].unique().sort()
     if users.len() > config.max_eval_users:
@@ -364,9 +363,7 @@ def tuned_params(
     )
 
     unaffordable = (
-        create_model(name).first_trial_too_slow(sources, timeout)
-        if sources and timeout is not None
-        else None
+        probe.first_trial_too_slow(sources, timeout) if sources and timeout is not None else None
     )
     if unaffordable is not None:
         return _skipped_study(context, mlflow, name, cls, overrides, unaffordable, users.len())
@@ -442,20 +439,14 @@ def tuned_params(
             else f"chose trial {chosen.number + 1}"
         )
     )
-    table = pl.DataFrame(
-        {
-            "model": [name],
-            "params_json": [json.dumps(best, default=float)],
-            "best_ndcg_at_10": [float(chosen.value)],
-            "default_ndcg_at_10": [float(default_value)],
-            "best_trial_ndcg_at_10": [float(study.best_value)],
-            "improvement_z": [float(z)],
-            "chosen_trial": [int(chosen.number)],
-            "n_trials": [len(study.trials)],
-            "seconds": [seconds],
-            "valid_users": [int(users.len())],
-            "tuned_at": [datetime.now(UTC).isoformat()],
-        }
+    table = _tuned_params_table(
+        name,
+        best,
+        (float(chosen.value), float(default_value), float(study.best_value), float(z)),
+        int(chosen.number),
+        len(study.trials),
+        seconds,
+        int(users.len()),
     )
     trials = study.trials_dataframe(attrs=("number", "value", "params"))
     log_to_mlflow(
@@ -490,6 +481,36 @@ def tuned_params(
     return table
 
 
+_STUDY_SCORES = ("best_ndcg_at_10", "default_ndcg_at_10", "best_trial_ndcg_at_10", "improvement_z")
+
+
+def _tuned_params_table(
+    name: str,
+    params: dict[str, Any],
+    scores: tuple[float, float, float, float] | None,
+    chosen_trial: int,
+    n_trials: int,
+    seconds: float,
+    valid_users: int,
+) -> pl.DataFrame:
+    """The one-row ``tuned_params`` table; ``scores`` (``_STUDY_SCORES``) null for a study that
+    was not run."""
+    values = scores if scores is not None else (None,) * len(_STUDY_SCORES)
+    return pl.DataFrame(
+        {
+            "model": [name],
+            "params_json": [json.dumps(params, default=float)],
+            **{c: [v] for c, v in zip(_STUDY_SCORES, values, strict=True)},
+            "chosen_trial": [int(chosen_trial)],
+            "n_trials": [int(n_trials)],
+            "seconds": [float(seconds)],
+            "valid_users": [int(valid_users)],
+            "tuned_at": [datetime.now(UTC).isoformat()],
+        },
+        schema_overrides=dict.fromkeys(_STUDY_SCORES, pl.Float64),
+    )
+
+
 def _skipped_study(
     context: AssetExecutionContext,
     mlflow: MlFlow,
@@ -503,30 +524,7 @@ def _skipped_study(
     whole budget cannot choose anything else, so it is not run (the scores are null)."""
     best = {**cls.default_params(), **overrides}
     context.log.info(f"tuning {name} skipped, keeping the defaults: {reason}")
-    table = pl.DataFrame(
-        {
-            "model": [name],
-            "params_json": [json.dumps(best, default=float)],
-            "best_ndcg_at_10": [None],
-            "default_ndcg_at_10": [None],
-            "best_trial_ndcg_at_10": [None],
-            "improvement_z": [None],
-            "chosen_trial": [0],
-            "n_trials": [0],
-            "seconds": [0.0],
-            "valid_users": [int(valid_users)],
-            "tuned_at": [datetime.now(UTC).isoformat()],
-        },
-        schema_overrides={
-            c: pl.Float64
-            for c in (
-                "best_ndcg_at_10",
-                "default_ndcg_at_10",
-                "best_trial_ndcg_at_10",
-                "improvement_z",
-            )
-        },
-    )
+    table = _tuned_params_table(name, best, None, 0, 0, 0.0, valid_users)
     log_to_mlflow(mlflow, "tuning", params=best, metrics={"n_trials": 0}, tags={"model": name})
     context.add_output_metadata(frame_metadata(table, best_params=best, skipped=reason, n_trials=0))
     return table
