@@ -21,6 +21,7 @@ from recsys_assets.io_managers import ModelStoreIOManager, WarehouseIOManager, W
 from recsys_assets.resources import ModelStoreResource, RedisResource, RetailRocketSource
 from recsys_assets.settings import DUCKDB_SCHEMA, Settings
 from recsys_assets.terminal import progress_logger
+from recsys_assets.tracking import MLFLOW_EXPERIMENT
 
 
 def build_definitions(settings: Settings | None = None) -> Definitions:
@@ -37,7 +38,7 @@ def build_definitions(settings: Settings | None = None) -> Definitions:
             "redis": RedisResource(url=settings.redis_url, prefix=settings.redis_prefix),
             "mlflow": mlflow_tracking.configured(
                 {
-                    "experiment_name": "recsys",
+                    "experiment_name": MLFLOW_EXPERIMENT,
                     "mlflow_tracking_uri": settings.mlflow_tracking_uri,
                 }
             ),

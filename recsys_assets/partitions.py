@@ -45,3 +45,29 @@ def unregistered_days(instance: DagsterInstance, days: list[str]) -> list[str]:
     """The days that are not yet partitions of ``raw_events``, in the order given."""
     known = set(instance.get_dynamic_partitions(event_days.name))
     return [day for day in days if day not in known]
+
+
+# The models that took longest at scale 1.0 (benchmarks/bench_graph.py: NCF and GRU4Rec train
+# against a wall-clock budget on one thread, ALS is next): started first when partitions run
+# side by side, so that the short ones fill in around them instead of running last alone.
+LONGEST_MODELS_FIRST = ("ncf", "gru4rec", "als")
+
+
+def partition_waves(partitions_def: object, keys: list[str]) -> list[list[str]]:
+    """``keys`` in the groups that may run side by side, in order; within a group, the order to
+    start them in.
+
+    A model built on the others (the Hybrid: it takes their stored models as its sources) waits
+    for every other model; the rest are independent. Other partitions are one group as given.
+    """
+    if partitions_def is not model_partitions:
+        return [list(keys)] if keys else []
+
+    def builds_on_others(key: str) -> bool:
+        return hasattr(MODEL_REGISTRY[key], "fit_with_sources")
+
+    first = [k for k in keys if not builds_on_others(k)]
+    rank = {name: i for i, name in enumerate(LONGEST_MODELS_FIRST)}
+    first.sort(key=lambda k: rank.get(k, len(rank)))  # stable: registry order after these
+    last = [k for k in keys if builds_on_others(k)]
+    return [wave for wave in (first, last) if wave]

@@ -34,7 +34,8 @@ from dagster import (
     PartitionsDefinition,
 )
 
-from recsys_assets.tracking import end_active_mlflow_run
+from recsys_assets.settings import Settings
+from recsys_assets.tracking import MLFLOW_EXPERIMENT, end_active_mlflow_run
 
 QUIET_RUN_CONFIG = {"loggers": {"progress": {"config": {"log_level": "INFO"}}}}
 VERBOSE_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
@@ -140,32 +141,157 @@ def run_stage(
     stage: Stage,
     partition_keys: Sequence[str] | None = None,
     run_config: dict | None = None,
+    workers: int = 1,
+    settings: Settings | None = None,
 ) -> float:
-    """Execute one stage (all partitions unless ``partition_keys``); return its seconds."""
-    job = defs.resolve_implicit_global_asset_job_def()
+    """Execute one stage (all partitions unless ``partition_keys``); return its seconds.
+
+    With ``workers`` > 1 (and the ``settings`` the Definitions were built from, so that another
+    process can build them again), the partitions of a stage that runs one partition per run
+    (the models) run side by side, ``workers`` at a time, each run in a process of its own
+    (:func:`_run_side_by_side`). Otherwise the runs execute here, one after another.
+    """
+    config = run_config if run_config is not None else QUIET_RUN_CONFIG
     start = time.perf_counter()
-    for tags in stage_runs(stage, instance, partition_keys):
-        result = job.execute_in_process(
-            instance=instance,
-            asset_selection=list(stage.assets),
-            tags=tags,
-            raise_on_error=False,
-            run_config=run_config if run_config is not None else QUIET_RUN_CONFIG,
-        )
-        end_active_mlflow_run()
-        release_memory()
-        if not result.success:
-            # the user's error (e.g. "events.csv, row 42, column 'event': …") is the cause of
-            # Dagster's generic "Error occurred while executing op" wrapper
-            failures = [
-                f"{e.step_key}: {_user_error(e.event_specific_data.error)}"
-                for e in result.all_events
-                if e.is_step_failure
-            ]
-            raise SystemExit(
-                f"stage '{stage.name}' failed ({tags or 'unpartitioned'}):\n" + "\n".join(failures)
-            )
+    runs = stage_runs(stage, instance, partition_keys)
+    parallel = (
+        workers > 1
+        and settings is not None
+        and instance.is_persistent  # the workers open the same instance from its ref
+        and stage.partitions_def is not None
+        and not stage.single_run
+    )
+    if parallel:
+        from recsys_assets.partitions import PARTITION_TAG, partition_waves
+
+        keys = [tags[PARTITION_TAG] for tags in runs]
+        for wave in partition_waves(stage.partitions_def, keys):
+            if len(wave) == 1:
+                _raise_on_failure(stage, *_execute(defs, instance, stage.assets, wave[0], config))
+            else:
+                _run_side_by_side(stage, wave, config, min(workers, len(wave)), settings, instance)
+        return time.perf_counter() - start
+    for tags in runs:
+        _raise_on_failure(stage, tags, _execute_run(defs, instance, stage.assets, tags, config))
     return time.perf_counter() - start
+
+
+def _execute(defs, instance, assets, partition: str, run_config: dict):
+    from recsys_assets.partitions import PARTITION_TAG
+
+    tags = {PARTITION_TAG: partition}
+    return tags, _execute_run(defs, instance, assets, tags, run_config)
+
+
+def _execute_run(
+    defs: Definitions,
+    instance: DagsterInstance,
+    assets: Sequence[AssetKey],
+    tags: dict[str, str],
+    run_config: dict,
+) -> list[str]:
+    """One Dagster run of ``assets``; the failed steps as "step: the user's error" lines."""
+    job = defs.resolve_implicit_global_asset_job_def()
+    result = job.execute_in_process(
+        instance=instance,
+        asset_selection=list(assets),
+        tags=tags,
+        raise_on_error=False,
+        run_config=run_config,
+    )
+    end_active_mlflow_run()
+    release_memory()
+    if result.success:
+        return []
+    # the user's error (e.g. "events.csv, row 42, column 'event': …") is the cause of
+    # Dagster's generic "Error occurred while executing op" wrapper
+    return [
+        f"{e.step_key}: {_user_error(e.event_specific_data.error)}"
+        for e in result.all_events
+        if e.is_step_failure
+    ] or ["the run failed before any step did (see the Dagster UI's run log)"]
+
+
+def _raise_on_failure(stage: Stage, tags: dict[str, str], failures: list[str]) -> None:
+    if failures:
+        raise SystemExit(
+            f"stage '{stage.name}' failed ({tags or 'unpartitioned'}):\n" + "\n".join(failures)
+        )
+
+
+# A worker process's Definitions and instance, built once by _start_worker.
+_WORKER: dict = {}
+
+
+def _run_side_by_side(
+    stage: Stage,
+    partitions: list[str],
+    run_config: dict,
+    workers: int,
+    settings: Settings,
+    instance: DagsterInstance,
+) -> None:
+    """One run per partition, ``workers`` at a time, each in a spawned process, in the order
+    given (the longest first).
+
+    Why processes: the torch models train on one thread for minutes (two threads made their
+    small ops several times slower on a busy machine), so one model at a time leaves a core
+    idle; Dagster runs the steps of one run in one process. The runs write the same DuckDB
+    file, which one process at a time may open: the model steps hold it only while loading
+    their inputs and storing their outputs, and every connection retries while another process
+    holds it (``recsys_assets.core.duckdb_retry``). The runs are recorded in the one Dagster
+    instance (``DagsterInstance.from_ref``), so the UI shows them like any other.
+    """
+    import multiprocessing
+
+    _prepare_shared_stores(settings)
+    context = multiprocessing.get_context("spawn")  # fork would copy this process's threads
+    verbose = run_config is VERBOSE_RUN_CONFIG
+    pool = context.Pool(
+        workers, initializer=_start_worker, initargs=(settings, instance.get_ref(), verbose)
+    )
+    try:
+        pending = {
+            key: pool.apply_async(_worker_run, (list(stage.assets), key, run_config))
+            for key in partitions
+        }
+        while pending:
+            done = [key for key, result in pending.items() if result.ready()]
+            for key in done:
+                tags, failures = pending.pop(key).get()
+                _raise_on_failure(stage, tags, failures)
+            if not done:
+                time.sleep(0.2)
+        pool.close()
+    finally:
+        # a failure or Ctrl-C stops the other runs instead of waiting minutes for them
+        pool.terminate()
+        pool.join()
+
+
+def _start_worker(settings: Settings, instance_ref, verbose: bool) -> None:
+    if not verbose:
+        from recsys_assets.terminal import quiet_libraries
+
+        quiet_libraries()
+    from recsys_assets.definitions import build_definitions
+
+    _WORKER["defs"] = build_definitions(settings)
+    _WORKER["instance"] = DagsterInstance.from_ref(instance_ref)
+
+
+def _worker_run(assets: list[AssetKey], partition: str, run_config: dict):
+    return _execute(_WORKER["defs"], _WORKER["instance"], assets, partition, run_config)
+
+
+def _prepare_shared_stores(settings: Settings) -> None:
+    """Create the MLflow store before several processes first open it at once (each would
+    create its tables and the experiment, and all but one would fail on the others')."""
+    import mlflow
+
+    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    if mlflow.get_experiment_by_name(MLFLOW_EXPERIMENT) is None:
+        mlflow.create_experiment(MLFLOW_EXPERIMENT)
 
 
 def release_memory() -> None:
@@ -206,8 +332,13 @@ def run_all(
     only: Sequence[str] | None = None,
     run_config: dict | None = None,
     echo: Callable[[str], None] = lambda line: print(line, flush=True),
+    settings: Settings | None = None,
 ) -> None:
-    """Prepare the raw data, then run every stage (or those naming an asset in ``only``)."""
+    """Prepare the raw data, then run every stage (or those naming an asset in ``only``).
+
+    ``settings`` (those ``defs`` were built from) lets the model partitions run side by side,
+    ``settings.workers`` at a time; without them every run executes in this process.
+    """
     raw = prepare_raw_data(defs, instance)
     echo(f"raw files: {raw}")
     for stage in plan_stages(defs):
@@ -215,7 +346,14 @@ def run_all(
         if only and not names & set(only):
             continue
         echo(f"== {stage.name}")
-        seconds = run_stage(defs, instance, stage, run_config=run_config)
+        seconds = run_stage(
+            defs,
+            instance,
+            stage,
+            run_config=run_config,
+            workers=settings.workers if settings else 1,
+            settings=settings,
+        )
         echo(f"   stage done in {seconds:.1f} s")
 
 
@@ -263,7 +401,8 @@ def main(argv: list[str] | None = None) -> int:
     _default_dagster_home(settings.data_dir)
     defs = build_definitions(settings)
     instance = DagsterInstance.get()
-    run_all(defs, instance, args.only, VERBOSE_RUN_CONFIG if args.verbose else QUIET_RUN_CONFIG)
+    run_config = VERBOSE_RUN_CONFIG if args.verbose else QUIET_RUN_CONFIG
+    run_all(defs, instance, args.only, run_config, settings=settings)
     print_leaderboard(defs)
     return 0
 

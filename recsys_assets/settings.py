@@ -28,6 +28,10 @@ class Settings:
     seed: int
     redis_url: str
     redis_prefix: str
+    # Model partitions the main job trains at once, each in its own process (1: one after
+    # another). Two by default where there are two cores: a torch model trains on one thread
+    # for minutes and would leave the other core idle (see recsys_assets.pipeline).
+    workers: int = 1
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -46,7 +50,25 @@ class Settings:
             # when it is unset; this default is where `python -m recsys_serving.redis_server` binds.
             redis_url=os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0",
             redis_prefix=os.environ.get("RECSYS_REDIS_PREFIX") or "recsys",
+            workers=_workers(os.environ.get("RECSYS_WORKERS")),
         )
+
+
+def _workers(value: str | None) -> int:
+    """RECSYS_WORKERS as a count of at least 1; unset or empty: two where there are two cores."""
+    if value is None or not value.strip():
+        try:
+            cores = len(os.sched_getaffinity(0))
+        except AttributeError:  # not Linux
+            cores = os.cpu_count() or 1
+        return min(2, max(1, cores))
+    try:
+        workers = int(value)
+    except ValueError:
+        raise ValueError(f"RECSYS_WORKERS must be a whole number >= 1, got {value!r}") from None
+    if workers < 1:
+        raise ValueError(f"RECSYS_WORKERS must be a whole number >= 1, got {value!r}")
+    return workers
 
 
 DUCKDB_SCHEMA = "recsys"  # contract: every table lives in this schema

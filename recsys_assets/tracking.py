@@ -12,6 +12,8 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
+MLFLOW_EXPERIMENT = "recsys"  # every run of the graph logs into this MLflow experiment
+
 
 def log_to_mlflow(
     mlf: Any,

@@ -95,19 +95,29 @@ def pipeline_run(pipeline_settings):
     """Materialise every stage of the main job in-process into a temporary DuckDB file.
 
     The same public functions as ``python -m recsys_assets.pipeline``: raw-folder check and
-    registration of the event days, then every stage planned from the Definitions.
+    registration of the event days, then every stage planned from the Definitions, with the
+    models trained two at a time in worker processes as ``make run`` does, on an instance
+    stored in a temporary folder (the workers open it too) with the repository's dagster.yaml.
     """
-    from dagster import DagsterInstance
+    import yaml
+    from dagster import instance_for_test
     from quick_models import quick_run_config
 
     from recsys_assets.definitions import build_definitions
     from recsys_assets.pipeline import run_all
 
     defs = build_definitions(pipeline_settings)
+    instance_config = yaml.safe_load((Path(__file__).parents[1] / "dagster.yaml").read_text())
     try:
-        with DagsterInstance.ephemeral() as instance:
+        with instance_for_test(overrides=instance_config) as instance:
             # fewer epochs for the torch models, through the run config (quick_models.py)
-            run_all(defs, instance, run_config=quick_run_config(), echo=lambda line: None)
+            run_all(
+                defs,
+                instance,
+                run_config=quick_run_config(),
+                echo=lambda line: None,
+                settings=replace(pipeline_settings, workers=2),
+            )
             yield pipeline_settings, instance
     finally:
         import redis

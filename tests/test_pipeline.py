@@ -278,3 +278,43 @@ def test_a_skipped_study_has_the_columns_and_types_of_a_run_one():
     both = pl.concat([ran, skipped])
     assert both["best_ndcg_at_10"].to_list() == [0.02, None]
     assert both["n_trials"].to_list() == [6, 0]
+
+
+def test_models_train_side_by_side_and_the_hybrid_after_its_sources(pipeline_run):
+    """The model runs of the main job overlap two at a time (each in a worker process), and
+    the Hybrid's run starts only once every model it builds on has been stored."""
+    from dagster import DagsterRunStatus, RunsFilter
+
+    from recsys_assets.partitions import PARTITION_TAG
+
+    _, instance = pipeline_run
+    spans = {}
+    for run in instance.get_run_records(RunsFilter(statuses=[DagsterRunStatus.SUCCESS])):
+        selection = {key.to_user_string() for key in run.dagster_run.asset_selection or ()}
+        if "trained_model" in selection:
+            partition = run.dagster_run.tags[PARTITION_TAG]
+            spans[partition] = (run.start_time, run.end_time)
+    assert len(spans) == 7, spans
+    others = {name: span for name, span in spans.items() if name != "hybrid"}
+    assert spans["hybrid"][0] >= max(end for _, end in others.values())
+    overlapping = [
+        (a, b)
+        for a in others
+        for b in others
+        if a < b and others[a][0] < others[b][1] and others[b][0] < others[a][1]
+    ]
+    assert overlapping, f"no two model runs overlapped: {spans}"
+
+
+def test_partition_waves_put_models_built_on_others_last():
+    from recsys_assets.core.models.registry import MODEL_REGISTRY
+    from recsys_assets.partitions import event_days, model_partitions, partition_waves
+
+    waves = partition_waves(model_partitions, list(MODEL_REGISTRY))
+    assert waves[-1] == ["hybrid"]
+    assert waves[0][:3] == ["ncf", "gru4rec", "als"]  # the longest first
+    assert sorted(waves[0]) == sorted(set(MODEL_REGISTRY) - {"hybrid"})
+    assert partition_waves(model_partitions, ["popular"]) == [["popular"]]
+    assert partition_waves(event_days, ["2015-06-01", "2015-06-02"]) == [
+        ["2015-06-01", "2015-06-02"]
+    ]

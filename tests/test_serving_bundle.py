@@ -179,3 +179,48 @@ def test_a_hybrid_takes_its_candidates_from_its_sources_published_lists(frames, 
     want = hybrid.recommend(lists.user_ids, k=40)
     assert np.array_equal(lists.items, want.item_ids)
     assert np.allclose(lists.scores, want.scores)
+
+
+def test_users_with_stored_lists_are_taken_and_only_the_others_scored(frames, knn):
+    """The test users' lists come from the model's evaluation (``stored_lists``) as they are;
+    only the other wanted users are scored, within the cap, and the merged lists are sorted."""
+    splits, catalog, _ = frames
+    slow = Slow(knn)
+    users = np.sort(knn.user_ids)
+    stored_users = users[::2]  # every other user "was evaluated"
+    recs = knn.recommend(stored_users, k=10)
+    # marked so that a row taken from here is told apart from one scored again
+    stored = (stored_users, recs.item_ids, recs.scores + 1000.0)
+    pop = create_model("popular").fit(
+        build_training_data(splits, catalog, frames[2], use_splits=("train", "valid"))
+    )
+    models = {
+        "knn": PublishedModel(slow, 1, "t", {}, {}),
+        "pop": PublishedModel(pop, 1, "t", {}, {}),
+    }
+    limits = BundleLimits(top_n=10, max_seconds_per_model=None, max_similar_seconds_per_model=None)
+    asked = []
+
+    def stored_lists(name):
+        asked.append(name)
+        return stored if name == "knn" else None
+
+    built = build_bundle(models, splits, catalog, "pop", limits, stored_lists=stored_lists)
+    cost = next(c for c in built.costs if c.model == "knn")
+    lists = built.bundle.model("knn")
+    assert sorted(asked) == ["knn", "pop"]
+    assert cost.users_stored == len(stored_users) and cost.users == len(users)
+    assert sum(slow.calls) == len(users) - len(stored_users)  # the others only
+    assert np.array_equal(lists.user_ids, users)
+    taken = np.isin(lists.user_ids, stored_users)
+    assert np.all(lists.scores[taken] >= 999.0) and np.all(lists.scores[~taken] < 999.0)
+    assert np.array_equal(lists.items[taken], recs.item_ids)
+    want = knn.recommend(lists.user_ids[~taken], k=10)
+    assert np.array_equal(lists.items[~taken], want.item_ids)
+
+    # lists cut at fewer ranks than the bundle's cannot stand for its top-N: all scored anew
+    narrow = (stored_users, recs.item_ids[:, :5], recs.scores[:, :5])
+    slow.calls.clear()
+    built = build_bundle(models, splits, catalog, "pop", limits, stored_lists=lambda name: narrow)
+    cost = next(c for c in built.costs if c.model == "knn")
+    assert cost.users_stored == 0 and sum(slow.calls) == len(users)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 
@@ -27,6 +27,8 @@ from recsys_assets.core.progress import Progress
 from recsys_serving.bundle import EVENT_CODES, GruWeights, ModelLists, ServingBundle
 
 log = logging.getLogger(__name__)
+
+Lists = tuple[np.ndarray, np.ndarray, np.ndarray]  # sorted user ids, (n, K) items, (n, K) scores
 
 NO_NEIGHBOUR_MODELS = frozenset({"popular"})
 FIRST_BATCH = 256  # ids in a capped loop's first batch, which measures the model's throughput
@@ -76,6 +78,7 @@ class ModelCost:
     model: str
     known_users: int  # users the model was trained on
     users: int  # users given a precomputed personal list
+    users_stored: int  # of those, taken from the model's evaluation lists (not scored again)
     users_cut: int  # within ``max_users`` but left out by ``max_seconds_per_model``
     list_seconds: float
     similar_items: int  # items given a neighbour list
@@ -105,7 +108,12 @@ def build_bundle(
     limits: BundleLimits = BundleLimits(),
     ab_experiment: dict | None = None,
     category_tree: pl.DataFrame | None = None,
+    stored_lists: Callable[[str], Lists | None] | None = None,
 ) -> BundleBuild:
+    """Every list of the bundle. ``stored_lists(name)``, when given, returns lists the model
+    already made with its own ``recommend`` (its ``eval_recommendations``: every test user's
+    top-``limits.top_n``) or None: those users are taken as they are, and only the other
+    wanted users are scored here, within the time caps."""
     if default_model not in models:
         raise ValueError(f"default model {default_model!r} is not among {sorted(models)}")
     shared: dict[str, float] = {}
@@ -122,8 +130,9 @@ def build_bundle(
             else limits.max_seconds_per_model
         )
         presets = _source_presets(pm, models, {n: b[0] for n, b in built.items()})
+        stored = stored_lists(name) if stored_lists is not None else None
         with pm.model.source_lists(presets) if presets else nullcontext():
-            built[name] = _model_lists(name, pm, recency, popularity, limits, budget)
+            built[name] = _model_lists(name, pm, recency, popularity, limits, budget, stored)
     built = {name: built[name] for name in models}  # the caller's order
     clock = time.perf_counter()
     popular = _popular_lists(popularity, catalog, limits)
@@ -200,28 +209,33 @@ def _model_lists(
     popularity: pl.DataFrame,
     limits: BundleLimits,
     budget: float | None,
+    stored: Lists | None = None,
 ) -> tuple[ModelLists, ModelCost]:
     start, cpu = time.perf_counter(), time.process_time()
     model = pm.model
     known = np.asarray(model.user_ids, dtype=np.int64)
     wanted = recency[np.isin(recency, known)][: limits.max_users]
+    taken = _stored_part(stored, wanted, limits.top_n)
+    to_score = wanted[~np.isin(wanted, taken[0])]
     log.info(
-        "bundle %s: personal top-%d lists for %s of %s known users",
+        "bundle %s: personal top-%d lists for %s of %s known users (%s from its evaluation)",
         name,
         limits.top_n,
         f"{len(wanted):,}",
         f"{len(known):,}",
+        f"{len(taken[0]):,}",
     )
     clock = time.perf_counter()
-    users, items, scores = _capped(
+    scored = _capped(
         model.recommend,
-        wanted,
+        to_score,
         limits.top_n,
         limits.batch_size,
         budget,
         f"bundle {name}: lists for",
         "users",
     )
+    users, items, scores = _merged(taken, scored)
     list_seconds = time.perf_counter() - clock
     if len(users) < len(wanted):
         log.info(
@@ -275,6 +289,7 @@ def _model_lists(
         model=name,
         known_users=len(known),
         users=len(users),
+        users_stored=len(taken[0]),
         users_cut=len(wanted) - len(users),
         list_seconds=round(list_seconds, 2),
         similar_items=len(sim_ids),
@@ -291,6 +306,27 @@ def _model_lists(
         cost.seconds,
     )
     return lists, cost
+
+
+def _stored_part(stored: Lists | None, wanted: np.ndarray, n: int) -> Lists:
+    """The rows of ``stored`` for wanted users, ``n`` ranks wide (nothing when it is narrower:
+    a list cut at fewer ranks cannot stand for the model's top-``n``)."""
+    if stored is None or stored[1].shape[1] < n:
+        return np.zeros(0, np.int64), np.zeros((0, n), np.int64), np.zeros((0, n), np.float32)
+    users, items, scores = stored
+    keep = np.isin(users, wanted)
+    return (
+        users[keep].astype(np.int64),
+        items[keep, :n].astype(np.int64),
+        scores[keep, :n].astype(np.float32),
+    )
+
+
+def _merged(a: Lists, b: Lists) -> Lists:
+    """Two sets of lists over distinct users as one, sorted by user id (the publisher's order)."""
+    users = np.concatenate([a[0], b[0]])
+    order = np.argsort(users, kind="stable")
+    return users[order], np.concatenate([a[1], b[1]])[order], np.concatenate([a[2], b[2]])[order]
 
 
 def _network(name: str, model) -> GruWeights | None:

@@ -660,6 +660,12 @@ class HybridRecommender(Recommender):
         self._tick("candidates_own_and_merge", clock)
         return merged
 
+    @property
+    def source_list_depth(self) -> int:
+        """How many ranks of each source's list the candidates take (``source_lists`` deeper
+        than this are cut)."""
+        return int(self.params["candidates_per_source"])
+
     @contextmanager
     def source_lists(
         self, lists: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]

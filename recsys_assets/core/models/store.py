@@ -1,8 +1,9 @@
 """Versioned model artifacts in one DuckDB table, so any past version can be loaded back.
 
 Each save appends a row (model, version, created_at, params, metrics, size, bytes); nothing is
-overwritten. Connections are short-lived because DuckDB allows one writing process per file and
-the Dagster pool serialises the writers.
+overwritten. Connections are short-lived because DuckDB allows one writing process per file:
+models trained side by side in several processes take turns, each connection waiting while
+another holds it.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from typing import Any
 
 import duckdb
 import polars as pl
+
+from recsys_assets.core.duckdb_retry import connect
 
 
 class ModelVersionNotFoundError(LookupError):
@@ -47,7 +50,8 @@ class ModelStore:
             raise ModelVersionNotFoundError(f"no model store at {self.database}")
         # Always a read-write connection: DuckDB refuses two connections with different
         # configurations to one file inside a process (the IO managers open read-write ones).
-        return duckdb.connect(self.database)
+        # Waits while another process (a model trained side by side) holds the file.
+        return connect(self.database)
 
     def _ensure(self, con: duckdb.DuckDBPyConnection) -> None:
         con.execute(f"create schema if not exists {self.schema}")

@@ -32,6 +32,7 @@ from recsys_assets.core.data.training_data import (
     training_data_from_bytes,
     training_data_to_bytes,
 )
+from recsys_assets.core.duckdb_retry import connect
 from recsys_assets.core.evaluation.holdout import (
     EVAL_K,
     EVAL_LIST_K,
@@ -41,7 +42,7 @@ from recsys_assets.core.evaluation.holdout import (
     recommend_lists,
     with_available_rank,
 )
-from recsys_assets.core.evaluation.metrics import frame_to_lists, ranking_metrics
+from recsys_assets.core.evaluation.metrics import ranking_metrics
 from recsys_assets.core.evaluation.next_item import next_item_events
 from recsys_assets.core.evaluation.next_item import session_metrics as session_protocol
 from recsys_assets.core.models.registry import (
@@ -52,6 +53,7 @@ from recsys_assets.core.models.registry import (
     parse_params_json,
 )
 from recsys_assets.core.models.store import ModelStore
+from recsys_assets.defs.models.eval_lists import load_lists, matching, scored_lists
 from recsys_assets.io_managers import MISSING_TABLE_IS_EMPTY, TrainedModel
 from recsys_assets.metadata import frame_metadata, markdown_table
 from recsys_assets.partitions import model_partitions
@@ -69,10 +71,13 @@ SESSION_MODELS = ("popular", *(n for n, c in MODEL_REGISTRY.items() if c.session
 TARGET_COLUMNS = ["user_id", "item_id", "split"]
 # A table of one model's rows (the IO manager rewrites `WHERE model = <partition>`) computed
 # against the test targets.
+# The per-model steps are in no pool (the "duckdb" pool's single slot would make models trained
+# side by side take turns step by step): each holds the warehouse only while loading its inputs
+# and storing its output, and its connections wait while another process holds the file
+# (the IO manager retries for about 100 s, the model store: recsys_assets.core.duckdb_retry).
 PER_MODEL_TEST_TABLE = dict(
     group_name=GROUP,
     partitions_def=model_partitions,
-    pool=DUCKDB_POOL,
     metadata={"partition_expr": "model"},
     ins={"splits": AssetIn(metadata={"columns": TARGET_COLUMNS})},
     kinds={"duckdb", "polars"},
@@ -224,10 +229,8 @@ def _drop_older_versions(
 ) -> None:
     """Keep only the newest archive of ``name``: each is tens of MB at scale 1.0, and a model
     keeps its own provenance (users, items, interactions) in the model store."""
-    import duckdb
-
     table = f"{model_store.schema_name}.{table_name}"
-    with duckdb.connect(model_store.database) as con:
+    with connect(model_store.database) as con:
         con.execute(f"delete from {table} where model = ? and version < ?", [name, version])
 
 
@@ -317,8 +320,7 @@ class TuningConfig(ModelParamsConfig):
 
 @asset(
     group_name=GROUP,
-    partitions_def=model_partitions,
-    pool=DUCKDB_POOL,
+    partitions_def=model_partitions,  # no pool: see PER_MODEL_TEST_TABLE
     metadata={"partition_expr": "model"},
     kinds={"optuna", "duckdb"},
 )
@@ -593,8 +595,7 @@ def _trial_logger(context: AssetExecutionContext, n_trials: int):
 
 @asset(
     group_name=GROUP,
-    partitions_def=model_partitions,
-    pool=DUCKDB_POOL,
+    partitions_def=model_partitions,  # no pool: see PER_MODEL_TEST_TABLE
     io_manager_key="model_io_manager",
     ins={
         # Tuning is optional: the model's own tuned_params row when it was tuned, else defaults
@@ -690,40 +691,22 @@ def stored_source_lists(
     context: AssetExecutionContext, model_store: ModelStoreResource, trained: TrainedModel
 ) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """For a model built on others (the Hybrid), its sources' ``eval_recommendations`` when
-    they were scored from the very model versions it uses: the same test users' top-50, so
+    they were scored from the very model versions it uses: the same test users' lists, so
     the Hybrid's evaluation does not score the whole catalogue with every source again."""
-    import duckdb
-    from dagster import AssetKey, AssetRecordsFilter
-
     versions = trained.info.get("source_versions") or {}
     if not versions or not hasattr(trained.model, "source_lists"):
         return {}
-    found, skipped = {}, []
-    table = f"{model_store.schema_name}.eval_recommendations"
-    with duckdb.connect(model_store.database) as con:
-        for name, version in versions.items():
-            records = context.instance.fetch_materializations(
-                AssetRecordsFilter(AssetKey("eval_recommendations"), asset_partitions=[name]),
-                limit=1,
-            ).records
-            meta = records[0].asset_materialization.metadata if records else {}
-            scored = meta.get("model_version")
-            if scored is None or scored.value != version:
-                skipped.append(name)
-                continue
-            frame = pl.from_arrow(
-                con.execute(
-                    f"select user_id, rank, item_id, score from {table} where model = ?", [name]
-                ).fetch_arrow_table()
-            )
-            found[name] = frame_to_lists(frame, EVAL_LIST_K)
+    # as deep as the model takes candidates from each source (less memory than all 100 ranks)
+    depth = int(getattr(trained.model, "source_list_depth", EVAL_LIST_K))
+    reusable = matching(versions, scored_lists(context.instance, versions), depth)
+    found = {
+        name: load_lists(model_store.database, model_store.schema_name, name, depth)
+        for name in reusable
+    }
+    skipped = sorted(set(versions) - set(found))
     context.log.info(
         f"{trained.name}: candidates from the stored lists of {sorted(found) or 'no source'}"
-        + (
-            f"; scoring {', '.join(sorted(skipped))} anew (lists of another version)"
-            if skipped
-            else ""
-        )
+        + (f"; scoring {', '.join(skipped)} anew (lists of another version)" if skipped else "")
     )
     return found
 
@@ -767,6 +750,7 @@ def eval_recommendations(
         frame_metadata(
             lists,
             model_version=trained_model.version or -1,
+            list_depth=EVAL_LIST_K,  # what the serving bundle may take from here
             users=len(users),
             recommend_seconds=seconds,
             **({"source_lists_reused": ", ".join(sorted(stored))} if stored else {}),

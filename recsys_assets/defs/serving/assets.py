@@ -6,6 +6,7 @@ import time
 import polars as pl
 from dagster import (
     AllPartitionMapping,
+    AssetDep,
     AssetExecutionContext,
     AssetIn,
     Config,
@@ -20,9 +21,10 @@ from recsys_assets.core.serving_bundle import (
     build_bundle,
     latest_catalog,
 )
+from recsys_assets.defs.models.eval_lists import load_lists, matching, scored_lists
 from recsys_assets.io_managers import TrainedModel
 from recsys_assets.metadata import frame_metadata, markdown_table
-from recsys_assets.resources import RedisResource
+from recsys_assets.resources import ModelStoreResource, RedisResource
 from recsys_assets.settings import DUCKDB_POOL
 from recsys_serving.redis_layout import publish_bundle
 
@@ -50,12 +52,15 @@ class PublishConfig(Config):
     pool=DUCKDB_POOL,
     # every model partition: the leaderboard decides which of them are published
     ins={"trained_model": AssetIn(partition_mapping=AllPartitionMapping())},
+    # read directly (recsys.eval_recommendations): the test users' lists of the scored versions
+    deps=[AssetDep("eval_recommendations", partition_mapping=AllPartitionMapping())],
     kinds={"redis", "duckdb"},
 )
 def serving_bundle(
     context: AssetExecutionContext,
     config: PublishConfig,
     redis: RedisResource,
+    model_store: ModelStoreResource,
     trained_model: dict[str, TrainedModel],
     leaderboard: pl.DataFrame,
     splits: pl.DataFrame,
@@ -107,6 +112,12 @@ def serving_bundle(
     )
     start = time.perf_counter()
     catalog = latest_catalog(item_property_history, category_tree, item_catalog["item_id"])
+    # every test user's list as the model's evaluation made it, when it scored this version
+    versions = {name: pm.version for name, pm in models.items()}
+    reusable = set(matching(versions, scored_lists(context.instance, versions), limits.top_n))
+    context.log.info(
+        f"personal lists of the test users from the evaluation of {sorted(reusable) or 'none'}"
+    )
     built = build_bundle(
         models,
         splits,
@@ -115,6 +126,11 @@ def serving_bundle(
         limits=limits,
         ab_experiment=experiment,
         category_tree=category_tree,
+        stored_lists=lambda name: (
+            load_lists(model_store.database, model_store.schema_name, name, limits.top_n)
+            if name in reusable
+            else None
+        ),
     )
     bundle = built.bundle
     context.log.info(f"built the serving bundle in {time.perf_counter() - start:.1f} s")
