@@ -57,15 +57,15 @@ class BundleLimits:
     # Time caps (wall-clock seconds per model; None: no cap). Precomputing is the slow part of a
     # publish and its cost differs 100x between models (benchmarks/bench_bundle.py, scale 1.0:
     # ItemKNN 0.12 ms a user, ALS ~1 ms, NCF ~3-8 ms, the Hybrid ~17 ms under a load of 3.5;
-    # neighbours of 30k items: ItemKNN 0.3 s, ALS 61 s, NCF 144 s, GRU4Rec 228 s). Users are
-    # scored most recent first and a model stops at its budget, so a slow model keeps the most
-    # active users. Chosen so that nothing is cut for the cheap models at the default scale
-    # (0.05) and the whole 7-model bundle with Redis write takes about 2 minutes at scale 1.0.
-    max_seconds_per_model: float | None = 15.0
+    # neighbours of 30k items: ItemKNN 0.3 s, ALS 61 s, NCF 144 s, GRU4Rec 228 s). The users a
+    # model's evaluation scored (every test user: the most recently active) come from its
+    # stored lists at no cost (``build_bundle``'s ``stored_lists``); the caps bound only the
+    # others, scored most recent first, so a slow model keeps the most active of them. Chosen
+    # so that nothing is cut for the cheap models at the default scale (0.05).
+    max_seconds_per_model: float | None = 10.0
     max_similar_seconds_per_model: float | None = 8.0
-    # The default model answers every request that names none: it gets a larger budget (at the
-    # default scale the Hybrid, the usual champion, covers every user within it).
-    max_seconds_default_model: float | None = 60.0
+    # The default model answers every request that names none: it gets a larger budget.
+    max_seconds_default_model: float | None = 40.0
     popular_n: int = 100
     popular_per_category_n: int = 50
     batch_size: int = 4096
