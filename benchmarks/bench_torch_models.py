@@ -1,7 +1,8 @@
 """GRU4Rec and NCF: training speed at scale 1.0 and GRU4Rec's accuracy at scale 0.05.
 
     python benchmarks/bench_torch_models.py [--large /tmp/gen10] [--small /tmp/gen05]
-        [--repeats 3] [--gru-steps 400] [--epochs 10] [--threads 0]
+        [--repeats 3] [--gru-steps 400] [--epochs 10] [--threads 0] [--kernels both]
+        [--skip-ncf] [--skip-large] [--skip-small]
 
 Generates the data sets when the folders hold no ``events.csv`` (scale 1.0 takes about a
 minute). Figures:
@@ -9,7 +10,8 @@ minute). Figures:
 - GRU4Rec training events/s at scale 1.0 with the official RetailRocket parameters, measured
   over the first ``--gru-steps`` session-parallel minibatches of an epoch (a full epoch is
   ~1M events), median of ``--repeats`` (target >= 10,000/s; the original code does
-  1,700–2,600/s on these 2 cores);
+  1,700–2,600/s on these 2 cores); ``--kernels both`` alternates runs with and without the
+  numba kernels (:mod:`row_kernels`) in one process and gives each median;
 - NCF: one epoch over all training positives with 4 negatives each (target <= 60 s);
 - scale 0.05, seed 42, GRU4Rec after ``--epochs`` epochs against ItemKNN and Popularity on
   the next-item protocol of the original (train+valid sessions for training, test events of
@@ -39,7 +41,7 @@ from generated_frames import load_generated, next_item_protocol  # noqa: E402
 from recsys_assets.core.data.training_data import build_training_data  # noqa: E402
 from recsys_assets.core.evaluation.next_item import next_item_events, session_metrics  # noqa: E402
 from recsys_assets.core.generator import GeneratorConfig, generate_dataset  # noqa: E402
-from recsys_assets.core.models import create_model  # noqa: E402
+from recsys_assets.core.models import create_model, row_kernels  # noqa: E402
 from recsys_assets.core.models import gru4rec as gru_module  # noqa: E402
 from recsys_assets.core.models.gru4rec import GRU4RecRecommender  # noqa: E402
 from recsys_assets.core.models.gru4rec_data import training_sessions  # noqa: E402
@@ -111,6 +113,13 @@ def main(argv: list[str] | None = None) -> None:
         help="torch thread settings to time at scale 1.0 (0 = one per core); the first is "
         "also used at scale 0.05",
     )
+    ap.add_argument(
+        "--kernels",
+        choices=["on", "off", "both"],
+        default="on",
+        help="GRU4Rec speed with the numba kernels, with the torch ops, or both interleaved",
+    )
+    ap.add_argument("--skip-ncf", action="store_true")
     ap.add_argument("--skip-large", action="store_true")
     ap.add_argument("--skip-small", action="store_true")
     ap.add_argument("--verbose", action="store_true")
@@ -124,21 +133,27 @@ def main(argv: list[str] | None = None) -> None:
         print(
             f"scale 1.0: {big.n_users:,} users x {big.n_items:,} items, {big.user_item.nnz:,} pairs"
         )
+        settings = {"on": [True], "off": [False], "both": [True, False]}[args.kernels]
         for threads in args.threads:
-            runs = [
-                gru_events_per_second(big, args.gru_steps, threads) for _ in range(args.repeats)
-            ]
-            rates, cpu_rates = [r[0] for r in runs], [r[1] for r in runs]
-            rows.append(
-                (
-                    f"GRU4Rec train events/s, scale 1.0, RR params, {threads or 'all'} thread(s)",
-                    f"{statistics.median(rates):,.0f}",
-                    f">= 10,000 (original 1,700-2,600); runs "
-                    f"{', '.join(f'{r:,.0f}' for r in rates)}; per CPU second "
-                    f"{statistics.median(cpu_rates):,.0f}; load {load()}",
+            runs: dict[bool, list] = {k: [] for k in settings}
+            for _ in range(args.repeats):
+                for kernels in settings:  # interleaved: the machine's load hits both alike
+                    row_kernels.ENABLED = kernels
+                    runs[kernels].append(gru_events_per_second(big, args.gru_steps, threads))
+            row_kernels.ENABLED = True
+            for kernels, kernel_runs in runs.items():
+                rates, cpu_rates = [r[0] for r in kernel_runs], [r[1] for r in kernel_runs]
+                rows.append(
+                    (
+                        f"GRU4Rec train events/s, scale 1.0, RR params, {threads or 'all'} "
+                        f"thread(s), {'numba kernels' if kernels else 'torch ops'}",
+                        f"{statistics.median(rates):,.0f}",
+                        f">= 10,000 (original 1,700-2,600); runs "
+                        f"{', '.join(f'{r:,.0f}' for r in rates)}; per CPU second "
+                        f"{statistics.median(cpu_rates):,.0f}; load {load()}",
+                    )
                 )
-            )
-        for threads in args.threads:
+        for threads in [] if args.skip_ncf else args.threads:
             m = NCFRecommender(n_epochs=1, val_users=0, n_negatives=4, num_threads=threads)
             m.fit(big)
             epoch = m.history.epochs[0]

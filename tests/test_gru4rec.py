@@ -12,7 +12,8 @@ from generated_frames import load_generated, next_item_protocol
 
 from recsys_assets.core.data.training_data import build_training_data
 from recsys_assets.core.evaluation.next_item import next_item_events, session_metrics
-from recsys_assets.core.models import create_model
+from recsys_assets.core.models import create_model, row_kernels
+from recsys_assets.core.models import gru4rec as gru_module
 from recsys_assets.core.models.gru4rec import (
     GRU4RecRecommender,
     bpr_max_loss,
@@ -247,6 +248,35 @@ def test_round_trip_bytes(data, model, protocol):
     np.testing.assert_array_equal(
         model.similar_items(items, k=5).item_ids, loaded.similar_items(items, k=5).item_ids
     )
+
+
+@pytest.mark.skipif(not row_kernels.available(), reason="numba not importable")
+@pytest.mark.parametrize("input_mode", ["constrained", "embedding"])
+def test_numba_kernels_train_like_the_torch_ops(data, monkeypatch, input_mode):
+    # the CPU kernels (packed-row and dense Adagrad, BPR-max, the GRU layers by hand) against
+    # the torch path they replace, over the first steps of an epoch: the same weights within
+    # float32 roundings
+    original = gru_module.session_parallel_batches
+
+    def first_steps(offsets, items, batch_size):
+        steps = 0
+        for batch in original(offsets, items, batch_size):
+            steps += batch[0] == "step"
+            if steps > 6:
+                return
+            yield batch
+
+    monkeypatch.setattr(gru_module, "session_parallel_batches", first_steps)
+    fitted = {}
+    for kernels in (True, False):
+        monkeypatch.setattr(row_kernels, "ENABLED", kernels)
+        params = {**TINY, "input_mode": input_mode, "embedding": 16}
+        fitted[kernels] = GRU4RecRecommender(**params).fit(data).export_numpy()
+    untrained = GRU4RecRecommender(**{**params, "learning_rate": 1e-12}).fit(data).export_numpy()
+    for key, value in fitted[True].items():
+        np.testing.assert_allclose(value, fitted[False][key], rtol=1e-5, atol=5e-7, err_msg=key)
+    assert not np.allclose(fitted[True]["output_weight"], untrained["output_weight"], atol=1e-4)
+    assert not np.allclose(fitted[True]["layer0_weight_hh"], untrained["layer0_weight_hh"])
 
 
 def test_deterministic_under_a_seed(data):

@@ -1,6 +1,7 @@
 """The hand-written training pieces of the torch models equal what they replaced: closed-form
 BPR-max / cross-entropy gradients against autograd of the losses, packed-table optimizers
-against the row optimizers, the GRU4Rec trained-item top-k against the dense top-k."""
+against the row optimizers, the numba kernels against the torch ops, the GRU4Rec trained-item
+top-k against the dense top-k."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import pytest
 import scipy.sparse as sp
 import torch
 
+from recsys_assets.core.models import row_kernels
 from recsys_assets.core.models.gru4rec import bpr_max_loss, cross_entropy_loss
 from recsys_assets.core.models.gru4rec_output import bpr_max_grad, cross_entropy_grad
 from recsys_assets.core.models.packed_tables import PackedTable, adagrad_momentum_, lazy_adam_
@@ -80,6 +82,81 @@ def test_packed_lazy_adam_equals_lazy_adam():
         table.write(rows, block)
     torch.testing.assert_close(table.part(0), ref_a)
     torch.testing.assert_close(table.part(1), ref_b)
+
+
+needs_numba = pytest.mark.skipif(not row_kernels.available(), reason="numba not importable")
+
+
+@pytest.fixture
+def torch_ops(monkeypatch):
+    """Runs the code under test on the torch path (the kernels switched off)."""
+
+    def switch(on: bool) -> None:
+        monkeypatch.setattr(row_kernels, "ENABLED", not on)
+
+    return switch
+
+
+@needs_numba
+@pytest.mark.parametrize("momentum", [0.0, 0.4])
+def test_packed_adagrad_kernel_equals_torch(momentum, torch_ops):
+    gen = torch.Generator().manual_seed(7)
+    weight, bias = torch.randn(50, 9, generator=gen), torch.randn(50, generator=gen)
+    tables = {}
+    for torch_path in (True, False):
+        torch_ops(torch_path)
+        table = PackedTable([weight, bias])
+        g = torch.Generator().manual_seed(8)
+        for _ in range(4):
+            rows = torch.randperm(50, generator=g)[:20]
+            params, block = table.read(rows)
+            torch.testing.assert_close(params, table.state[rows, 0], rtol=0, atol=0)
+            assert (block is None) != torch_path
+            table.adagrad_(rows, torch.randn(20, 10, generator=g), 0.05, momentum, block=block)
+        tables[torch_path] = table.state
+    assert not torch.equal(tables[True], PackedTable([weight, bias]).state)
+    # params, accumulators and momenta alike, within a float32 rounding
+    torch.testing.assert_close(tables[False], tables[True], rtol=2e-6, atol=1e-7)
+
+
+@needs_numba
+@pytest.mark.parametrize("momentum", [0.0, 0.4])
+def test_dense_adagrad_kernel_equals_torch(momentum, torch_ops):
+    gen = torch.Generator().manual_seed(9)
+    start = torch.randn(6, 5, generator=gen)
+    grads = [torch.randn(6, 5, generator=gen) for _ in range(3)]
+    result = {}
+    for torch_path in (True, False):
+        torch_ops(torch_path)
+        p, opt = torch.nn.Parameter(start.clone()), IndexedAdagradM(0.05, momentum)
+        for g in grads:
+            opt.step_dense(p, g)
+        result[torch_path] = p.detach()
+    assert not torch.allclose(result[True], start)
+    torch.testing.assert_close(result[False], result[True], rtol=2e-6, atol=1e-7)
+
+
+@needs_numba
+@pytest.mark.parametrize("elu", [0.0, 0.5, 1.0])
+@pytest.mark.parametrize("bpreg", [0.0, 1.95])
+def test_bpr_max_kernel_equals_the_torch_gradient(elu, bpreg):
+    gen = torch.Generator().manual_seed(10)
+    n, u = 12, 40
+    unique = torch.randn(n, u, generator=gen) * 4  # wide scores: ELU and softmax both bend
+    # in-batch targets (one a repeat) and negatives with repeats, as GRU4Rec samples them
+    cols = torch.cat(
+        [torch.arange(n - 1), torch.tensor([3]), torch.randint(0, u, (60,), generator=gen)]
+    )
+    loss, d_unique = row_kernels.bpr_max_unique(unique.numpy(), cols.numpy(), bpreg, elu, 0.1)
+    # within the float32 torch ops' own error (up to ~1.3e-6 of the largest entry here) of
+    # them and of the float64 evaluation
+    for dtype, tol in ((torch.float32, 3e-6), (torch.float64, 1.5e-6)):
+        ref_loss, ref = bpr_max_grad(unique.to(dtype)[:, cols], bpreg, elu, 0.1)
+        expected = torch.zeros(n, u, dtype=dtype).index_add_(1, cols, ref)
+        assert loss == pytest.approx(float(ref_loss), rel=1e-6)
+        torch.testing.assert_close(
+            torch.from_numpy(d_unique).to(dtype), expected, rtol=0, atol=tol * expected.abs().max()
+        )
 
 
 def test_column_subset_helpers():

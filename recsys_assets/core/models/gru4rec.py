@@ -18,7 +18,9 @@ missing pieces; this one keeps the design of hidasib/GRU4Rec_PyTorch_Official:
 - Adagrad with momentum that updates only the rows of the item tables a minibatch touched
   (:mod:`row_optimizers`; ``Wy``/``By`` train packed with their optimizer state, and the
   output side of a step — sampled scores, loss gradient, row updates — is written out by
-  hand, :mod:`gru4rec_output`: the GRU layers alone go through autograd); the
+  hand, :mod:`gru4rec_output`: the GRU layers alone go through autograd, except on the CPU,
+  where they too are by hand, :mod:`gru4rec_layers`, and the row and dense updates, the
+  gates and the BPR-max gradient are numba kernels, :mod:`row_kernels`); the
   initialisation of the original's default compatibility mode (uniform
   ±sqrt(6 / (fan_in + fan_out)) per gate block, zero biases); the loss summed over the batch
   and divided by ``batch_size``.
@@ -48,6 +50,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from recsys_assets.core.data.training_data import TrainingData, lookup_index
+from recsys_assets.core.models import gru4rec_layers, row_kernels
 from recsys_assets.core.models.base import (
     MAX_DENSE_ELEMENTS,
     Recommendations,
@@ -60,7 +63,7 @@ from recsys_assets.core.models.gru4rec_data import (
     user_histories,
 )
 from recsys_assets.core.models.gru4rec_output import bpr_max_grad, cross_entropy_grad
-from recsys_assets.core.models.packed_tables import PackedTable, adagrad_momentum_
+from recsys_assets.core.models.packed_tables import PackedTable
 from recsys_assets.core.models.row_optimizers import IndexedAdagradM, gather_rows
 from recsys_assets.core.models.topk import (
     column_positions,
@@ -479,6 +482,9 @@ class GRU4RecRecommender(Recommender):
 
     def _train_step(self, x, y, hidden, pop, opt, table):
         """One minibatch: the GRU through autograd, the output side by hand (gru4rec_output).
+        On the CPU, the GRU by hand too (gru4rec_layers) and numba kernels (row_kernels) for
+        the BPR-max gradient and the updates: the same math, no gathered copy of the packed
+        rows, a few passes instead of dozens of small ops.
 
         ``x`` are the inputs, ``y`` the targets followed by the shared negative samples.
         """
@@ -489,8 +495,7 @@ class GRU4RecRecommender(Recommender):
         # once: scores, gradients and the update run per unique row
         rows, inv = torch.unique(torch.cat([x, y]), return_inverse=True)
         inv_x, inv_y = inv[:n], inv[n:]
-        block = table.gather(rows)
-        out_rows = block[:, 0]  # (u, h + 1): [Wy | By]
+        out_rows, block = table.read(rows)  # (u, h + 1): [Wy | By]
         leaves: list = []
         if p["input_mode"] == "constrained":
             emb = out_rows.index_select(0, inv_x)[:, :h].requires_grad_()
@@ -498,41 +503,70 @@ class GRU4RecRecommender(Recommender):
         else:
             emb = gather_rows(net.E if p["input_mode"] == "embedding" else net.Wx0, x, leaves)
             inputs = [leaf for _, _, leaf in leaves]
-        if p["input_mode"] == "onehot":
+        # the GRU layers by hand with the CPU kernels (gru4rec_layers), else through autograd
+        by_hand = p["input_mode"] != "onehot" and row_kernels.usable(*hidden)
+        if by_hand:
+            inp, in_mask, tape = gru4rec_layers.forward(
+                net.cells,
+                emb.detach(),
+                hidden,
+                net.first,
+                p["dropout_p_embed"],
+                p["dropout_p_hidden"],
+            )
+        elif p["input_mode"] == "onehot":
             h0 = _dropout(net.onehot_step(emb, hidden[0]), p["dropout_p_embed"])
             hidden[0] = h0
             inp = h0
         else:
             inp = _dropout(emb, p["dropout_p_embed"])
-        for i, cell in enumerate(net.cells):
+        for i, cell in enumerate([] if by_hand else net.cells):
             j = net.first + i
             inp = _dropout(cell(inp, hidden[j]), p["dropout_p_hidden"])
             hidden[j] = inp
         with torch.no_grad():
             state1 = torch.cat([inp.detach(), inp.new_ones(n, 1)], 1)
-            scores = torch.index_select(state1 @ out_rows.T, 1, inv_y)
+            unique_scores = state1 @ out_rows.T
             scale = 1.0 / int(p["batch_size"])
-            if p["loss"] == "bpr-max":
-                loss, d_scores = bpr_max_grad(
-                    scores, float(p["bpreg"]), float(p["elu_param"]), scale
+            if p["loss"] == "bpr-max" and row_kernels.usable(unique_scores):
+                # the sampled columns' loss and gradient, row by row in one kernel
+                loss, d_unique = row_kernels.bpr_max_unique(
+                    unique_scores.numpy(),
+                    inv_y.numpy(),
+                    float(p["bpreg"]),
+                    float(p["elu_param"]),
+                    scale,
                 )
+                d_unique = torch.from_numpy(d_unique)
             else:
-                loss, d_scores = cross_entropy_grad(
-                    scores, y, float(p["logq"]), pop, float(p["sample_alpha"])
-                )
-                d_scores.mul_(scale)
-            d_unique = scores.new_zeros(n, rows.numel()).index_add_(1, inv_y, d_scores)
+                scores = torch.index_select(unique_scores, 1, inv_y)
+                if p["loss"] == "bpr-max":
+                    loss, d_scores = bpr_max_grad(
+                        scores, float(p["bpreg"]), float(p["elu_param"]), scale
+                    )
+                else:
+                    loss, d_scores = cross_entropy_grad(
+                        scores, y, float(p["logq"]), pop, float(p["sample_alpha"])
+                    )
+                    d_scores.mul_(scale)
+                d_unique = scores.new_zeros(n, rows.numel()).index_add_(1, inv_y, d_scores)
             d_state = d_unique @ out_rows[:, :h]
             d_rows = d_unique.T @ state1  # (u, h + 1)
         dense = [q for q in net.parameters() if q.requires_grad]
-        grads = torch.autograd.grad(inp, inputs + dense, grad_outputs=d_state)
+        if by_hand:
+            d_emb, dense_grads = gru4rec_layers.backward(d_state, in_mask, tape)
+            if p["input_mode"] == "constrained":
+                grads = [d_emb, *dense_grads]
+            else:  # to the embedding's unique-rows leaf, through its index_select
+                grads = [*torch.autograd.grad(emb, inputs, grad_outputs=d_emb), *dense_grads]
+        else:
+            grads = torch.autograd.grad(inp, inputs + dense, grad_outputs=d_state)
         if p["input_mode"] == "constrained":
             d_rows[:, :h].index_add_(0, inv_x, grads[0])
         else:
             for (tab, idx, _), g in zip(leaves, grads, strict=False):
                 opt.step_rows(tab, idx, g)
-        adagrad_momentum_(block, d_rows, opt.lr, opt.momentum, opt.eps)
-        table.write(rows, block)
+        table.adagrad_(rows, d_rows, opt.lr, opt.momentum, opt.eps, block=block)
         for q, g in zip(dense, grads[len(inputs) :], strict=True):
             opt.step_dense(q, g)
         return float(loss) * scale, hidden

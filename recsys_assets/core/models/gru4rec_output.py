@@ -10,12 +10,14 @@ half of a 13 ms step at scale 1.0, 417k items). Here:
 
 - ``Wy``, ``By``, their accumulators and their momenta live in one packed table
   (:class:`packed_tables.PackedTable`, one ``(3, H + 1)`` block per item), so a step reads the
-  touched rows with one gather and writes them back with one scatter;
+  touched rows with one gather and writes them back with one scatter (on the CPU, a numba
+  kernel updates them in place instead, :mod:`row_kernels`);
 - the bias is column ``H`` of the weights, so scores are one product ``[h, 1] · rowsᵀ``;
 - scores are computed once per *unique* row and spread to the sampled columns (popular items
   repeat among the samples), and the gradient is summed back per unique row the same way;
 - the BPR-max and cross-entropy gradients are closed forms (:func:`bpr_max_grad`,
-  :func:`cross_entropy_grad`), checked against autograd of the losses in tests.
+  :func:`cross_entropy_grad`), checked against autograd of the losses in tests (the CPU
+  kernel ``row_kernels.bpr_max_unique`` against :func:`bpr_max_grad`).
 
 The math is that of the autograd version (same losses, same IndexedAdagradM rule, the input
 rows of the constrained embedding summed into the same row update); only the data movement

@@ -9,6 +9,8 @@ A :class:`PackedTable` keeps, per row, ``[params, state 1, state 2]`` as one con
 row index (NCF's GMF and MLP user embeddings; GRU4Rec's output weights and bias). A step then
 reads the touched rows with one ``index_select``, updates the block in place
 (:func:`adagrad_momentum_`, :func:`lazy_adam_`) and writes it back with one ``index_copy_``.
+On the CPU, Adagrad skips the block altogether (:meth:`PackedTable.read`,
+:meth:`PackedTable.adagrad_`): a numba kernel (:mod:`row_kernels`) updates the rows in place.
 
 The update rules are those of :mod:`row_optimizers` (``IndexedAdagradM.step_rows``,
 ``LazyAdam.step_rows``): LazyAdam element for element, Adagrad with fused ``addcmul_`` /
@@ -22,6 +24,8 @@ from __future__ import annotations
 import math
 
 import torch
+
+from recsys_assets.core.models import row_kernels
 
 N_SLOTS = 3  # params, then two optimizer moments
 
@@ -53,6 +57,38 @@ class PackedTable:
     def gather(self, rows: torch.Tensor) -> torch.Tensor:
         """The blocks of ``rows`` (unique), (len(rows), 3, width): a copy to update in place."""
         return self.state.index_select(0, rows)
+
+    def read(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(parameters of ``rows`` (unique) as ``(len(rows), width)``, the block to hand to
+        :meth:`adagrad_`). With the CPU kernels only the parameter slot is copied (a third
+        of the bytes) and the block is None: the update happens in place in the table."""
+        if row_kernels.usable(self.state):
+            return torch.from_numpy(row_kernels.gather_slot(self.state.numpy(), rows.numpy())), None
+        block = self.gather(rows)
+        return block[:, 0], block
+
+    def adagrad_(
+        self,
+        rows: torch.Tensor,
+        grad: torch.Tensor,
+        lr: float,
+        momentum: float,
+        eps: float = 1e-6,
+        block: torch.Tensor | None = None,
+    ) -> None:
+        """:func:`adagrad_momentum_` on ``rows`` (unique) with their ``grad`` rows: in place
+        in the table by the CPU kernel (one pass over each row's three slots, none of the
+        gather and write-back), else on ``block`` (from :meth:`read`, or gathered here) and
+        written back."""
+        if row_kernels.usable(self.state, grad):
+            row_kernels.adagrad_rows(
+                self.state.numpy(), rows.numpy(), grad.numpy(), lr, momentum, eps
+            )
+            return
+        if block is None:
+            block = self.gather(rows)
+        adagrad_momentum_(block, grad, lr, momentum, eps)
+        self.write(rows, block)
 
     def write(self, rows: torch.Tensor, block: torch.Tensor) -> None:
         """Store updated blocks back at ``rows`` (unique)."""

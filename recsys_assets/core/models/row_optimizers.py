@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import torch
 
+from recsys_assets.core.models import row_kernels
+
 
 def gather_rows(table: torch.Tensor, idx: torch.Tensor, leaves: list) -> torch.Tensor:
     """``table[idx]`` through a leaf holding the unique rows; (table, rows, leaf) is appended
@@ -54,6 +56,12 @@ class IndexedAdagradM:
     @torch.no_grad()
     def step_dense(self, p: torch.Tensor, grad: torch.Tensor) -> None:
         acc, mom = self._state(p)
+        if row_kernels.usable(p, grad):
+            # one pass instead of eight (GRU4Rec's GRU weights: 1.2 ms of a step in torch)
+            flat = [t.detach().numpy().reshape(-1) for t in (p, acc, acc if mom is None else mom)]
+            g = grad.detach().numpy().reshape(-1)
+            row_kernels.adagrad_flat(*flat, g, self.lr, self.momentum, self.eps)
+            return
         acc.add_(grad * grad)
         denom = (acc + self.eps).sqrt_()
         if mom is not None:

@@ -1,0 +1,144 @@
+"""Numba kernels for the CPU training step of GRU4Rec: in-place packed-row Adagrad, the dense
+Adagrad of the GRU weights, the BPR-max gradient over the sampled columns, and the GRU gates
+forward and backward (used by :mod:`gru4rec_layers`).
+
+Written as torch ops, these steps moved more memory than they computed. The packed output
+table (:class:`packed_tables.PackedTable`, a ``(3, 225)`` block per item at 417k items) was
+gathered into a ~2,200-row copy, updated in six passes and written back: ~5.9 MB cold each way
+per step, ~5.7 of a 13 ms step at scale 1.0. Here a step reads the parameter slot of its rows
+once (:func:`gather_slot`, a third of the bytes) and :func:`adagrad_rows` updates each row's
+parameters, accumulator and momentum in place, in one pass; :func:`adagrad_flat` does the same
+for dense tensors (eight torch passes over the GRU weights before), and :func:`bpr_max_unique`
+computes the BPR-max loss and its gradient row by row while the row is in L1 (about twenty
+torch passes over the 80 × 2,128 score block before), reading the scores per unique row and
+summing the gradient back per unique row itself.
+
+The update rules are those of :mod:`row_optimizers` / :mod:`packed_tables`, with the same
+float32 operations in the same order (``acc + g·g``, ``sqrt(acc + eps)``, ``mom·μ − lr·step``);
+results match the torch path within a float32 rounding (torch may fuse a multiply-add). The
+BPR-max kernel adds float32 block sums in float64 and its ``exp`` is a polynomial
+(``row_kernels_jit._exp``, within 1e-7 relative of ``exp``): it is as close to a float64
+evaluation as :func:`gru4rec_output.bpr_max_grad` in float32 is (~1e-6 of the largest
+entry). The GRU gates use the same ``exp`` for ``sigmoid`` and ``tanh``.
+
+All kernels are compiled with numpy's error model: with Python's, every division checked for
+zero and no loop with one was vectorised (the dense Adagrad ran slower than eight torch
+passes).
+
+Compiled on first use and cached on disk (``cache=True``: a few seconds once per machine and
+numba version). :func:`usable` is False when numba cannot be imported; the callers then use
+their torch path, as they do on CUDA.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import torch
+
+log = logging.getLogger(__name__)
+
+# Switch for the callers (tests set it False to run the torch path on the same CPU tensors)
+ENABLED = True
+_jit = None  # the kernel module once imported; False when numba could not be imported
+
+
+def available() -> bool:
+    """Whether numba and the kernels import (tried once; numba is an optional speed-up)."""
+    global _jit
+    if _jit is None:
+        try:
+            from recsys_assets.core.models import row_kernels_jit
+        # ImportError: no numba, or one built for another numpy; RuntimeError: numba found
+        # no writable cache folder (then set NUMBA_CACHE_DIR)
+        except (ImportError, RuntimeError) as exc:
+            log.warning("numba kernels unavailable, torch ops instead: %s", exc)
+            _jit = False
+        else:
+            _jit = row_kernels_jit
+    return _jit is not False
+
+
+def _kernels():
+    if not available():
+        raise RuntimeError("the numba kernels are unavailable (see row_kernels.usable)")
+    return _jit
+
+
+def usable(*tensors: torch.Tensor) -> bool:
+    """Whether the kernels can run on these torch tensors: numba importable and enabled, all
+    on the CPU, float32 (what the kernels are compiled for) and contiguous (they index raw
+    memory)."""
+    return (
+        ENABLED
+        and all(
+            t.device.type == "cpu" and t.dtype == torch.float32 and t.is_contiguous()
+            for t in tensors
+        )
+        and available()
+    )
+
+
+def gather_slot(state: np.ndarray, rows: np.ndarray, slot: int = 0) -> np.ndarray:
+    """``state[rows, slot]`` of a packed ``(n, 3, width)`` table as a new contiguous array."""
+    out = np.empty((rows.shape[0], state.shape[2]), dtype=state.dtype)
+    _kernels().gather_slot(state, rows, slot, out)
+    return out
+
+
+def adagrad_rows(
+    state: np.ndarray, rows: np.ndarray, grad: np.ndarray, lr: float, momentum: float, eps: float
+) -> None:
+    """IndexedAdagradM on the unique ``rows`` of a packed ``(n, 3, width)`` table, in place
+    (slots: params, accumulator, momentum); ``grad`` is ``(len(rows), width)``."""
+    _kernels().adagrad_rows(state, rows, grad, float(lr), float(momentum), float(eps))
+
+
+def adagrad_flat(
+    p: np.ndarray,
+    acc: np.ndarray,
+    mom: np.ndarray,
+    grad: np.ndarray,
+    lr: float,
+    momentum: float,
+    eps: float,
+) -> None:
+    """IndexedAdagradM's dense step on flat arrays, in place (``mom`` unused at momentum 0)."""
+    _kernels().adagrad_flat(p, acc, mom, grad, float(lr), float(momentum), float(eps))
+
+
+def bpr_max_unique(
+    scores: np.ndarray, cols: np.ndarray, bpreg: float, elu: float, scale: float
+) -> tuple[float, np.ndarray]:
+    """(summed loss, ``scale`` · d loss / d unique scores) of BPR-max.
+
+    ``scores`` are ``(n, u)`` scores of unique output rows and ``cols`` maps the ``m`` sampled
+    columns to them (the target of row ``i`` is column ``i``): the loss and gradient of
+    :func:`gru4rec_output.bpr_max_grad` on ``scores[:, cols]``, with the gradient summed per
+    unique row (``index_add`` over ``cols``), as ``(n, u)``."""
+    m = cols.shape[0]
+    out = np.zeros_like(scores)
+    s, e, sig = (np.empty(m, dtype=np.float32) for _ in range(3))
+    loss = _kernels().bpr_max_unique(
+        scores, cols, float(bpreg), float(elu), float(scale), out, s, e, sig
+    )
+    return float(loss), out
+
+
+def gru_forward(gi: np.ndarray, gh: np.ndarray, h: np.ndarray) -> np.ndarray:
+    """A GRU cell's new state from its gate pre-activations ``gi = x W_ihᵀ + b_ih`` and
+    ``gh = h W_hhᵀ + b_hh`` (``(n, 3H)``, gates r, z, n as torch orders them) and the state
+    ``h``; ``gi`` is overwritten with the gates (r, z, n) that :func:`gru_backward` needs."""
+    out = np.empty_like(h)
+    _kernels().gru_forward(gi, gh, h, out)
+    return out
+
+
+def gru_backward(
+    dh: np.ndarray, gates: np.ndarray, gh: np.ndarray, h: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """(d gi, d gh) from d h' and what :func:`gru_forward` left (``gates``, ``gh``, ``h``)."""
+    dgi, dgh = np.empty_like(gates), np.empty_like(gates)
+    _kernels().gru_backward(dh, gates, gh, h, dgi, dgh)
+    return dgi, dgh
