@@ -47,6 +47,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
+from threadpoolctl import threadpool_limits
 from torch import nn
 
 from recsys_assets.core.data.training_data import TrainingData, lookup_index
@@ -432,6 +433,8 @@ class GRU4RecRecommender(Recommender):
         def run_epoch(epoch: int) -> tuple[float, int]:
             return self._run_epoch(offsets, items_t, cache, pop, opt, table)
 
+        # numpy's BLAS (row_kernels.matmul) with the training thread count too
+        blas = threadpool_limits(resolve_threads(int(p["num_threads"])), user_api="blas")
         try:
             self.history = train_epochs(
                 "gru4rec",
@@ -442,6 +445,7 @@ class GRU4RecRecommender(Recommender):
                 train_threads=int(p["num_threads"]),
             )
         finally:
+            blas.restore_original_limits()
             self.net.Wy.data = table.part(0).contiguous()
             self.net.By.data = table.part(1).contiguous()
         # Items that never occur in a training session (catalogue-only items, or only in
@@ -526,7 +530,8 @@ class GRU4RecRecommender(Recommender):
             hidden[j] = inp
         with torch.no_grad():
             state1 = torch.cat([inp.detach(), inp.new_ones(n, 1)], 1)
-            unique_scores = state1 @ out_rows.T
+            mm = row_kernels.matmul if row_kernels.usable(state1) else torch.matmul
+            unique_scores = mm(state1, out_rows.T)
             scale = 1.0 / int(p["batch_size"])
             if p["loss"] == "bpr-max" and row_kernels.usable(unique_scores):
                 # the sampled columns' loss and gradient, row by row in one kernel
@@ -550,8 +555,8 @@ class GRU4RecRecommender(Recommender):
                     )
                     d_scores.mul_(scale)
                 d_unique = scores.new_zeros(n, rows.numel()).index_add_(1, inv_y, d_scores)
-            d_state = d_unique @ out_rows[:, :h]
-            d_rows = d_unique.T @ state1  # (u, h + 1)
+            d_state = mm(d_unique, out_rows[:, :h])
+            d_rows = mm(d_unique.T, state1)  # (u, h + 1)
         dense = [q for q in net.parameters() if q.requires_grad]
         if by_hand:
             d_emb, dense_grads = gru4rec_layers.backward(d_state, in_mask, tape)

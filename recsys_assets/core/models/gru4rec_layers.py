@@ -4,9 +4,9 @@ Through autograd a training step spent ~3.2 ms of 13 on the GRU layer (scale 1.0
 RetailRocket parameters), most of it not in its five (80 × 224 × 672) products but in the ~25
 small ops around them and their backward nodes. Here a layer is two products, one kernel for
 the gates (:func:`row_kernels.gru_forward`) and, backward, one kernel for the gate gradients
-and three products. The state carried in from the previous step is detached (as in the
-original: one step of back-propagation through time), so the backward pass needs no
-gradient for it.
+and three products (numpy's BLAS, :func:`row_kernels.matmul`). The state carried in from the
+previous step is detached (as in the original: one step of back-propagation through time),
+so the backward pass needs no gradient for it.
 
 The math is torch's ``GRUCell`` (gates r, z, n; ``h' = (h − n) z + n``) with the inverted
 dropout of :func:`gru4rec._dropout` on the input and on each layer's output, drawing the
@@ -58,8 +58,8 @@ def forward(
         for i, cell in enumerate(cells):
             j = first + i
             h = hidden[j]
-            gi = torch.addmm(cell.bias_ih, inp, cell.weight_ih.T)
-            gh = torch.addmm(cell.bias_hh, h, cell.weight_hh.T)
+            gi = row_kernels.matmul(inp, cell.weight_ih.detach().T).add_(cell.bias_ih)
+            gh = row_kernels.matmul(h, cell.weight_hh.detach().T).add_(cell.bias_hh)
             out = torch.from_numpy(row_kernels.gru_forward(gi.numpy(), gh.numpy(), h.numpy()))
             mask = dropout_mask(out, p_hidden)
             tape.append(_Saved(cell, inp, h, gi, gh, mask))
@@ -85,8 +85,9 @@ def backward(
                     d.contiguous().numpy(), s.gates.numpy(), s.gh.numpy(), s.h.numpy()
                 )
             )
-            grads.append([dgi.T @ s.x, dgh.T @ s.h, dgi.sum(0), dgh.sum(0)])
-            d = dgi @ s.cell.weight_ih
+            mm = row_kernels.matmul
+            grads.append([mm(dgi.T, s.x), mm(dgh.T, s.h), dgi.sum(0), dgh.sum(0)])
+            d = mm(dgi, s.cell.weight_ih.detach())
         if in_mask is not None:
             d = d * in_mask
     return d, [g for layer in reversed(grads) for g in layer]

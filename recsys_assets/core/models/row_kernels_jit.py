@@ -7,7 +7,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 from llvmlite import ir
-from numba.core import types
+from numba.core import cgutils, types
 from numba.extending import intrinsic
 
 
@@ -95,9 +95,40 @@ def gru_backward(dh, gi, gh, h, dgi, dgh):
             db[k], db[size + k], db[2 * size + k] = dr, dz, dc * r
 
 
+@intrinsic
+def _prefetch(typingctx, arr, offset):
+    """Ask for the cache line of element ``offset`` of the flat (contiguous) array ``arr``
+    (``llvm.prefetch``: read, keep in all cache levels)."""
+    sig = types.void(arr, types.intp)
+
+    def codegen(context, builder, signature, args):
+        ary = context.make_array(signature.args[0])(context, builder, args[0])
+        i8p, i32 = ir.IntType(8).as_pointer(), ir.IntType(32)
+        fnty = ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0")
+        ptr = builder.bitcast(builder.gep(ary.data, [args[1]]), i8p)
+        flags = [ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)]
+        builder.call(fn, [ptr, *flags])
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+# The rows of a step are scattered over a table far larger than the caches: every row is
+# a run of misses. Asking for the lines of the row _AHEAD places on while working on the
+# current one overlaps them (measured on a 417k-row table: the parameter gather 240 -> 170
+# us, the update 650 -> 470 us for 2,187 rows; 2, 8 or 16 rows ahead were no better)
+_AHEAD = 4
+
+
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def gather_slot(state, rows, slot, out):
+    flat, block, width = state.reshape(-1), state.shape[1] * state.shape[2], state.shape[2]
     for k in range(rows.shape[0]):
+        if k + _AHEAD < rows.shape[0]:
+            base = rows[k + _AHEAD] * block + slot * width
+            for off in range(0, width, 16):  # 16 floats: one 64-byte line
+                _prefetch(flat, base + off)
         src = state[rows[k], slot]
         dst = out[k]
         for j in range(dst.shape[0]):
@@ -107,7 +138,12 @@ def gather_slot(state, rows, slot, out):
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def adagrad_rows(state, rows, grad, lr, momentum, eps):
     lr32, mu32, eps32 = np.float32(lr), np.float32(momentum), np.float32(eps)
+    flat, block = state.reshape(-1), state.shape[1] * state.shape[2]
     for k in range(rows.shape[0]):
+        if k + _AHEAD < rows.shape[0]:
+            base = rows[k + _AHEAD] * block
+            for off in range(0, block, 16):
+                _prefetch(flat, base + off)
         r = rows[k]
         p, acc, mom, g = state[r, 0], state[r, 1], state[r, 2], grad[k]
         if momentum > 0:
