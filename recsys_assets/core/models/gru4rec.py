@@ -433,6 +433,8 @@ class GRU4RecRecommender(Recommender):
         def run_epoch(epoch: int) -> tuple[float, int]:
             return self._run_epoch(offsets, items_t, cache, pop, opt, table)
 
+        if row_kernels.usable(table.state):
+            row_kernels.warm_up()  # numba's load time is setup, not the first steps' time
         # numpy's BLAS (row_kernels.matmul) with the training thread count too
         blas = threadpool_limits(resolve_threads(int(p["num_threads"])), user_api="blas")
         try:

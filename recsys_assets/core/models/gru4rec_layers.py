@@ -60,9 +60,12 @@ def forward(
             h = hidden[j]
             gi = row_kernels.matmul(inp, cell.weight_ih.detach().T).add_(cell.bias_ih)
             gh = row_kernels.matmul(h, cell.weight_hh.detach().T).add_(cell.bias_hh)
-            out = torch.from_numpy(row_kernels.gru_forward(gi.numpy(), gh.numpy(), h.numpy()))
+            out, gates = (
+                torch.from_numpy(a)
+                for a in row_kernels.gru_forward(gi.numpy(), gh.numpy(), h.numpy())
+            )
             mask = dropout_mask(out, p_hidden)
-            tape.append(_Saved(cell, inp, h, gi, gh, mask))
+            tape.append(_Saved(cell, inp, h, gates, gh, mask))
             inp = out if mask is None else out * mask
             hidden[j] = inp
     return inp, in_mask, tape

@@ -60,6 +60,25 @@ def available() -> bool:
     return _jit is not False
 
 
+def warm_up() -> None:
+    """Load (or compile) every kernel now, on tiny arrays: ~0.7 s on the first call in a
+    process (importing numba, reading the on-disk cache), which would otherwise land in
+    the first training steps; nothing when the kernels are unavailable."""
+    if not available():
+        return
+    state, rows, grad = _empty(4, 3, 16), np.arange(2), _empty(2, 16)
+    state.fill(0.0)
+    grad.fill(0.5)
+    gather_slot(state, rows)
+    adagrad_rows(state, rows, grad, 0.1, 0.5, 1e-6)
+    flat = state.reshape(-1)[:16]
+    adagrad_flat(flat, flat.copy(), flat.copy(), grad[0].copy(), 0.1, 0.5, 1e-6)
+    bpr_max_unique(grad[:, :4].copy(), np.arange(3), 1.0, 0.5, 1.0)
+    gates = grad.repeat(3, axis=1)
+    out, gates = gru_forward(gates, gates.copy(), grad)
+    gru_backward(grad, gates, gates, grad)
+
+
 def _kernels():
     if not available():
         raise RuntimeError("the numba kernels are unavailable (see row_kernels.usable)")
@@ -142,13 +161,13 @@ def bpr_max_unique(
     return float(loss), out
 
 
-def gru_forward(gi: np.ndarray, gh: np.ndarray, h: np.ndarray) -> np.ndarray:
-    """A GRU cell's new state from its gate pre-activations ``gi = x W_ihᵀ + b_ih`` and
-    ``gh = h W_hhᵀ + b_hh`` (``(n, 3H)``, gates r, z, n as torch orders them) and the state
-    ``h``; ``gi`` is overwritten with the gates (r, z, n) that :func:`gru_backward` needs."""
-    out = _empty(*h.shape)
-    _kernels().gru_forward(gi, gh, h, out)
-    return out
+def gru_forward(gi: np.ndarray, gh: np.ndarray, h: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(new state, gates) of a GRU cell from its gate pre-activations ``gi = x W_ihᵀ + b_ih``
+    and ``gh = h W_hhᵀ + b_hh`` (``(n, 3H)``, gates r, z, n as torch orders them) and the
+    state ``h``; the gates (r, z, n) are what :func:`gru_backward` needs."""
+    out, gates = _empty(*h.shape), _empty(*gi.shape)
+    _kernels().gru_forward(gi, gh, h, out, gates)
+    return out, gates
 
 
 def gru_backward(

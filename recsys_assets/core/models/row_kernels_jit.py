@@ -64,18 +64,25 @@ def _tanh(x):
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def gru_forward(gi, gh, h, out):
+def gru_forward(gi, gh, h, out, gates):
     # torch's GRUCell on the gate pre-activations gi = x W_ihᵀ + b_ih, gh = h W_hhᵀ + b_hh
     # (gates r, z, n): r = σ(gi_r + gh_r), z = σ(gi_z + gh_z), n = tanh(gi_n + r gh_n),
-    # h' = (h − n) z + n, as ATen writes it; r, z, n are left in gi for the backward pass
+    # h' = (h − n) z + n, as ATen writes it; r, z, n go to ``gates`` for the backward pass
+    # (each gate block its own slice: indexed as a[size + k] in one row, the loop ran
+    # 13x slower, 320 against 25 µs at 80 × 224)
     size = h.shape[1]
     for i in range(h.shape[0]):
-        a, b, hi, o = gi[i], gh[i], h[i], out[i]
+        a, b, hi, o, g = gi[i], gh[i], h[i], out[i], gates[i]
+        ar, az, an = a[:size], a[size : 2 * size], a[2 * size :]
+        br, bz, bn = b[:size], b[size : 2 * size], b[2 * size :]
+        gr, gz, gn = g[:size], g[size : 2 * size], g[2 * size :]
         for k in range(size):
-            r = _sigmoid(a[k] + b[k])
-            z = _sigmoid(a[size + k] + b[size + k])
-            c = _tanh(a[2 * size + k] + r * b[2 * size + k])
-            a[k], a[size + k], a[2 * size + k] = r, z, c
+            r = _sigmoid(ar[k] + br[k])
+            z = _sigmoid(az[k] + bz[k])
+            c = _tanh(an[k] + r * bn[k])
+            gr[k] = r
+            gz[k] = z
+            gn[k] = c
             o[k] = (hi[k] - c) * z + c
 
 
