@@ -267,11 +267,31 @@ def test_numba_kernels_train_like_the_torch_ops(data, monkeypatch, input_mode):
             yield batch
 
     monkeypatch.setattr(gru_module, "session_parallel_batches", first_steps)
+    calls: dict[str, int] = {}
+    kernels_used = ("adagrad_rows", "adagrad_flat", "bpr_max_unique", "gru_forward", "gru_backward")
+
+    def counting(name, kernel):
+        def counted(*args):
+            calls[name] = calls.get(name, 0) + 1
+            return kernel(*args)
+
+        return counted
+
+    for name in kernels_used:
+        monkeypatch.setattr(row_kernels, name, counting(name, getattr(row_kernels, name)))
     fitted = {}
     for kernels in (True, False):
         monkeypatch.setattr(row_kernels, "ENABLED", kernels)
-        params = {**TINY, "input_mode": input_mode, "embedding": 16}
+        # two layers under the separate embedding: the backward pass through a stack
+        layers = [32, 24] if input_mode == "embedding" else [32]
+        params = {**TINY, "input_mode": input_mode, "embedding": 16, "layers": layers}
         fitted[kernels] = GRU4RecRecommender(**params).fit(data).export_numpy()
+        # with the kernels on, each ran on every step (6, and once in warm_up); off, none
+        if kernels:
+            assert set(calls) == set(kernels_used) and min(calls.values()) > 6, calls
+        else:
+            assert not calls, calls
+        calls.clear()
     untrained = GRU4RecRecommender(**{**params, "learning_rate": 1e-12}).fit(data).export_numpy()
     for key, value in fitted[True].items():
         np.testing.assert_allclose(value, fitted[False][key], rtol=1e-5, atol=5e-7, err_msg=key)
