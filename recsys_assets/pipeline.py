@@ -147,40 +147,36 @@ def run_stage(
     """Execute one stage (all partitions unless ``partition_keys``); return its seconds.
 
     With ``workers`` > 1 (and the ``settings`` the Definitions were built from, so that another
-    process can build them again), the partitions of a stage that runs one partition per run
-    (the models) run side by side, ``workers`` at a time, each run in a process of its own
-    (:func:`_run_side_by_side`). Otherwise the runs execute here, one after another.
+    process can build them again), every run executes in a worker process and the partitions of
+    a stage that runs one partition per run (the models) run side by side, ``workers`` at a
+    time (:func:`_run_in_workers`); this process only plans and waits, so its own memory (1.4 GB
+    after the analytics stage at scale 1.0) does not add to the workers'. Otherwise the runs
+    execute here, one after another.
     """
     config = run_config if run_config is not None else QUIET_RUN_CONFIG
     start = time.perf_counter()
     runs = stage_runs(stage, instance, partition_keys)
-    parallel = (
+    in_workers = (
         workers > 1
         and settings is not None
         and instance.is_persistent  # the workers open the same instance from its ref
-        and stage.partitions_def is not None
-        and not stage.single_run
     )
-    if parallel:
+    if in_workers:
         from recsys_assets.partitions import PARTITION_TAG, partition_waves
 
-        keys = [tags[PARTITION_TAG] for tags in runs]
-        for wave in partition_waves(stage.partitions_def, keys):
-            if len(wave) == 1:
-                _raise_on_failure(stage, *_execute(defs, instance, stage.assets, wave[0], config))
-            else:
-                _run_side_by_side(stage, wave, config, min(workers, len(wave)), settings, instance)
+        waves = [runs]
+        if stage.partitions_def is not None and not stage.single_run:
+            keys = [tags[PARTITION_TAG] for tags in runs]
+            waves = [
+                [{PARTITION_TAG: key} for key in wave]
+                for wave in partition_waves(stage.partitions_def, keys)
+            ]
+        for wave in waves:
+            _run_in_workers(stage, wave, config, min(workers, len(wave)), settings, instance)
         return time.perf_counter() - start
     for tags in runs:
         _raise_on_failure(stage, tags, _execute_run(defs, instance, stage.assets, tags, config))
     return time.perf_counter() - start
-
-
-def _execute(defs, instance, assets, partition: str, run_config: dict):
-    from recsys_assets.partitions import PARTITION_TAG
-
-    tags = {PARTITION_TAG: partition}
-    return tags, _execute_run(defs, instance, assets, tags, run_config)
 
 
 def _execute_run(
@@ -223,15 +219,15 @@ def _raise_on_failure(stage: Stage, tags: dict[str, str], failures: list[str]) -
 _WORKER: dict = {}
 
 
-def _run_side_by_side(
+def _run_in_workers(
     stage: Stage,
-    partitions: list[str],
+    runs: list[dict[str, str]],
     run_config: dict,
     workers: int,
     settings: Settings,
     instance: DagsterInstance,
 ) -> None:
-    """One run per partition, ``workers`` at a time, each in a spawned process, in the order
+    """The ``runs`` (their tags), ``workers`` at a time, in spawned processes, in the order
     given (the longest first).
 
     Why processes: the torch models train on one thread for minutes (two threads made their
@@ -243,6 +239,8 @@ def _run_side_by_side(
     instance (``DagsterInstance.from_ref``), so the UI shows them like any other.
     """
     import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures.process import BrokenProcessPool
 
     _prepare_shared_stores(settings)
     context = multiprocessing.get_context("spawn")  # fork would copy this process's threads
@@ -250,28 +248,34 @@ def _run_side_by_side(
     shares = context.Queue()
     for cores in core_shares(workers):
         shares.put(cores)
-    pool = context.Pool(
+    pool = ProcessPoolExecutor(
         workers,
+        mp_context=context,
         initializer=_start_worker,
         initargs=(settings, instance.get_ref(), verbose, shares),
     )
+    finished = False
     try:
-        pending = {
-            key: pool.apply_async(_worker_run, (list(stage.assets), key, run_config))
-            for key in partitions
+        running = {
+            pool.submit(_worker_run, list(stage.assets), tags, run_config): tags for tags in runs
         }
-        while pending:
-            done = [key for key, result in pending.items() if result.ready()]
-            for key in done:
-                tags, failures = pending.pop(key).get()
-                _raise_on_failure(stage, tags, failures)
-            if not done:
-                time.sleep(0.2)
-        pool.close()
+        for future in as_completed(running):
+            try:
+                tags, failures = future.result()
+            except BrokenProcessPool:
+                raise SystemExit(
+                    f"stage '{stage.name}' failed ({running[future] or 'unpartitioned'}): its "
+                    "worker process died (killed, or out of memory: RECSYS_WORKERS=1 runs "
+                    "everything in one process, one model at a time)"
+                ) from None
+            _raise_on_failure(stage, tags, failures)
+        finished = True
     finally:
-        # a failure or Ctrl-C stops the other runs instead of waiting minutes for them
-        pool.terminate()
-        pool.join()
+        pool.shutdown(wait=finished, cancel_futures=True)
+        if not finished:
+            # a failure or Ctrl-C stops the other runs instead of waiting minutes for them
+            for child in multiprocessing.active_children():
+                child.terminate()
 
 
 def core_shares(workers: int) -> list[set[int]]:
@@ -288,7 +292,12 @@ def _start_worker(settings: Settings, instance_ref, verbose: bool, shares) -> No
     cores: every library then sizes its thread pool to that share (torch's products, implicit's
     and the BLAS's OpenMP, polars), so two workers never run four threads on two cores (two
     threads on a core another process keeps busy made the torch models' scoring 3-4x slower)."""
-    cores = shares.get()
+    import queue
+
+    try:
+        cores = shares.get(timeout=5)
+    except queue.Empty:  # more workers than shares (one replaced): the process's own cores
+        cores = set()
     if cores:
         os.sched_setaffinity(0, cores)
         # before any of them is loaded: they read these when they start their thread pools
@@ -305,8 +314,8 @@ def _start_worker(settings: Settings, instance_ref, verbose: bool, shares) -> No
     _WORKER["instance"] = DagsterInstance.from_ref(instance_ref)
 
 
-def _worker_run(assets: list[AssetKey], partition: str, run_config: dict):
-    return _execute(_WORKER["defs"], _WORKER["instance"], assets, partition, run_config)
+def _worker_run(assets: list[AssetKey], tags: dict[str, str], run_config: dict):
+    return tags, _execute_run(_WORKER["defs"], _WORKER["instance"], assets, tags, run_config)
 
 
 def _prepare_shared_stores(settings: Settings) -> None:
