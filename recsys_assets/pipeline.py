@@ -274,8 +274,11 @@ def _run_in_workers(
         pool.shutdown(wait=finished, cancel_futures=True)
         if not finished:
             # a failure or Ctrl-C stops the other runs instead of waiting minutes for them
-            for child in multiprocessing.active_children():
+            children = multiprocessing.active_children()
+            for child in children:
                 child.terminate()
+            for child in children:
+                child.join(timeout=10)
 
 
 def core_shares(workers: int) -> list[set[int]]:
