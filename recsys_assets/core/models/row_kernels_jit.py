@@ -152,24 +152,19 @@ def adagrad_rows(state, rows, grad, lr, momentum, eps):
             for off in range(0, block, 16):
                 _prefetch(flat, base + off)
         r = rows[k]
-        p, acc, mom, g = state[r, 0], state[r, 1], state[r, 2], grad[k]
-        if momentum > 0:
-            for j in range(g.shape[0]):
-                a = acc[j] + g[j] * g[j]
-                acc[j] = a
-                m = mom[j] * mu32 - lr32 * (g[j] / np.sqrt(a + eps32))
-                mom[j] = m
-                p[j] = p[j] + m
-        else:
-            for j in range(g.shape[0]):
-                a = acc[j] + g[j] * g[j]
-                acc[j] = a
-                p[j] = p[j] - lr32 * (g[j] / np.sqrt(a + eps32))
+        _adagrad(state[r, 0], state[r, 1], state[r, 2], grad[k], lr32, mu32, eps32, momentum)
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def adagrad_flat(p, acc, mom, g, lr, momentum, eps):
     lr32, mu32, eps32 = np.float32(lr), np.float32(momentum), np.float32(eps)
+    _adagrad(p, acc, mom, g, lr32, mu32, eps32, momentum)
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _adagrad(p, acc, mom, g, lr32, mu32, eps32, momentum):
+    """One Adagrad(+momentum) update of ``p`` in place (shared by the row and flat kernels;
+    inlined, so the row loop keeps its vectorised inner loop)."""
     if momentum > 0:
         for j in range(g.shape[0]):
             a = acc[j] + g[j] * g[j]
