@@ -259,7 +259,13 @@ def _run_in_workers(
         running = {
             pool.submit(_worker_run, list(stage.assets), tags, run_config): tags for tags in runs
         }
+        left = len(running)
         for future in as_completed(running):
+            left -= 1
+            if 0 < left < workers:
+                # fewer runs left than workers: a core would idle, so the workers still
+                # running get every core (their later fits and scoring read it at the call)
+                _give_every_core(multiprocessing.active_children())
             try:
                 tags, failures = future.result()
             except BrokenProcessPool:
@@ -279,6 +285,17 @@ def _run_in_workers(
                 child.terminate()
             for child in children:
                 child.join(timeout=10)
+
+
+def _give_every_core(processes) -> None:
+    cores = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+    if not cores:
+        return
+    for process in processes:
+        try:
+            os.sched_setaffinity(process.pid, cores)
+        except (ProcessLookupError, OSError):  # exited meanwhile
+            pass
 
 
 def core_shares(workers: int) -> list[set[int]]:

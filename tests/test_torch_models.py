@@ -9,6 +9,7 @@ import pytest
 import torch
 from test_models import planted_frames
 
+from recsys_assets.core.cpu import available_cores
 from recsys_assets.core.data.training_data import build_training_data
 from recsys_assets.core.models import create_model, torch_training
 from recsys_assets.core.models.torch_training import (
@@ -16,7 +17,6 @@ from recsys_assets.core.models.torch_training import (
     STOP_EARLY,
     STOP_EPOCHS,
     EarlyStopping,
-    available_cores,
     check_budget,
     choose_device,
     seed_everything,

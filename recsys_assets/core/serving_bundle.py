@@ -218,12 +218,12 @@ def _model_lists(
     taken = _stored_part(stored, wanted, limits.top_n)
     to_score = wanted[~np.isin(wanted, taken[0])]
     log.info(
-        "bundle %s: personal top-%d lists for %s of %s known users (%s from its evaluation)",
+        "bundle %s: personal top-%d lists for %s of %s known users%s",
         name,
         limits.top_n,
         f"{len(wanted):,}",
         f"{len(known):,}",
-        f"{len(taken[0]):,}",
+        "" if stored is None else f" ({len(taken[0]):,} from its evaluation)",
     )
     clock = time.perf_counter()
     scored = _capped(

@@ -11,6 +11,7 @@ import numpy as np
 import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
+from recsys_assets.core.cpu import resolve_threads
 from recsys_assets.core.data.training_data import TrainingData
 from recsys_assets.core.models.base import Recommender
 from recsys_assets.core.models.topk import (
@@ -83,7 +84,7 @@ class ALSRecommender(Recommender):
                 alpha=float(p["alpha"]),
                 dtype=np.float32,
                 iterations=int(p["iterations"]),
-                num_threads=int(p["num_threads"]),
+                num_threads=resolve_threads(int(p["num_threads"])),
                 random_state=p["random_state"],
             )
             model.fit(matrix, show_progress=False, callback=self._log_iteration)
@@ -197,7 +198,7 @@ class ALSRecommender(Recommender):
                 queries,
                 want,
                 filter_query_items=exclude,
-                num_threads=int(self.params["num_threads"]),
+                num_threads=resolve_threads(int(self.params["num_threads"])),
             )
         cols = cols.astype(np.int64)
         if columns is not None:

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 import scipy.sparse as sp
 
+from recsys_assets.core.cpu import resolve_threads
 from recsys_assets.core.data.training_data import TrainingData
 from recsys_assets.core.models.base import Recommender
 from recsys_assets.core.models.serialization import csr_from_arrays, csr_to_arrays
@@ -178,7 +179,7 @@ class ItemKNNRecommender(Recommender):
         sim = cosine_neighbours(
             matrix,
             int(self.params["k"]),
-            int(self.params["num_threads"]),
+            resolve_threads(int(self.params["num_threads"])),
             float(self.params["asymmetry"]),
         )
         log.info(

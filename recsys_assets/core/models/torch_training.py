@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -24,6 +23,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+
+from recsys_assets.core.cpu import resolve_threads
 
 log = logging.getLogger(__name__)
 
@@ -55,14 +56,6 @@ def seed_everything(seed: int) -> np.random.Generator:
     return np.random.default_rng(int(seed))
 
 
-def available_cores() -> int:
-    """CPU cores this process may run on (the affinity mask, not the machine's total)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
-
-
 def choose_device(device: str = "auto", num_threads: int = 0) -> torch.device:
     """CUDA when asked for or ("auto") present, else CPU with ``num_threads`` torch threads.
 
@@ -79,11 +72,6 @@ def choose_device(device: str = "auto", num_threads: int = 0) -> torch.device:
     if torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
     return torch.device("cpu")
-
-
-def resolve_threads(num_threads: int) -> int:
-    """``num_threads`` itself, or one per available core for 0 (or less)."""
-    return int(num_threads) if num_threads and num_threads > 0 else available_cores()
 
 
 @contextmanager
