@@ -59,8 +59,11 @@ RUN mkdir -p /app/data/dagster_home && chown -R recsys:recsys /app/data
 
 # Relative defaults (data/, data/warehouse.duckdb, data/raw) resolve against /app; see
 # docs/architecture.md §7 for every variable.
+# NUMBA_CACHE_DIR: GRU4Rec's numba kernels are compiled once and cached; the installed package is
+# not writable by the recsys user, so the cache lives on the data volume and survives restarts.
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
+    NUMBA_CACHE_DIR=/app/data/numba-cache \
     RECSYS_DATA_DIR=/app/data \
     DAGSTER_HOME=/app/data/dagster_home \
     RECSYS_HOST=0.0.0.0 \
