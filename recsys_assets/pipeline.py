@@ -319,7 +319,10 @@ def _start_worker(settings: Settings, instance_ref, verbose: bool, shares) -> No
     except queue.Empty:  # more workers than shares (one replaced): the process's own cores
         cores = set()
     if cores:
-        os.sched_setaffinity(0, cores)
+        try:
+            os.sched_setaffinity(0, cores)
+        except OSError:  # a sandbox that refuses it: the threads still follow the variables
+            pass
         # before any of them is loaded: they read these when they start their thread pools
         for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
             os.environ[name] = str(len(cores))
