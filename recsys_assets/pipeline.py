@@ -294,7 +294,7 @@ def _give_every_core(processes) -> None:
     for process in processes:
         try:
             os.sched_setaffinity(process.pid, cores)
-        except (ProcessLookupError, OSError):  # exited meanwhile
+        except OSError:  # exited meanwhile
             pass
 
 
@@ -354,9 +354,10 @@ def _prepare_shared_stores(settings: Settings) -> None:
 def release_memory() -> None:
     """Give the memory of a finished run back to the system before the next one starts.
 
-    Every run of ``make run`` executes in this one process. Without this, the heap that one
-    model's run grew (torch and numpy buffers freed into glibc's arenas) can stay mapped, and
-    the next model's run then starts on top of it (scale 1.0 reached 10.2 GB of RSS in the
+    A process runs one Dagster run after another (this one with ``RECSYS_WORKERS=1``, each
+    worker otherwise). Without this, the heap that one model's run grew (torch and numpy
+    buffers freed into glibc's arenas) can stay mapped, and the next model's run then starts
+    on top of it (scale 1.0 reached 10.2 GB of RSS in the
     GRU4Rec run, the fifth model's).
     """
     import ctypes

@@ -10,6 +10,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from recsys_assets.core.cpu import available_cores
+
 
 def _path(env: str, default: str) -> Path:
     return Path(os.environ.get(env) or default).expanduser().resolve()
@@ -57,11 +59,7 @@ class Settings:
 def _workers(value: str | None) -> int:
     """RECSYS_WORKERS as a count of at least 1; unset or empty: two where there are two cores."""
     if value is None or not value.strip():
-        try:
-            cores = len(os.sched_getaffinity(0))
-        except AttributeError:  # not Linux
-            cores = os.cpu_count() or 1
-        return min(2, max(1, cores))
+        return min(2, available_cores())
     try:
         workers = int(value)
     except ValueError:

@@ -70,11 +70,11 @@ SESSION_MODELS = ("popular", *(n for n, c in MODEL_REGISTRY.items() if c.session
 # seconds per asset at scale 1.0.
 TARGET_COLUMNS = ["user_id", "item_id", "split"]
 # A table of one model's rows (the IO manager rewrites `WHERE model = <partition>`) computed
-# against the test targets.
-# The per-model steps are in no pool (the "duckdb" pool's single slot would make models trained
-# side by side take turns step by step): each holds the warehouse only while loading its inputs
-# and storing its output, and its connections wait while another process holds the file
-# (the IO manager retries for about 100 s, the model store: recsys_assets.core.duckdb_retry).
+# against the test targets. The per-model steps are in no pool (the "duckdb" pool's single
+# slot would make models trained side by side take turns step by step): each holds the
+# warehouse only while loading its inputs and storing its output, and its connections wait
+# while another process holds the file (the IO manager retries for about 100 s, the model
+# store: recsys_assets.core.duckdb_retry).
 PER_MODEL_TEST_TABLE = dict(
     group_name=GROUP,
     partitions_def=model_partitions,
@@ -706,7 +706,11 @@ def stored_source_lists(
     skipped = sorted(set(versions) - set(found))
     context.log.info(
         f"{trained.name}: candidates from the stored lists of {sorted(found) or 'no source'}"
-        + (f"; scoring {', '.join(skipped)} anew (lists of another version)" if skipped else "")
+        + (
+            f"; scoring {', '.join(skipped)} anew (lists of another version, or too short)"
+            if skipped
+            else ""
+        )
     )
     return found
 

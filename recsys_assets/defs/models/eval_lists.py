@@ -7,14 +7,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-import numpy as np
 import polars as pl
 from dagster import AssetKey, AssetRecordsFilter, DagsterInstance
 
 from recsys_assets.core.duckdb_retry import connect
 from recsys_assets.core.evaluation.metrics import frame_to_lists
-
-Lists = tuple[np.ndarray, np.ndarray, np.ndarray]  # sorted user ids, (n, K) items, (n, K) scores
+from recsys_assets.core.serving_bundle import Lists
 
 
 @dataclass(frozen=True)
