@@ -279,10 +279,15 @@ def _run_in_workers(
     finally:
         pool.shutdown(wait=finished, cancel_futures=True)
         if not finished:
-            # a failure or Ctrl-C stops the other runs instead of waiting minutes for them
+            # a failure or Ctrl-C stops the other runs instead of waiting minutes for them; an
+            # idle worker is first given a moment to take the shutdown and exit by itself (a
+            # terminated one prints Dagster's KeyboardInterrupt traceback under the user's error)
             children = multiprocessing.active_children()
             for child in children:
-                child.terminate()
+                child.join(timeout=1)
+            for child in children:
+                if child.is_alive():
+                    child.terminate()
             for child in children:
                 child.join(timeout=10)
 
