@@ -4,8 +4,9 @@
 
 Generates the raw files into ``<work>/raw`` when they are missing (kept between runs: generation
 is not part of the graph), removes the warehouse, MLflow store and Dagster instance of an earlier
-run, then materialises the graph as ``make run`` does (``prepare_raw_data`` and every stage of
-``plan_stages`` through ``run_stage``), into a Dagster instance under ``<work>/dagster_home`` with
+run, then materialises the graph as ``make run`` does (``run_all``: the raw-folder check, then
+every run, side by side in ``RECSYS_WORKERS`` workers), into a Dagster instance under
+``<work>/dagster_home`` with
 the repository's dagster.yaml. Models are published to ``REDIS_URL`` (default 127.0.0.1:6379)
 under a throw-away prefix that is deleted afterwards.
 
@@ -144,6 +145,31 @@ def read_steps(instance, sampler: MemorySampler) -> list[Step]:
     return sorted(steps, key=lambda s: s.start)
 
 
+def read_runs(instance) -> list[dict]:
+    """Each Dagster run's assets, partition, start (seconds after the first run's) and length."""
+    from recsys_assets.partitions import PARTITION_RANGE_START_TAG, PARTITION_TAG
+
+    records = sorted(instance.get_run_records(), key=lambda r: r.start_time or 0)
+    first = next((r.start_time for r in records if r.start_time), 0)
+    runs = []
+    for record in records:
+        if not record.start_time:
+            continue
+        run = record.dagster_run
+        end = record.end_time or time.time()
+        runs.append(
+            {
+                "assets": ", ".join(k.to_user_string() for k in sorted(run.asset_selection or ())),
+                "partition": run.tags.get(
+                    PARTITION_TAG, run.tags.get(PARTITION_RANGE_START_TAG, "")
+                ),
+                "start": round(record.start_time - first, 1),
+                "seconds": round(end - record.start_time, 1),
+            }
+        )
+    return runs
+
+
 def render(report: dict) -> str:
     """The markdown table: one row per step, then the totals."""
     lines = [
@@ -276,7 +302,7 @@ def main() -> int:
     from dagster import DagsterInstance
 
     from recsys_assets.definitions import build_definitions
-    from recsys_assets.pipeline import plan_stages, prepare_raw_data, run_stage
+    from recsys_assets.pipeline import run_all
     from recsys_assets.settings import Settings
     from recsys_assets.terminal import quiet_libraries
     from recsys_serving.redis_layout import delete_prefix
@@ -298,14 +324,12 @@ def main() -> int:
     graph_start = time.perf_counter()
     instance = DagsterInstance.get()
 
-    runs: list[dict] = []  # wall seconds of each Dagster run, to show its launch overhead
-
     def record() -> None:
         steps = read_steps(instance, sampler)
         graph = time.perf_counter() - graph_start
         total = sum(s.seconds for s in steps)
         report.update(
-            runs=runs,
+            runs=read_runs(instance),
             steps=[asdict(s) for s in steps],
             steps_seconds=total,
             outside_seconds=graph - total,
@@ -315,25 +339,15 @@ def main() -> int:
         )
         write_report(work, report)
 
+    def echo(line: str) -> None:
+        print(line, flush=True)
+        if line.startswith("   "):  # a run (or a stage) finished: the table so far
+            record()
+
     try:
         defs = build_definitions(settings)
-        prepare_raw_data(defs, instance)
-        for stage in plan_stages(defs):
-            print(f"== {stage.name}", flush=True)
-            if stage.partitions_def is None or stage.single_run:
-                batches = [None]
-            else:
-                keys = stage.partitions_def.get_partition_keys(dynamic_partitions_store=instance)
-                # side by side as make run does, or one run at a time so the table grows run by run
-                batches = [keys] if settings.workers > 1 else [[key] for key in keys]
-            for keys in batches:
-                seconds = run_stage(
-                    defs, instance, stage, keys, workers=settings.workers, settings=settings
-                )
-                label = ", ".join(keys) if keys else ""
-                runs.append({"stage": stage.name, "partition": label, "seconds": seconds})
-                print(f"   {label} {seconds:.1f} s", flush=True)
-                record()
+        # exactly what make run does: the runs side by side in workers (RECSYS_WORKERS)
+        run_all(defs, instance, echo=echo, settings=settings)
         report["complete"] = True
     except KeyboardInterrupt:
         print("interrupted: the table below stops at the step that was running", flush=True)
@@ -347,9 +361,9 @@ def main() -> int:
     write_report(work, report)
     print(f"\nscale {args.scale:g}, seed {args.seed}")
     print(render(report))
-    print("\nseconds per Dagster run (steps + launch):")
+    print("\nseconds per Dagster run (steps + launch), from its start in the graph:")
     for run in report["runs"]:
-        print(f"  {run['seconds']:7.1f}  {run['stage']} {run['partition']}")
+        print(f"  {run['start']:7.1f} {run['seconds']:7.1f}  {run['assets']} {run['partition']}")
     board = leaderboard(work / "warehouse.duckdb")
     if board:
         report["leaderboard"] = board

@@ -7,8 +7,11 @@ shows every materialisation afterwards), but loads the code once and runs each s
 The stages are derived from the Definitions (``plan_stages``): a Dagster run covers one
 partitions definition, so the assets are grouped by partitions definition in topological order.
 A stage whose assets all have a single-run backfill policy (the days of events) is one run over
-all its partitions; any other partitioned stage (the models) is one run per partition. Adding an
-asset to a domain module of ``recsys_assets.defs`` adds it to the main job, with no edit here.
+all its partitions; any other partitioned stage (the models) is one run per partition. With
+``RECSYS_WORKERS`` > 1 the stages are split into runs with dependencies (``graph_tasks.py``) that
+worker processes take as soon as the runs they read are done (``run_tasks_in_workers``); with 1,
+the stages run one after another in this process. Adding an asset to a domain module of
+``recsys_assets.defs`` adds it to the main job, with no edit here.
 
 Before the first run, the raw folder is checked (the embedded default is generated only into an
 empty default folder) and the days of the events file are registered as partitions, so the
@@ -162,17 +165,10 @@ def run_stage(
         and instance.is_persistent  # the workers open the same instance from its ref
     )
     if in_workers:
-        from recsys_assets.partitions import PARTITION_TAG, partition_waves
+        from recsys_assets.graph_tasks import plan_tasks
 
-        waves = [runs]
-        if stage.partitions_def is not None and not stage.single_run:
-            keys = [tags[PARTITION_TAG] for tags in runs]
-            waves = [
-                [{PARTITION_TAG: key} for key in wave]
-                for wave in partition_waves(stage.partitions_def, keys)
-            ]
-        for wave in waves:
-            _run_in_workers(stage, wave, config, min(workers, len(wave)), settings, instance)
+        tasks = plan_tasks(defs, instance, [stage], partition_keys)
+        run_tasks_in_workers(tasks, config, workers, settings, instance)
         return time.perf_counter() - start
     for tags in runs:
         _raise_on_failure(stage, tags, _execute_run(defs, instance, stage.assets, tags, config))
@@ -219,62 +215,90 @@ def _raise_on_failure(stage: Stage, tags: dict[str, str], failures: list[str]) -
 _WORKER: dict = {}
 
 
-def _run_in_workers(
-    stage: Stage,
-    runs: list[dict[str, str]],
+def run_tasks_in_workers(
+    tasks: Sequence,
     run_config: dict,
     workers: int,
     settings: Settings,
     instance: DagsterInstance,
+    echo: Callable[[str], None] | None = None,
 ) -> None:
-    """The ``runs`` (their tags), ``workers`` at a time, in spawned processes, in the order
-    given (the longest first).
+    """Run ``tasks`` (``recsys_assets.graph_tasks``), ``workers`` at a time, in spawned
+    processes: each task starts once the tasks it comes ``after`` have finished, the best
+    ranked first among those that may start.
 
     Why processes: the torch models train on one thread for minutes (two threads made their
-    small ops several times slower on a busy machine), so one model at a time leaves a core
+    small ops several times slower on a busy machine), so one run at a time leaves a core
     idle; Dagster runs the steps of one run in one process. The runs write the same DuckDB
-    file, which one process at a time may open: the model steps hold it only while loading
-    their inputs and storing their outputs, and every connection retries while another process
+    file, which one process at a time may open: the steps hold it only while loading their
+    inputs and storing their outputs, and every connection retries while another process
     holds it (``recsys_assets.core.duckdb_retry``). The runs are recorded in the one Dagster
-    instance (``DagsterInstance.from_ref``), so the UI shows them like any other.
+    instance (``DagsterInstance.from_ref``), so the UI shows them like any other. The workers
+    live for all the tasks: a process start (importing Dagster, torch and the definitions)
+    costs 5-9 s.
     """
     import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
     from concurrent.futures.process import BrokenProcessPool
 
+    from recsys_assets.graph_tasks import ready
+
+    if not tasks:
+        return
     _prepare_shared_stores(settings)
+    workers = max(1, min(workers, len(tasks)))
     context = multiprocessing.get_context("spawn")  # fork would copy this process's threads
     verbose = run_config is VERBOSE_RUN_CONFIG
-    shares = context.Queue()
+    shares, hello = context.Queue(), context.Queue()
     for cores in core_shares(workers):
         shares.put(cores)
     pool = ProcessPoolExecutor(
         workers,
         mp_context=context,
         initializer=_start_worker,
-        initargs=(settings, instance.get_ref(), verbose, shares),
+        initargs=(settings, instance.get_ref(), verbose, shares, hello),
     )
+    own_cores: dict[int, set[int]] = {}  # worker pid -> its share, as each worker reports it
     finished = False
+    done: set[int] = set()
+    started: set[int] = set()
+    running: dict = {}  # future -> task number
+    widened = False
     try:
-        running = {
-            pool.submit(_worker_run, list(stage.assets), tags, run_config): tags for tags in runs
-        }
-        left = len(running)
-        for future in as_completed(running):
-            left -= 1
-            if 0 < left < workers:
-                # fewer runs left than workers: a core would idle, so the workers still
-                # running get every core (their later fits and scoring read it at the call)
+        while len(done) < len(tasks):
+            for number in ready(tasks, done, started)[: workers - len(running)]:
+                if widened:  # a worker gets a task again: everyone back to their own cores
+                    _drain(hello, own_cores)
+                    _pin(own_cores)
+                    widened = False
+                task = tasks[number]
+                future = pool.submit(_worker_run, list(task.assets), task.tags, run_config)
+                running[future] = number
+                started.add(number)
+            if not running:
+                raise RuntimeError(f"tasks {sorted(set(range(len(tasks))) - done)} wait forever")
+            if len(running) < workers and not widened:
+                # nothing else may start yet: a core would idle, so the running workers get
+                # every core (their later fits and scoring read it at the call)
                 _give_every_core(multiprocessing.active_children())
-            try:
-                tags, failures = future.result()
-            except BrokenProcessPool:
-                raise SystemExit(
-                    f"stage '{stage.name}' failed ({running[future] or 'unpartitioned'}): its "
-                    "worker process died (killed, or out of memory: RECSYS_WORKERS=1 runs "
-                    "everything in one process, one model at a time)"
-                ) from None
-            _raise_on_failure(stage, tags, failures)
+                widened = True
+            finished_now, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished_now:
+                number = running.pop(future)
+                task = tasks[number]
+                try:
+                    tags, failures, seconds = future.result()
+                except BrokenProcessPool:
+                    raise SystemExit(
+                        f"run '{task.label}' failed: its worker process died (killed, or out of "
+                        "memory: RECSYS_WORKERS=1 runs everything in one process, one run at "
+                        "a time)"
+                    ) from None
+                if failures:
+                    raise SystemExit(f"run '{task.label}' failed:\n" + "\n".join(failures))
+                done.add(number)
+                if echo is not None:
+                    echo(f"   [{len(done)}/{len(tasks)}] {task.label} done in {seconds:.1f} s")
         finished = True
     finally:
         pool.shutdown(wait=finished, cancel_futures=True)
@@ -290,6 +314,26 @@ def _run_in_workers(
                     child.terminate()
             for child in children:
                 child.join(timeout=10)
+
+
+def _drain(hello, own_cores: dict[int, set[int]]) -> None:
+    import queue
+
+    while True:
+        try:
+            pid, cores = hello.get_nowait()
+        except queue.Empty:
+            return
+        own_cores[pid] = set(cores)
+
+
+def _pin(own_cores: dict[int, set[int]]) -> None:
+    for pid, cores in own_cores.items():
+        if cores:
+            try:
+                os.sched_setaffinity(pid, cores)
+            except OSError:  # exited meanwhile
+                pass
 
 
 def _give_every_core(processes) -> None:
@@ -312,7 +356,7 @@ def core_shares(workers: int) -> list[set[int]]:
     return [set(cores[i::workers]) or {cores[i % len(cores)]} for i in range(workers)]
 
 
-def _start_worker(settings: Settings, instance_ref, verbose: bool, shares) -> None:
+def _start_worker(settings: Settings, instance_ref, verbose: bool, shares, hello) -> None:
     """Build the Definitions and open the instance once per worker, on its own share of the
     cores: every library then sizes its thread pool to that share (torch's products, implicit's
     and the BLAS's OpenMP, polars), so two workers never run four threads on two cores (two
@@ -332,6 +376,8 @@ def _start_worker(settings: Settings, instance_ref, verbose: bool, shares) -> No
         for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
             os.environ[name] = str(len(cores))
         os.environ["POLARS_MAX_THREADS"] = str(len(cores))
+    _WORKER["cores"] = cores
+    hello.put((os.getpid(), sorted(cores)))  # so the main process can pin it back after widening
     if not verbose:
         from recsys_assets.terminal import quiet_libraries
 
@@ -343,7 +389,16 @@ def _start_worker(settings: Settings, instance_ref, verbose: bool, shares) -> No
 
 
 def _worker_run(assets: list[AssetKey], tags: dict[str, str], run_config: dict):
-    return tags, _execute_run(_WORKER["defs"], _WORKER["instance"], assets, tags, run_config)
+    """One run in this worker: (tags, failures, seconds)."""
+    cores = _WORKER.get("cores")
+    if cores:  # widened while another worker idled: its own core again for a new run
+        try:
+            os.sched_setaffinity(0, cores)
+        except OSError:
+            pass
+    start = time.perf_counter()
+    failures = _execute_run(_WORKER["defs"], _WORKER["instance"], assets, tags, run_config)
+    return tags, failures, time.perf_counter() - start
 
 
 def _prepare_shared_stores(settings: Settings) -> None:
@@ -404,19 +459,27 @@ def run_all(
     """
     raw = prepare_raw_data(defs, instance)
     echo(f"raw files: {raw}")
-    for stage in plan_stages(defs):
-        names = {key.to_user_string() for key in stage.assets}
-        if only and not names & set(only):
-            continue
-        echo(f"== {stage.name}")
-        seconds = run_stage(
-            defs,
-            instance,
-            stage,
-            run_config=run_config,
-            workers=settings.workers if settings else 1,
-            settings=settings,
+    stages = [
+        stage
+        for stage in plan_stages(defs)
+        if not only or {key.to_user_string() for key in stage.assets} & set(only)
+    ]
+    workers = settings.workers if settings else 1
+    config = run_config if run_config is not None else QUIET_RUN_CONFIG
+    if workers > 1 and instance.is_persistent:
+        from recsys_assets.graph_tasks import plan_tasks
+
+        tasks = plan_tasks(defs, instance, stages)
+        echo(
+            f"== {len(tasks)} runs, {workers} at a time, each once the runs it reads from are done"
         )
+        start = time.perf_counter()
+        run_tasks_in_workers(tasks, config, workers, settings, instance, echo)
+        echo(f"   all runs done in {time.perf_counter() - start:.1f} s")
+        return
+    for stage in stages:
+        echo(f"== {stage.name}")
+        seconds = run_stage(defs, instance, stage, run_config=config)
         echo(f"   stage done in {seconds:.1f} s")
 
 

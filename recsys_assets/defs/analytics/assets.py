@@ -7,12 +7,11 @@ from dagster import AssetExecutionContext, Config, MetadataValue, asset
 
 from recsys_assets.core.analytics import funnel, heatmap, plots, rfm, rules
 from recsys_assets.metadata import frame_metadata, markdown_table
-from recsys_assets.settings import DUCKDB_POOL
 
 GROUP = "analytics"
 
 
-@asset(group_name=GROUP, pool=DUCKDB_POOL, kinds={"duckdb", "polars"})
+@asset(group_name=GROUP, kinds={"duckdb", "polars"})
 def conversion_funnel(
     context: AssetExecutionContext, interactions: pl.DataFrame, item_catalog: pl.DataFrame
 ) -> pl.DataFrame:
@@ -31,7 +30,7 @@ def conversion_funnel(
     return table
 
 
-@asset(group_name=GROUP, pool=DUCKDB_POOL, kinds={"duckdb", "polars"})
+@asset(group_name=GROUP, kinds={"duckdb", "polars"})
 def activity_heatmap(context: AssetExecutionContext, interactions: pl.DataFrame) -> pl.DataFrame:
     """Events per weekday × hour (UTC)."""
     table = heatmap.activity_heatmap(interactions)
@@ -50,7 +49,7 @@ def activity_heatmap(context: AssetExecutionContext, interactions: pl.DataFrame)
     return table
 
 
-@asset(group_name=GROUP, pool=DUCKDB_POOL, kinds={"duckdb", "polars"})
+@asset(group_name=GROUP, kinds={"duckdb", "polars"})
 def rfm_segments(
     context: AssetExecutionContext,
     interactions: pl.DataFrame,
@@ -88,7 +87,7 @@ class RulesConfig(Config):
     session_events: list[str] = ["addtocart", "transaction"]
 
 
-@asset(group_name=GROUP, pool=DUCKDB_POOL, kinds={"duckdb", "polars", "mlxtend"})
+@asset(group_name=GROUP, kinds={"duckdb", "polars", "mlxtend"})
 def association_rules(
     context: AssetExecutionContext, config: RulesConfig, interactions: pl.DataFrame
 ) -> pl.DataFrame:

@@ -11,7 +11,6 @@ from recsys_assets.core.experiments.outcomes import outcome_matrix, per_user_out
 from recsys_assets.core.experiments.plots import plot_lifts
 from recsys_assets.defs.experiments._inputs import ALL_MODEL_LISTS, GROUP, SPLITS
 from recsys_assets.metadata import frame_metadata, markdown_table
-from recsys_assets.settings import DUCKDB_POOL
 
 SUMMARY_COLUMNS = {
     "comparison": "comparison",
@@ -59,7 +58,6 @@ class ABTestConfig(Config):
 
 @asset(
     group_name=GROUP,
-    pool=DUCKDB_POOL,
     ins={"eval_recommendations": ALL_MODEL_LISTS, "splits": SPLITS, "leaderboard": AssetIn()},
     kinds={"duckdb", "polars", "scipy"},
 )

@@ -14,7 +14,6 @@ from recsys_assets.core.analytics.plots import figure_to_markdown
 from recsys_assets.core.experiments import ablation
 from recsys_assets.core.models.registry import MODEL_REGISTRY
 from recsys_assets.metadata import frame_metadata, markdown_table
-from recsys_assets.settings import DUCKDB_POOL
 
 GROUP = "experiments"
 
@@ -45,7 +44,7 @@ class AblationConfig(Config):
     model_params_json: str = "{}"
 
 
-@asset(group_name=GROUP, pool=DUCKDB_POOL, kinds={"duckdb", "polars"})
+@asset(group_name=GROUP, kinds={"duckdb", "polars"})
 def ablation_report(
     context: AssetExecutionContext,
     config: AblationConfig,

@@ -8,7 +8,6 @@ from recsys_assets.core.experiments.ctr import ctr_table, pre_test_segments
 from recsys_assets.core.experiments.plots import plot_ctr_by_position
 from recsys_assets.defs.experiments._inputs import ALL_MODEL_LISTS, GROUP, SPLITS
 from recsys_assets.metadata import frame_metadata, markdown_table
-from recsys_assets.settings import DUCKDB_POOL
 
 RATE_COLUMNS = ["model", "key", "users", "shown", "ctr", "cart_rate", "purchase_rate"]
 
@@ -19,7 +18,6 @@ class CTRConfig(Config):
 
 @asset(
     group_name=GROUP,
-    pool=DUCKDB_POOL,
     ins={"eval_recommendations": ALL_MODEL_LISTS, "splits": SPLITS},
     kinds={"duckdb", "polars"},
 )

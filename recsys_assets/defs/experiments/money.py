@@ -10,7 +10,6 @@ from recsys_assets.core.experiments.revenue import MoneySettings
 from recsys_assets.core.experiments.revenue import financial_impact as impact
 from recsys_assets.defs.experiments._inputs import ALL_MODEL_LISTS, GROUP, SPLITS
 from recsys_assets.metadata import frame_metadata, markdown_table
-from recsys_assets.settings import DUCKDB_POOL
 
 SUMMARY_COLUMNS = [
     "model",
@@ -39,7 +38,6 @@ class FinancialConfig(Config):
 
 @asset(
     group_name=GROUP,
-    pool=DUCKDB_POOL,
     ins={"eval_recommendations": ALL_MODEL_LISTS, "splits": SPLITS},
     kinds={"duckdb", "polars"},
 )

@@ -11,7 +11,6 @@ from recsys_assets.core.data.schemas import PROPERTY_AVAILABLE, PROPERTY_CATEGOR
 from recsys_assets.metadata import frame_metadata
 from recsys_assets.partitions import event_days
 from recsys_assets.resources import RetailRocketSource
-from recsys_assets.settings import DUCKDB_POOL
 
 GROUP = "ingestion"
 
@@ -26,7 +25,6 @@ DAY_PARTITION_EXPR = 'cast(epoch_ms("timestamp") as date)'
     partitions_def=event_days,
     # A backfill of every day is one run: the CSV is read once, not once per day.
     backfill_policy=BackfillPolicy.single_run(),
-    pool=DUCKDB_POOL,
     # the IO manager deletes and rewrites exactly the days being materialised
     metadata={"partition_expr": DAY_PARTITION_EXPR},
     kinds={"duckdb", "polars"},
@@ -83,7 +81,7 @@ def load_report(
     }
 
 
-@asset(group_name=GROUP, pool=DUCKDB_POOL, kinds={"duckdb", "polars"})
+@asset(group_name=GROUP, kinds={"duckdb", "polars"})
 def category_tree(context: AssetExecutionContext, source: RetailRocketSource) -> pl.DataFrame:
     """``category_tree.csv`` with each category's depth, root and ancestor path."""
     tree, report = retailrocket.read_category_tree(source.category_tree_path)
@@ -100,7 +98,7 @@ def category_tree(context: AssetExecutionContext, source: RetailRocketSource) ->
     return table
 
 
-@asset(group_name=GROUP, pool=DUCKDB_POOL, kinds={"duckdb", "polars"})
+@asset(group_name=GROUP, kinds={"duckdb", "polars"})
 def item_property_history(
     context: AssetExecutionContext, source: RetailRocketSource
 ) -> pl.DataFrame:
@@ -127,7 +125,7 @@ def item_property_history(
     return history
 
 
-@asset(group_name=GROUP, pool=DUCKDB_POOL, kinds={"duckdb", "polars"})
+@asset(group_name=GROUP, kinds={"duckdb", "polars"})
 def item_catalog(
     context: AssetExecutionContext,
     item_property_history: pl.DataFrame,

@@ -7,7 +7,6 @@ from recsys_assets.core.data import interactions as interactions_core
 from recsys_assets.core.data import splits as splits_core
 from recsys_assets.core.data.schemas import DEFAULT_EVENT_WEIGHTS, DEFAULT_SESSION_GAP_MINUTES
 from recsys_assets.metadata import frame_metadata
-from recsys_assets.settings import DUCKDB_POOL
 
 GROUP = "interactions"
 
@@ -23,7 +22,7 @@ class InteractionsConfig(Config):
     bot_max_events_per_hour: int = interactions_core.BotRule().max_events_per_hour
 
 
-@asset(group_name=GROUP, pool=DUCKDB_POOL, kinds={"duckdb", "polars"})
+@asset(group_name=GROUP, kinds={"duckdb", "polars"})
 def interactions(
     context: AssetExecutionContext, config: InteractionsConfig, raw_events: pl.DataFrame
 ) -> pl.DataFrame:
@@ -55,7 +54,7 @@ def interactions(
     return cleaned
 
 
-@asset(group_name=GROUP, pool=DUCKDB_POOL, kinds={"duckdb", "polars"})
+@asset(group_name=GROUP, kinds={"duckdb", "polars"})
 def splits(context: AssetExecutionContext, interactions: pl.DataFrame) -> pl.DataFrame:
     """Temporal 70/10/20 split by event time (``recsys.splits``, read by outside checks)."""
     table, report = splits_core.temporal_split(interactions, fractions=(0.7, 0.1, 0.2))

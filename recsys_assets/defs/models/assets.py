@@ -58,7 +58,6 @@ from recsys_assets.io_managers import MISSING_TABLE_IS_EMPTY, TrainedModel
 from recsys_assets.metadata import frame_metadata, markdown_table
 from recsys_assets.partitions import model_partitions
 from recsys_assets.resources import ModelStoreResource
-from recsys_assets.settings import DUCKDB_POOL
 from recsys_assets.tracking import log_to_mlflow
 
 GROUP = "models"
@@ -122,7 +121,7 @@ def training_data_store(model_store: ModelStoreResource) -> ModelStore:
     )
 
 
-@asset(group_name=GROUP, pool=DUCKDB_POOL, kinds={"duckdb", "polars"})
+@asset(group_name=GROUP, kinds={"duckdb", "polars"})
 def training_data(
     context: AssetExecutionContext,
     config: TrainingDataConfig,
@@ -832,7 +831,6 @@ def model_metrics(
 
 @asset(
     group_name=GROUP,
-    pool=DUCKDB_POOL,
     ins={
         # only the models that implement the protocol: their partitions, nothing else loaded
         "trained_model": AssetIn(
@@ -893,7 +891,6 @@ LEADERBOARD_COLUMNS = {
 
 @asset(
     group_name=GROUP,
-    pool=DUCKDB_POOL,
     ins={"model_metrics": AssetIn(), "session_metrics": AssetIn()},
     kinds={"duckdb", "polars"},
 )

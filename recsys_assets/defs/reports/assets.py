@@ -11,7 +11,6 @@ from dagster import AssetExecutionContext, AssetIn, MetadataValue, asset
 from recsys_assets.core.reports.pages import analytics_page, experiments_page, home_page
 from recsys_assets.metadata import frame_metadata
 from recsys_assets.resources import RedisResource
-from recsys_assets.settings import DUCKDB_POOL
 from recsys_serving.redis_layout.pages import publish_pages
 
 GROUP = "reports"
@@ -22,7 +21,6 @@ SPLITS_COLUMNS = ["user_id", "item_id", "timestamp", "session_id", "split"]
 
 @asset(
     group_name=GROUP,
-    pool=DUCKDB_POOL,
     ins={
         "raw_events": AssetIn(metadata={"columns": RAW_COLUMNS}),  # every event day
         "splits": AssetIn(metadata={"columns": SPLITS_COLUMNS}),

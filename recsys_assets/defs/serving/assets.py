@@ -25,7 +25,6 @@ from recsys_assets.defs.models.eval_lists import load_lists, matching, scored_li
 from recsys_assets.io_managers import TrainedModel
 from recsys_assets.metadata import frame_metadata, markdown_table
 from recsys_assets.resources import ModelStoreResource, RedisResource
-from recsys_assets.settings import DUCKDB_POOL
 from recsys_serving.redis_layout import publish_bundle
 
 
@@ -49,7 +48,6 @@ class PublishConfig(Config):
 
 @asset(
     group_name="serving",
-    pool=DUCKDB_POOL,
     # every model partition: the leaderboard decides which of them are published
     ins={"trained_model": AssetIn(partition_mapping=AllPartitionMapping())},
     # read directly (recsys.eval_recommendations): the test users' lists of the scored versions

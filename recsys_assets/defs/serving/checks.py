@@ -14,7 +14,6 @@ from dagster import (
 )
 
 from recsys_assets.resources import ModelStoreResource, RedisResource
-from recsys_assets.settings import DUCKDB_POOL
 
 
 def published_model_versions(client, prefix: str) -> tuple[str | None, dict[str, str]]:
@@ -42,7 +41,7 @@ def version_mismatches(published: dict[str, str], latest: dict[str, str]) -> dic
 
 @asset_check(
     asset="serving_bundle",
-    pool=DUCKDB_POOL,  # reads the model store (DuckDB)
+    # reads the model store (DuckDB)
     automation_condition=AutomationCondition.eager(),
     description="The version Redis serves holds the latest trained version of every model.",
 )

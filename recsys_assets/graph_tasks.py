@@ -1,0 +1,171 @@
+"""The main job as Dagster runs with their dependencies, for workers that run them side by side.
+
+``plan_stages`` (pipeline.py) groups the graph into stages that run one after another; with one
+process that is all there is to it. With several worker processes, waiting for a whole stage
+wastes the cores: at scale 1.0 the serving bundle (two minutes) waited for the session metrics
+it does not need, the analytics that no model reads waited for nothing, and the session metrics
+waited for the Hybrid although they read only three other models. Here each stage becomes runs
+(*tasks*): an unpartitioned stage one run per asset, a model stage one run per model (its four
+steps in order), a single-run stage (the event days) one run; a task may start once the tasks
+that materialise its parents have finished. Nothing here starts a process (pipeline.py does).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from dagster import AssetKey, DagsterInstance, Definitions, SpecificPartitionsPartitionMapping
+
+from recsys_assets.partitions import PARTITION_TAG, partition_waves
+
+
+@dataclass(frozen=True)
+class Task:
+    """One Dagster run: ``assets`` with run ``tags``, after the tasks numbered in ``after``."""
+
+    assets: tuple[AssetKey, ...]
+    tags: dict[str, str] = field(hash=False)
+    after: frozenset[int]
+    rank: tuple  # smaller starts first among the tasks that may start
+    partition: str | None = None  # the run's one partition (a model), if any
+
+    @property
+    def label(self) -> str:
+        names = ", ".join(key.to_user_string() for key in self.assets)
+        return f"{names} [{self.partition}]" if self.partition else names
+
+
+def plan_tasks(
+    defs: Definitions,
+    instance: DagsterInstance,
+    stages: Sequence,
+    partition_keys: Sequence[str] | None = None,
+) -> list[Task]:
+    """The ``stages`` (in ``plan_stages``' order) as tasks, numbered by their list position.
+
+    Dependencies on assets outside ``stages`` count as met (their stage ran before). Dispatch
+    rank: first what the models are waiting for (the tables their training data is built
+    from), then the models (longest first, the Hybrid after the models it builds on), then the
+    rest (reports, the bundle) in graph order. ``partition_keys`` limits a partitioned stage's
+    runs to those keys (one stage, as ``run_stage`` is given).
+    """
+    from recsys_assets.pipeline import stage_runs
+
+    graph = defs.resolve_asset_graph()
+    drafts: list[dict] = []  # assets, tags, partition, wave, stage position
+    for position, stage in enumerate(stages):
+        runs = stage_runs(stage, instance, partition_keys)
+        if stage.partitions_def is None:
+            drafts += [
+                {"assets": (key,), "tags": {}, "partition": None, "wave": 0, "at": position}
+                for key in stage.assets
+            ]
+        elif stage.single_run:
+            drafts.append(
+                {
+                    "assets": stage.assets,
+                    "tags": runs[0],
+                    "partition": None,
+                    "wave": 0,
+                    "at": position,
+                }
+            )
+        else:
+            keys = [tags[PARTITION_TAG] for tags in runs]
+            for wave, members in enumerate(partition_waves(stage.partitions_def, keys)):
+                drafts += [
+                    {
+                        "assets": stage.assets,
+                        "tags": {PARTITION_TAG: key},
+                        "partition": key,
+                        "wave": wave,
+                        "at": position,
+                    }
+                    for key in members
+                ]
+
+    # who materialises what: (asset, partition or None) -> task number
+    producer: dict[tuple[AssetKey, str | None], int] = {}
+    for number, draft in enumerate(drafts):
+        for key in draft["assets"]:
+            producer[(key, draft["partition"])] = number
+    partitions_of: dict[AssetKey, list[str]] = {}
+    for key, partition in producer:
+        if partition is not None:
+            partitions_of.setdefault(key, []).append(partition)
+
+    def producers(child: AssetKey, parent: AssetKey, partition: str | None) -> set[int]:
+        if (parent, None) in producer:  # unpartitioned, or one run over every partition
+            return {producer[(parent, None)]}
+        if parent not in partitions_of:  # not in these stages: already materialised
+            return set()
+        if partition is not None:  # a model's own chain: the same partition
+            return {producer[(parent, partition)]} if (parent, partition) in producer else set()
+        mapping = graph.get_partition_mapping(child, parent)
+        wanted = (
+            mapping.partition_keys
+            if isinstance(mapping, SpecificPartitionsPartitionMapping)
+            else partitions_of[parent]
+        )
+        return {producer[(parent, k)] for k in wanted if (parent, k) in producer}
+
+    after: list[set[int]] = []
+    for number, draft in enumerate(drafts):
+        needs: set[int] = set()
+        for key in draft["assets"]:
+            for parent in graph.get(key).parent_keys:
+                needs |= producers(key, parent, draft["partition"])
+        # a later wave of the same stage (the Hybrid) waits for every run of the earlier ones
+        needs |= {
+            other
+            for other, d in enumerate(drafts)
+            if d["at"] == draft["at"] and d["wave"] < draft["wave"]
+        }
+        needs.discard(number)
+        after.append(needs)
+
+    feeds_models = _ancestors(
+        after, [n for n, d in enumerate(drafts) if d["partition"] is not None]
+    )
+    # the rest: the runs more others wait for first (the leaderboard before the CTR report, so
+    # that the serving bundle, the longest of the last runs, starts as early as it can)
+    waiting_on = [0] * len(drafts)
+    for number in range(len(drafts)):
+        for other in _ancestors(after, [number]):
+            waiting_on[other] += 1
+    tasks = []
+    for number, draft in enumerate(drafts):
+        if draft["partition"] is not None:
+            rank = (1, draft["wave"], number)
+        elif number in feeds_models:
+            rank = (0, number)
+        else:
+            rank = (2, -waiting_on[number], number)
+        tasks.append(
+            Task(
+                assets=tuple(draft["assets"]),
+                tags=dict(draft["tags"]),
+                after=frozenset(after[number]),
+                rank=rank,
+                partition=draft["partition"],
+            )
+        )
+    return tasks
+
+
+def _ancestors(after: list[set[int]], tasks: list[int]) -> set[int]:
+    seen: set[int] = set()
+    todo = [p for t in tasks for p in after[t]]
+    while todo:
+        task = todo.pop()
+        if task not in seen:
+            seen.add(task)
+            todo.extend(after[task])
+    return seen
+
+
+def ready(tasks: Sequence[Task], done: set[int], started: set[int]) -> list[int]:
+    """The tasks that may start now, best first."""
+    waiting = [n for n, task in enumerate(tasks) if n not in started and task.after <= done]
+    return sorted(waiting, key=lambda n: tasks[n].rank)

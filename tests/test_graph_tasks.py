@@ -1,0 +1,70 @@
+"""The main job's runs and their order when workers run them side by side (graph_tasks.py)."""
+
+from __future__ import annotations
+
+import pytest
+from dagster import DagsterInstance
+
+
+@pytest.fixture(scope="module")
+def tasks():
+    from recsys_assets.definitions import build_definitions
+    from recsys_assets.graph_tasks import plan_tasks
+    from recsys_assets.pipeline import plan_stages
+
+    defs = build_definitions()
+    instance = DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions("event_days", ["2015-05-03", "2015-05-04"])
+    return plan_tasks(defs, instance, plan_stages(defs))
+
+
+def test_each_run_waits_for_exactly_the_runs_it_reads(tasks):
+    from recsys_assets.core.models.registry import MODEL_REGISTRY
+    from recsys_assets.defs.models.assets import SESSION_MODELS
+
+    n = {t.partition or t.label: i for i, t in enumerate(tasks)}
+    assert len(n) == len(tasks)  # one run per asset, per model, one for the days
+    assert tasks[n["raw_events"]].tags  # the days: one run over a range
+    models = [n[m] for m in MODEL_REGISTRY]
+    for model in MODEL_REGISTRY:
+        if model != "hybrid":
+            assert tasks[n[model]].after == {n["splits"], n["item_catalog"], n["training_data"]}
+    # the Hybrid builds on every other model
+    assert tasks[n["hybrid"]].after >= {n[m] for m in MODEL_REGISTRY if m != "hybrid"}
+    # the session metrics read three models' partitions, not the Hybrid's
+    assert tasks[n["session_metrics"]].after == {n["splits"], *(n[m] for m in SESSION_MODELS)}
+    assert n["hybrid"] not in tasks[n["session_metrics"]].after
+    # the bundle waits for the leaderboard and every model, not for the reports
+    bundle = tasks[n["serving_bundle"]].after
+    assert {n["leaderboard"], *models} <= bundle
+    assert not {n["ctr_report"], n["ablation_report"], n["session_metrics"]} & bundle
+    assert n["interactions"] in tasks[n["splits"]].after
+    assert tasks[n["category_tree"]].after == frozenset()
+
+
+def test_what_the_models_wait_for_goes_first_then_the_models_then_the_rest(tasks):
+    from recsys_assets.graph_tasks import ready
+
+    n = {t.partition or t.label: i for i, t in enumerate(tasks)}
+    rank = {name: tasks[i].rank for name, i in n.items()}
+    assert rank["training_data"] < rank["ncf"] < rank["gru4rec"] < rank["als"] < rank["popular"]
+    assert rank["popular"] < rank["hybrid"] < rank["ablation_report"]
+    assert rank["splits"] < rank["activity_heatmap"]
+    # the leaderboard (the bundle waits for it) before the reports nothing else waits for
+    assert rank["leaderboard"] < rank["ctr_report"]
+
+    # a dry run of the dispatch: start everything ready, finish in order; every run starts
+    # once, after what it waits for
+    done: set[int] = set()
+    started: set[int] = set()
+    order = []
+    while len(done) < len(tasks):
+        now = ready(tasks, done, started)
+        assert now, "nothing may start: a cycle"
+        first = now[0]
+        assert tasks[first].after <= done
+        started.add(first)
+        order.append(first)
+        done.add(first)
+    assert len(order) == len(tasks)
+    assert order.index(n["ncf"]) < order.index(n["ablation_report"])
