@@ -303,17 +303,27 @@ def run_tasks_in_workers(
     finally:
         pool.shutdown(wait=finished, cancel_futures=True)
         if not finished:
-            # a failure or Ctrl-C stops the other runs instead of waiting minutes for them; an
-            # idle worker is first given a moment to take the shutdown and exit by itself (a
-            # terminated one prints Dagster's KeyboardInterrupt traceback under the user's error)
-            children = multiprocessing.active_children()
-            for child in children:
-                child.join(timeout=1)
-            for child in children:
-                if child.is_alive():
-                    child.terminate()
-            for child in children:
-                child.join(timeout=10)
+            _stop_workers(multiprocessing.active_children())
+
+
+def _stop_workers(children) -> None:
+    """After a failure or Ctrl-C, stop the other runs instead of waiting minutes for them.
+
+    A worker inside a run takes SIGTERM as Dagster's interrupt: the run is recorded as failed
+    and the worker goes back to waiting for work, where a second SIGTERM ends it quietly
+    (``_leave_quietly``). One that is still there after that is killed, so the main job never
+    waits on a worker at exit.
+    """
+    for _ in range(2):
+        for child in children:
+            if child.is_alive():
+                child.terminate()
+        for child in children:
+            child.join(timeout=10)
+    for child in children:
+        if child.is_alive():
+            child.kill()
+            child.join(timeout=5)
 
 
 def _drain(hello, own_cores: dict[int, set[int]]) -> None:
@@ -362,7 +372,14 @@ def _start_worker(settings: Settings, instance_ref, verbose: bool, shares, hello
     and the BLAS's OpenMP, polars), so two workers never run four threads on two cores (two
     threads on a core another process keeps busy made the torch models' scoring 3-4x slower)."""
     import queue
+    import signal
 
+    # Ctrl-C (it reaches the whole process group) or the main process stopping the workers
+    # after a failure: an idle worker leaves at once, instead of printing the KeyboardInterrupt
+    # traceback of a process waiting for work above the user's error. Dagster maps SIGTERM to
+    # the SIGINT handler after each run, and inside a run handles both itself.
+    signal.signal(signal.SIGINT, _leave_quietly)
+    signal.signal(signal.SIGTERM, _leave_quietly)
     try:
         cores = shares.get(timeout=5)
     except queue.Empty:  # more workers than shares (one replaced): the process's own cores
@@ -386,6 +403,10 @@ def _start_worker(settings: Settings, instance_ref, verbose: bool, shares, hello
 
     _WORKER["defs"] = build_definitions(settings)
     _WORKER["instance"] = DagsterInstance.from_ref(instance_ref)
+
+
+def _leave_quietly(signum, frame) -> None:
+    os._exit(128 + signum)
 
 
 def _worker_run(assets: list[AssetKey], tags: dict[str, str], run_config: dict):
