@@ -101,3 +101,43 @@ def test_leaderboard_printing_handles_an_empty_and_a_filled_table(tmp_path, caps
     print_leaderboard(defs)
     out = capsys.readouterr().out
     assert "NDCG@10" in out and "als" in out and "0.0419" in out
+
+
+def test_a_broken_file_ends_the_main_job_with_its_error_and_no_traceback(tmp_path, small_raw_dir):
+    """With two workers, the run that fails names file, row and column; the other worker is
+    stopped (it may be inside a run, or idle) without a KeyboardInterrupt traceback, and the
+    main job exits instead of waiting on it."""
+    import shutil
+
+    raw = tmp_path / "raw"
+    shutil.copytree(small_raw_dir, raw)
+    path = raw / "item_properties_part1.csv"
+    lines = path.read_text().splitlines()
+    fields = lines[5].split(",")
+    fields[0] = "notatime"
+    lines[5] = ",".join(fields)
+    path.write_text("\n".join(lines) + "\n")
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("RECSYS_", "DAGSTER_", "MLFLOW_"))
+    }
+    env.update(
+        RECSYS_DATA_DIR=str(tmp_path / "data"),
+        RECSYS_RAW_DIR=str(raw),
+        RECSYS_WORKERS="2",
+        RECSYS_REDIS_PREFIX=f"recsys-test-broken-{uuid.uuid4().hex[:8]}",
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "recsys_assets.pipeline"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    out = done.stdout + done.stderr
+    assert done.returncode == 1, out[-4000:]
+    assert (
+        "item_properties_part1.csv, row 6, column 'timestamp': 'notatime' is not a Unix "
+        "timestamp in milliseconds" in out
+    ), out[-4000:]
+    assert "Traceback" not in out and "KeyboardInterrupt" not in out, out[-4000:]
