@@ -19,9 +19,12 @@ from dagster import (
     MetadataValue,
     OutputContext,
 )
+from dagster._core.storage.db_io_manager import DbIOManager
 from dagster_duckdb import DuckDBResource
+from dagster_duckdb.io_manager import DuckDbClient
 from dagster_duckdb_polars import DuckDBPolarsIOManager, DuckDBPolarsTypeHandler
 
+from recsys_assets.core import duckdb_retry
 from recsys_assets.core.models.store import ModelStore, ModelVersionNotFoundError, StoredModel
 
 # Input metadata (``AssetIn(metadata={MISSING_TABLE_IS_EMPTY: True})``) for an upstream asset that
@@ -125,13 +128,42 @@ class WarehouseResource(DuckDBResource):
             yield connection
 
 
+class _WaitingClient(DuckDbClient):
+    """dagster-duckdb's client, waiting for a file another process holds as the model store
+    does (``core/duckdb_retry.py``: pauses that stop growing at 0.5 s, up to 300 s). Its own
+    backoff doubles every pause (0.1 s ... 51.2 s, about 100 s in all): with runs side by side,
+    a step that found the file held for 10 s slept up to 12 s more, and a hold that outlasted
+    the 100 s failed the run."""
+
+    @staticmethod
+    @contextmanager
+    def connect(context, _) -> Iterator[duckdb.DuckDBPyConnection]:
+        config = {"custom_user_agent": "dagster", **context.resource_config["connection_config"]}
+        connection = duckdb_retry.connect(context.resource_config["database"], config=config)
+        try:
+            yield connection
+        finally:
+            connection.close()
+
+
 class WarehouseIOManager(DuckDBPolarsIOManager):
     """The DuckDB/polars IO manager, creating the warehouse's folder when a run first needs it
-    (its type handler closes the connection when a load or a write fails)."""
+    (its type handler closes the connection when a load or a write fails), and waiting while
+    another process holds the file (``_WaitingClient``)."""
 
     def setup_for_execution(self, context: InitResourceContext) -> None:
         Path(self.database).parent.mkdir(parents=True, exist_ok=True)
         super().setup_for_execution(context)
+
+    def create_io_manager(self, context) -> DbIOManager:
+        return DbIOManager(
+            db_client=_WaitingClient(),
+            database=self.database,
+            schema=self.schema_,
+            type_handlers=self.type_handlers(),
+            default_load_type=self.default_load_type(),
+            io_manager_name="DuckDBIOManager",
+        )
 
     @staticmethod
     def type_handlers() -> list[DuckDBPolarsTypeHandler]:

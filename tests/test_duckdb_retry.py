@@ -8,6 +8,7 @@ import sys
 import time
 
 import duckdb
+import polars as pl
 import pytest
 
 from recsys_assets.core.duckdb_retry import connect, is_lock_conflict
@@ -61,3 +62,33 @@ def test_other_errors_are_raised_at_once(tmp_path):
         connect(str(tmp_path / "no-such-folder" / "w.duckdb"))
     assert not is_lock_conflict(raised.value)
     assert time.monotonic() - start < 5
+
+
+def test_the_warehouse_io_manager_waits_with_short_pauses_and_writes(tmp_path):
+    """Assets store and load tables through the IO manager while another process holds the
+    file: the step waits (pauses of at most 0.5 s, not dagster-duckdb's doubling ones) and its
+    table is written once the file is free."""
+    from dagster import asset, materialize
+
+    from recsys_assets.io_managers import WarehouseIOManager
+
+    path = tmp_path / "w.duckdb"
+
+    @asset
+    def small_table() -> pl.DataFrame:
+        return pl.DataFrame({"x": [1, 2, 3]})
+
+    holder = _hold(path, 3.5)
+    start = time.monotonic()
+    result = materialize(
+        [small_table],
+        resources={"io_manager": WarehouseIOManager(database=str(path), schema="recsys")},
+    )
+    waited = time.monotonic() - start
+    holder.wait(timeout=10)
+    assert result.success
+    # dagster-duckdb's own backoff would first try again at 0.1+0.2+...+3.2 = 6.3 s
+    assert 3.0 < waited < 5.5, waited
+    with duckdb.connect(str(path), read_only=True) as con:
+        assert con.execute("select sum(x) from recsys.small_table").fetchone()[0] == 6
+        assert con.execute("select count(*) from t").fetchone()[0] == 1

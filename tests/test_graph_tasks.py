@@ -53,6 +53,13 @@ def test_what_the_models_wait_for_goes_first_then_the_models_then_the_rest(tasks
     # the leaderboard (the bundle waits for it) before the reports nothing else waits for
     assert rank["leaderboard"] < rank["ctr_report"]
 
+    # the ablation report may start once the catalogue is there, but not while the training
+    # data (what the models wait for) is being built: it would hold a worker a model needs
+    before = {i for i in range(n["training_data"])} - {n["ablation_report"]}
+    assert tasks[n["ablation_report"]].after <= before
+    assert n["ablation_report"] not in ready(tasks, before, before)
+    assert ready(tasks, before, before)[0] == n["training_data"]
+
     # a dry run of the dispatch: start everything ready, finish in order; every run starts
     # once, after what it waits for
     done: set[int] = set()

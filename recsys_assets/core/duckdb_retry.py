@@ -16,7 +16,7 @@ import duckdb
 
 WAIT_SECONDS = 300.0  # longest wait for another process to let go of the file
 FIRST_PAUSE = 0.05
-LONGEST_PAUSE = 2.0
+LONGEST_PAUSE = 0.5  # a refused open costs milliseconds: poll often, sleep little past a release
 
 
 def is_lock_conflict(error: BaseException) -> bool:
@@ -24,17 +24,20 @@ def is_lock_conflict(error: BaseException) -> bool:
     return isinstance(error, duckdb.IOException) and "lock" in str(error).lower()
 
 
-def connect(database: str, wait_seconds: float = WAIT_SECONDS) -> duckdb.DuckDBPyConnection:
+def connect(
+    database: str, wait_seconds: float = WAIT_SECONDS, **options
+) -> duckdb.DuckDBPyConnection:
     """A read-write connection to ``database``, retried while another process holds the file.
 
-    Any other error (a corrupt file, a missing folder) is raised at once; after
+    ``options`` go to ``duckdb.connect`` (``config``, ``read_only``). Any other error (a corrupt
+    file, a missing folder) is raised at once; after
     ``wait_seconds`` the lock conflict itself is raised, naming the process that holds it.
     """
     deadline = time.monotonic() + wait_seconds
     pause = FIRST_PAUSE
     while True:
         try:
-            return duckdb.connect(database)
+            return duckdb.connect(database, **options)
         except duckdb.IOException as error:
             if not is_lock_conflict(error) or time.monotonic() + pause > deadline:
                 raise
