@@ -282,7 +282,9 @@ def run_tasks_in_workers(
                 # every core (their later fits and scoring read it at the call)
                 _give_every_core(multiprocessing.active_children())
                 widened = True
-            finished_now, _ = wait(running, return_when=FIRST_COMPLETED)
+            # with a timeout, so that Ctrl-C is seen: a signal that another thread of this
+            # process received does not wake a main thread blocked on a lock
+            finished_now, _ = wait(running, timeout=1.0, return_when=FIRST_COMPLETED)
             for future in finished_now:
                 number = running.pop(future)
                 task = tasks[number]
