@@ -2,10 +2,11 @@
 
 DuckDB lets one process at a time open a database file for writing; a second one gets an
 ``IOException`` ("Could not set lock on file ... Conflicting lock is held in ... PID n") at
-once. The main job trains models side by side in several processes (``recsys_assets.pipeline``),
-and each holds the warehouse only while it loads or stores something, for seconds: so a
-connection waits and tries again, like dagster-duckdb's IO manager does (10 tries, about
-100 s), with a longer patience because a large model's blob can take a while to store.
+once. The main job runs the graph's runs side by side in several processes
+(``recsys_assets.pipeline``), and each holds the warehouse only while it loads or stores
+something, for seconds: so a connection waits and tries again, often (a refused open costs
+milliseconds) and for long (a large model's blob can take a while to store). The model store
+and the warehouse IO manager (``io_managers.py``) connect through here.
 """
 
 from __future__ import annotations
