@@ -2,16 +2,22 @@
 
     python benchmarks/bench_torch_scoring.py [--large /tmp/gen10] [--models ncf gru4rec]
         [--users 0] [--check-users 2000] [--ncf-epochs 1] [--gru-epochs 1] [--save DIR]
+        [--threads 0] [--similar 0]
 
-The eval_recommendations asset asks each model for top-50 lists of every test user with
+The eval_recommendations asset asks each model for top-100 lists of every test user with
 train+valid history (~83k users at scale 1.0, 4,096 per ``recommend`` call). This does the
 same outside Dagster on the generated data and prints, per model:
 
 - fit seconds (wall and CPU) and ``recommend`` seconds (wall and CPU) for the users;
 - the peak resident memory of the process during fit and during scoring (psutil sampled
   every 50 ms; the growth over the RSS before the step is the step's own cost);
-- NCF: how far its two-stage top-50 is from exact NeuMF scoring of the whole catalogue,
-  as the mean overlap of the two top-50 lists over ``--check-users`` users.
+- NCF: how far its two-stage top-100 is from exact NeuMF scoring of the whole catalogue,
+  as the mean overlap of the two top-100 lists over ``--check-users`` users;
+- with ``--similar N``: ``similar_items`` (top-20) seconds for the N most popular items, in
+  the serving bundle's 4,096-item calls.
+
+``--threads 1`` scores on one torch thread, as each model does in the graph (one core per
+model); 0 leaves the model's choice (one thread per core).
 
 Few epochs suffice for timing (scoring cost does not depend on the weights); the overlap is
 more meaningful on a model trained as in the graph (``--ncf-epochs 20``, or ``--load`` of
@@ -38,7 +44,7 @@ from recsys_assets.core.data.training_data import build_training_data  # noqa: E
 from recsys_assets.core.models import create_model  # noqa: E402
 from recsys_assets.core.models.base import Recommender  # noqa: E402
 
-EVAL_K, CALL_USERS = 50, 4096
+EVAL_K, CALL_USERS, SIMILAR_K = 100, 4096, 20
 
 
 class PeakRSS:
@@ -118,12 +124,27 @@ def bench(name, data, users, args) -> list[str]:
     if args.save:
         args.save.mkdir(parents=True, exist_ok=True)
         (args.save / f"{name}.bytes").write_bytes(model.to_bytes())
+    if args.threads:  # after fit/load: the model sets the thread count when it loads
+        import torch
+
+        torch.set_num_threads(args.threads)
     with PeakRSS() as rec_mem:
         ids, wall, cpu = recommend_all(model, users)
     lines.append(
         f"{name}: recommend top-{EVAL_K} for {users.size:,} users {wall:.1f}s ({cpu:.1f}s CPU, "
         f"{users.size / wall:,.0f} users/s), {rec_mem}; load {load()}"
     )
+    if args.similar > 0:
+        order = np.argsort(-model._popularity, kind="stable")[: args.similar]
+        items = model.item_ids[order]
+        t = time.perf_counter()
+        for s in range(0, items.size, CALL_USERS):
+            model.similar_items(items[s : s + CALL_USERS], k=SIMILAR_K, batch_size=CALL_USERS)
+        wall = time.perf_counter() - t
+        lines.append(
+            f"{name}: similar_items top-{SIMILAR_K} for {items.size:,} items {wall:.1f}s "
+            f"({items.size / wall:,.0f} items/s)"
+        )
     if name == "ncf" and args.check_users > 0:
         check = users[:: max(1, users.size // args.check_users)][: args.check_users]
         t = time.perf_counter()
@@ -151,6 +172,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--gru-epochs", type=int, default=1)
     ap.add_argument("--save", type=Path, help="write the fitted models' bytes here")
     ap.add_argument("--load", type=Path, help="read <model>.bytes from here instead of fitting")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads to score on (0: as set)")
+    ap.add_argument("--similar", type=int, default=0, help="time similar_items for N items")
     args = ap.parse_args(argv)
     print(f"load average at start: {load()}")
     t = time.perf_counter()

@@ -354,3 +354,37 @@ def test_bad_params_named():
         GRU4RecRecommender(layers=[])
     with pytest.raises(ValueError, match="dropout_p_hidden"):
         GRU4RecRecommender(dropout_p_hidden=1.0)
+
+
+def test_fast_selection_and_similar_items_keep_the_lists(data, model, monkeypatch):
+    """Numba selection against the torch.topk path (recommend, recommend_session), and
+    similar_items over the trained items against a stable sort of the cosine over the whole
+    catalogue, untrained items -inf (what it ranked before)."""
+    from recsys_assets.core.models import topk
+
+    users = data.user_ids[:300]
+    sessions = [data.item_ids[i : i + 1 + i % 4] for i in range(0, 600, 3)]
+    fast = model.recommend(users, k=50, batch_size=128)
+    fast_s = model.recommend_session(sessions, k=20, exclude_seen=True)
+    monkeypatch.setattr(topk, "ENABLED", False)
+    slow = model.recommend(users, k=50, batch_size=128)
+    slow_s = model.recommend_session(sessions, k=20, exclude_seen=True)
+    for a, b in ((fast, slow), (fast_s, slow_s)):
+        np.testing.assert_array_equal(a.item_ids, b.item_ids)
+        np.testing.assert_array_equal(a.scores, b.scores)
+    monkeypatch.setattr(topk, "ENABLED", True)
+
+    items = data.item_ids[::2]
+    got = model.similar_items(items, k=15, batch_size=100)
+    w = model.net.Wy.detach().numpy()
+    unit = w / np.maximum(np.linalg.norm(w, axis=1, keepdims=True), 1e-12)
+    cols = data.item_index(items)
+    cos = unit[cols] @ unit.T
+    cos[:, ~np.isfinite(model.net.By.detach().numpy())] = -np.inf
+    # _score_items (the Hybrid's neighbour source) still scores the whole catalogue
+    np.testing.assert_allclose(model._score_items(cols[:5]), cos[:5], rtol=1e-6)
+    cos[np.arange(cols.size), cols] = -np.inf
+    want = np.argsort(-cos, axis=1, kind="stable")[:, :15]
+    live = np.take_along_axis(cos, want, 1) > -np.inf
+    np.testing.assert_array_equal(got.item_ids, np.where(live, data.item_ids[want], -1))
+    np.testing.assert_allclose(got.scores[live], np.take_along_axis(cos, want, 1)[live], rtol=1e-6)

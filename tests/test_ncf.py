@@ -223,16 +223,27 @@ def test_stage_one_ranks_items_with_positives_and_may_be_low_rank(model, data):
     assert m.history.best_metric is not None and len(m.history.epochs) == 2
 
 
-def test_block_topk_finds_the_largest_entries():
-    from recsys_assets.core.models.ncf import _BLOCK, block_topk
+def test_fast_selection_and_similar_items_keep_the_lists(model, data, monkeypatch):
+    """The numba selection (stage one's candidates, the final top-k) returns the lists of the
+    torch.topk path; similar_items (one cached unit matrix, one reused score block) those of
+    a full stable sort of the cosine over the whole catalogue."""
+    from recsys_assets.core.models import topk
 
-    gen = torch.Generator().manual_seed(0)
-    scores = torch.randn(7, 64 * _BLOCK, generator=gen)
-    scores[0, :_BLOCK] += 10  # the best entries all in one block
-    scores[1, ::_BLOCK] += 10  # one per block
-    for k in (1, 3, 7, 40, 64 * _BLOCK):  # 1-7 through the blocks; 40 and all: torch.topk
-        vals, cols = block_topk(scores, k)
-        want = torch.topk(scores, k, dim=1).values
-        torch.testing.assert_close(vals.sort(1, descending=True).values, want)
-        torch.testing.assert_close(torch.gather(scores, 1, cols), vals)
-        assert all(len(set(row.tolist())) == k for row in cols)
+    users = data.user_ids[:300]
+    fast = model.recommend(users, k=50, batch_size=128)
+    monkeypatch.setattr(topk, "ENABLED", False)
+    slow = model.recommend(users, k=50, batch_size=128)
+    np.testing.assert_array_equal(fast.item_ids, slow.item_ids)
+    np.testing.assert_array_equal(fast.scores, slow.scores)
+    monkeypatch.setattr(topk, "ENABLED", True)
+
+    items = data.item_ids[::3]
+    got = model.similar_items(items, k=15)
+    w = torch.cat([model.net.gmf_item, model.net.mlp_item], 1).numpy()
+    unit = w / np.maximum(np.linalg.norm(w, axis=1, keepdims=True), 1e-12)
+    cols = data.item_index(items)
+    cos = unit[cols] @ unit.T
+    cos[np.arange(cols.size), cols] = -np.inf
+    want = np.argsort(-cos, axis=1, kind="stable")[:, :15]
+    np.testing.assert_array_equal(got.item_ids, data.item_ids[want])
+    np.testing.assert_allclose(got.scores, np.take_along_axis(cos, want, 1), rtol=1e-6)

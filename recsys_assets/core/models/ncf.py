@@ -37,7 +37,13 @@ from torch import nn
 from recsys_assets.core.data.training_data import TrainingData
 from recsys_assets.core.models.base import MAX_DENSE_ELEMENTS, Recommender, mask_rows
 from recsys_assets.core.models.packed_tables import PackedTable, lazy_adam_
-from recsys_assets.core.models.topk import column_positions, restrict_columns, topk_dense
+from recsys_assets.core.models.topk import (
+    EXCLUDED,
+    column_positions,
+    restrict_columns,
+    top_unordered,
+    topk_dense,
+)
 from recsys_assets.core.models.torch_training import (
     DEVICES,
     check_budget,
@@ -56,35 +62,6 @@ LOSSES = ("bce", "bpr")
 
 # (users × items × hidden) elements of the per-pair MLP activations built at once when scoring
 _PAIR_BLOCK = 2**23
-# Stage one selects its candidates block by block (block_topk): columns per block, and the
-# score of the padding columns that fill the last block
-_BLOCK = 64
-_PAD_SCORE = -1e30
-
-
-def block_topk(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(values, columns) of the ``k`` largest of each row, in no particular order.
-
-    ``scores`` (n, m) has m a multiple of ``_BLOCK``. The k largest entries lie in at most k
-    blocks, each of whose maximum is at least the k-th largest value, so they are among the
-    entries of the k blocks with the largest maxima: one pass for the block maxima, then
-    selections over k · _BLOCK entries instead of m. torch.topk over all 221k columns took
-    1.3-2.7 ns per entry, as much as the product that made them. (Among equal values the
-    choice is arbitrary: stage two re-ranks the candidates exactly.)
-    """
-    n, m = scores.shape
-    n_blocks = m // _BLOCK
-    if 8 * k >= n_blocks:
-        # the chosen blocks would hold over 1/8 of the entries: selecting among them cost
-        # more than one torch.topk over the row (189 vs 118 ms for k = 1,000 of 221k)
-        return torch.topk(scores, min(k, m), dim=1, sorted=False)
-    k_blocks = min(k, n_blocks)
-    best = scores.view(n, n_blocks, _BLOCK).amax(2)
-    blocks = torch.topk(best, k_blocks, dim=1, sorted=False).indices
-    cols = (blocks[:, :, None] * _BLOCK + torch.arange(_BLOCK)).reshape(n, -1)
-    vals = torch.gather(scores, 1, cols)
-    top_vals, top = torch.topk(vals, min(k, cols.shape[1]), dim=1, sorted=False)
-    return top_vals, torch.gather(cols, 1, top)
 
 
 class NeuMF(nn.Module):
@@ -553,7 +530,10 @@ class NCFRecommender(Recommender):
         on 2 shared cores, where the three-product, whole-catalogue version took ~510 s. Fewer
         candidates would be faster (100: ~90 s) but change the lists: on the scale-0.05
         model trained 20 epochs, 1,000 candidates already match exact NeuMF on only 85% of
-        the top-50, 100 on 63% (benchmarks/bench_torch_scoring.py).
+        the top-50, 100 on 63% (benchmarks/bench_torch_scoring.py). A 4,096-user call on one
+        thread: ~10.7 s with a fresh score block per slice and torch.topk (product 2.6 s,
+        selection 3.7-4.4 s, stage two ~0.6-1.5 s); ~4.5 s with one reused block and
+        topk.top_unordered (product 1.8 s, selection 1.6 s, stage two 0.9 s).
         """
         if not self._two_stage():
             return super()._recommend_rows(user_rows, width, exclude_seen)
@@ -583,14 +563,18 @@ class NCFRecommender(Recommender):
             sub_exclude = restrict_columns(exclude, column_positions(subset, n_items))
         cand = np.empty((user_rows.size, n_cand), dtype=np.int64)
         step = max(1, MAX_DENSE_ELEMENTS // items.shape[0])
+        # one score block for every slice: a fresh 128 MiB tensor per slice was fresh pages
+        # for the kernel to fault in, and the product took 2.6 s instead of ~1.4 s a 4,096-user
+        # call (scale 1.0, one thread)
+        block = torch.empty(min(step, user_rows.size), items.shape[0])
         for start in range(0, user_rows.size, step):
             sl = slice(start, start + step)
-            scores = self._linear_score(user_rows[sl], items)
+            scores = self._linear_score(user_rows[sl], items, block).numpy()
             if sub_exclude is not None:
-                mask_rows(scores.numpy(), sub_exclude[sl])  # (a view: masks the tensor)
-            vals, pos = block_topk(scores, n_cand)
-            # excluded (-inf) and padding columns only where a row ran out of items
-            cand[sl] = np.where(vals.numpy() > _PAD_SCORE / 2, pos.numpy(), -1)
+                mask_rows(scores, sub_exclude[sl])
+            vals, pos = top_unordered(scores, n_cand)
+            # excluded (-inf) columns only where a row ran out of items
+            cand[sl] = np.where(vals > EXCLUDED, pos, -1)
         cand = np.where(cand >= 0, subset[np.maximum(cand, 0)], -1)
         cand = np.sort(cand, axis=1)  # ascending columns: ties below go to the lower column
         excluded = cand < 0
@@ -649,14 +633,13 @@ class NCFRecommender(Recommender):
             self._projection = vecs[:, -rank:].float().contiguous()
             rows = rows @ self._projection
         self._anchor = anchor
-        rows = torch.cat([rows, value.index_select(0, idx)[:, None]], 1)
-        # padding rows to a whole number of blocks (block_topk), scored _PAD_SCORE by every user
-        pad = rows.new_zeros(-rows.shape[0] % _BLOCK, rows.shape[1])
-        pad[:, -1] = _PAD_SCORE
-        return torch.cat([rows, pad]).contiguous()
+        return torch.cat([rows, value.index_select(0, idx)[:, None]], 1).contiguous()
 
-    def _linear_score(self, user_rows: np.ndarray, items: torch.Tensor) -> torch.Tensor:
-        """Stage one: GMF plus the linearised MLP tower (a product form) for ``items``."""
+    def _linear_score(
+        self, user_rows: np.ndarray, items: torch.Tensor, out: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Stage one: GMF plus the linearised MLP tower (a product form) for ``items``; on
+        the CPU into the leading rows of ``out`` when given (returned: those rows)."""
         net = self.net
         u = torch.from_numpy(np.asarray(user_rows, dtype=np.int64)).to(self._device)
         with torch.no_grad():
@@ -665,14 +648,42 @@ class NCFRecommender(Recommender):
             if self._projection is not None:
                 x = x @ self._projection
             x = torch.cat([x, torch.ones(u.numel(), 1, device=u.device)], 1)
-            return (x @ items.T).cpu()
+            if out is None or x.device.type != "cpu":
+                return (x @ items.T).cpu()
+            return torch.mm(x, items.T, out=out[: x.shape[0]])
+
+    def _unit_items(self) -> np.ndarray:
+        """Unit-length concatenated GMF and MLP item embeddings, built once per network: the
+        normalisation over the catalogue ran for every 80-item slice of ``similar_items``
+        before, most of its time at scale 1.0 (~250 neighbour lists a second)."""
+        cache = getattr(self, "_unit_cache", None)
+        if cache is None or cache[0] is not self.net:
+            w = torch.cat([self.net.gmf_item, self.net.mlp_item], 1).detach()
+            w = w.cpu().numpy()
+            unit = w / np.maximum(np.linalg.norm(w, axis=1, keepdims=True), 1e-12)
+            cache = self._unit_cache = (self.net, np.ascontiguousarray(unit))
+        return cache[1]
 
     def _score_items(self, item_cols: np.ndarray) -> np.ndarray:
         # item similarity: cosine of the concatenated GMF and MLP item embeddings
-        w = torch.cat([self.net.gmf_item, self.net.mlp_item], 1).detach()
-        w = w.cpu().numpy()
-        unit = w / np.maximum(np.linalg.norm(w, axis=1, keepdims=True), 1e-12)
+        unit = self._unit_items()
         return unit[item_cols] @ unit.T
+
+    def _similar_rows(self, item_cols: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
+        """As the base class (``_score_items`` slice by slice), into one reused score block."""
+        unit = self._unit_items()
+        n = item_cols.size
+        # (rows of the base class's slices)
+        step = max(1, MAX_DENSE_ELEMENTS // unit.shape[0])
+        block = np.empty((min(n, step), unit.shape[0]), dtype=np.float32)
+        self_mask = sp.csr_matrix(
+            (np.ones(n, np.float32), (np.arange(n), item_cols)), shape=(n, unit.shape[0])
+        )
+
+        def score(rows: np.ndarray) -> np.ndarray:
+            return np.matmul(unit[item_cols[rows]], unit.T, out=block[: rows.size])
+
+        return self._dense_topk(np.arange(n), score, width, self_mask)
 
     def _state_arrays(self) -> dict[str, np.ndarray]:
         return {f"net.{k}": v.detach().cpu().numpy() for k, v in self.net.state_dict().items()}
