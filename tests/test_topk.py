@@ -65,3 +65,35 @@ def test_torch_fallback_selects_the_same_values(monkeypatch):
     vals, cols = topk.top_unordered(scores.copy(), 500)
     np.testing.assert_array_equal(np.take_along_axis(scores, cols, axis=1), vals)
     np.testing.assert_array_equal(np.sort(vals, 1), np.sort(reference(scores, 500)[1], 1))
+
+
+@pytest.mark.parametrize("tile", [7, 2048])
+def test_tiled_selection_equals_topk_dense_on_the_masked_block(tile):
+    """Scores made a tile at a time, excluded entries skipped: the lists of topk_dense on the
+    whole block with those entries at -inf (rows that run out, all-NaN tails, ties)."""
+    if not topk.tiled_available():
+        pytest.skip("numba not importable")
+    sp = pytest.importorskip("scipy.sparse")
+    rng = np.random.default_rng(5)
+    for n, m, k in ((12, 40_000, 101), (12, 9_000, 1000), (9, 300, 20)):
+        scores = blocks()[0][:n, :m].copy() if m == 40_000 else None
+        if scores is None:
+            scores = rng.standard_normal((n, m)).astype(np.float32)
+            scores[0] = 1.0
+            scores[1, 5:] = np.nan
+            scores[2] = np.round(scores[2], 1)
+        exclude = sp.random(n, m, density=0.05, format="lil", random_state=1, dtype=np.float32)
+        exclude[3, : m - 3] = 1.0  # fewer than k entries left
+        exclude = exclude.tocsr()
+        exclude.sort_indices()
+
+        def score_into(c0, c1, out, scores=scores):
+            out[:] = scores[:, c0:c1]
+
+        masked = scores.copy()
+        masked[np.repeat(np.arange(n), np.diff(exclude.indptr)), exclude.indices] = -np.inf
+        for ex, block in ((exclude, masked), (None, scores)):
+            got = topk.tiled_topk_dense(n, m, k, score_into, ex, tile=tile)
+            want = topk.topk_dense(block.copy(), k)
+            np.testing.assert_array_equal(got[0], want[0])
+            np.testing.assert_array_equal(got[1], want[1])

@@ -21,6 +21,8 @@ EXCLUDED = float(np.finfo(np.float32).min)
 
 # Switch for the numba selection of top_unordered (tests set it False for the torch path)
 ENABLED = True
+# Columns scored at once by tiled_top: a (rows x TILE) tile of 150-200 rows stays in L2
+TILE = 2048
 _jit = None  # topk_jit once imported; False when numba could not be imported
 
 
@@ -63,6 +65,100 @@ def top_unordered(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     cols = np.empty((n, k), np.int64)
     jit.select_rows(np.ascontiguousarray(scores, dtype=np.float32), k, vals, cols)
     return vals, cols
+
+
+def tiled_available() -> bool:
+    """Whether :func:`tiled_top` can run (it needs the numba kernels)."""
+    return _kernels() is not False
+
+
+def tiled_top(
+    n: int,
+    m: int,
+    k: int,
+    score_into,
+    exclude: sp.csr_matrix | None,
+    tile: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(values, columns) of each row's top ``k`` by (value desc, column asc), in no order,
+    from scores made ``tile`` columns at a time and never kept whole.
+
+    ``score_into(c0, c1, out)`` writes the n rows' scores of columns [c0, c1) into ``out``
+    (n, c1 - c0), float32 C-contiguous (always all rows: products of other shapes, one row
+    above all, may round differently).
+    ``exclude`` (n rows, CSR with sorted indices, m columns): entries never ranked. A row's
+    tile is scanned while it is in the cache (the whole (rows x catalogue) block, 128 MiB,
+    went to memory and was read back for the selection): a starting threshold from a
+    sample of 64 runs of 64 columns, then :func:`topk_jit.scan_tile` over the tiles. Rows
+    that keep fewer than ``k`` entries (few left once excluded, NaN, or a sample that
+    misjudged the row) are scored whole again and ranked like :func:`topk_dense` ranks
+    (excluded and NaN as -inf).
+    Needs the numba kernels (:func:`tiled_available`).
+    """
+    jit = _kernels()
+    k = min(k, m)
+    tile = TILE if tile is None else tile
+    if exclude is None:
+        ex_indptr, ex_idx = np.zeros(n + 1, np.int64), np.zeros(0, np.int64)
+    else:
+        ex_indptr = exclude.indptr.astype(np.int64)
+        ex_idx = exclude.indices.astype(np.int64)
+    t = np.full(n, -np.inf, np.float32)
+    n_seg, seg = min(64, m // 256), 64
+    if n_seg > 0:
+        starts = np.arange(n_seg) * (m // n_seg)
+        sample = np.empty((n_seg, n, seg), np.float32)
+        for s, c0 in enumerate(starts):
+            score_into(int(c0), int(c0) + seg, sample[s])
+        sample = np.ascontiguousarray(sample.transpose(1, 0, 2).reshape(n, n_seg * seg))
+        sample_cols = (starts[:, None] + np.arange(seg)).ravel().astype(np.int64)
+        jit.sample_thresholds(sample, sample_cols, k, m, ex_indptr, ex_idx, t)
+    size = max(4 * k, 2048) + jit._CHUNK
+    buf_v = np.empty((n, size), np.float32)
+    buf_c = np.empty((n, size), np.int64)
+    cnt = np.zeros(n, np.int64)
+    ex_ptr = ex_indptr[:-1].copy()
+    block = np.empty((n, min(tile, m)), np.float32)
+    for c0 in range(0, m, tile):
+        c1 = min(m, c0 + tile)
+        out = block if c1 - c0 == block.shape[1] else np.empty((n, c1 - c0), np.float32)
+        score_into(c0, c1, out)
+        jit.scan_tile(out, c0, k, t, cnt, buf_v, buf_c, ex_ptr, ex_indptr, ex_idx)
+    vals = np.empty((n, k), np.float32)
+    cols = np.empty((n, k), np.int64)
+    failed = np.zeros(n, np.bool_)
+    jit.finish_rows(k, cnt, buf_v, buf_c, vals, cols, failed)
+    if failed.any():
+        rows = np.flatnonzero(failed)
+        dense = np.empty((rows.size, m), np.float32)
+        for c0 in range(0, m, tile):
+            c1 = min(m, c0 + tile)
+            out = block if c1 - c0 == block.shape[1] else np.empty((n, c1 - c0), np.float32)
+            score_into(c0, c1, out)  # all rows again: the same products
+            dense[:, c0:c1] = out[rows]
+        dense[np.isnan(dense)] = -np.inf
+        if exclude is not None:
+            sub = exclude[rows]
+            dense[np.repeat(np.arange(rows.size), np.diff(sub.indptr)), sub.indices] = -np.inf
+        vals[rows], cols[rows] = top_unordered(dense, k)
+    return vals, cols
+
+
+def tiled_topk_dense(
+    n: int,
+    m: int,
+    width: int,
+    score_into,
+    exclude: sp.csr_matrix | None,
+    tile: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """What :func:`topk_dense` gives for the (n, m) scores of ``score_into`` with
+    ``exclude`` masked to -inf, through :func:`tiled_top`."""
+    width = min(width, m)
+    if n == 0 or width == 0:
+        return np.empty((n, width), np.int64), np.empty((n, width), np.float32)
+    vals, cols = tiled_top(n, m, width, score_into, exclude, tile)
+    return _finish(*sort_candidates(cols, vals))
 
 
 def topk_dense(scores: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:

@@ -116,3 +116,80 @@ def select_rows(scores, k, vals, cols):
     buf_c = np.empty(size, np.int64)
     for i in range(n):
         _select_row(scores[i], k, vals[i], cols[i], sample, buf_v, buf_c)
+
+
+# --- the same selection over column tiles, scored tile by tile (topk.tiled_top) ---------------
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def sample_thresholds(sample, sample_cols, k, m, ex_indptr, ex_idx, t):
+    """Each row's starting threshold ``t``: the q-th largest of its sampled scores (columns
+    ``sample_cols``, ascending; excluded ones count as -inf), ~2k of the row's ``m`` entries
+    expected at or above it."""
+    n, n_s = sample.shape
+    tmp = np.empty(n_s, np.float32)
+    q = min(n_s, max(16, (2 * k * n_s) // m))
+    for i in range(n):
+        p, pe = ex_indptr[i], ex_indptr[i + 1]
+        for j in range(n_s):
+            col = sample_cols[j]
+            while p < pe and ex_idx[p] < col:
+                p += 1
+            v = sample[i, j]
+            tmp[j] = -np.inf if (p < pe and ex_idx[p] == col) or v != v else v
+        t[i] = np.partition(tmp, n_s - q)[n_s - q]
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def scan_tile(tile, c0, k, t, cnt, buf_v, buf_c, ex_ptr, ex_indptr, ex_idx):
+    """Buffer row ``i``'s entries >= ``t[i]`` of the tile (catalogue columns ``c0`` on) that
+    are not excluded, column order kept; a full buffer is cut back to its top ``k`` and
+    ``t[i]`` raised to its k-th value. ``cnt``, ``t`` and ``ex_ptr`` carry over tiles."""
+    n, w = tile.shape
+    size = buf_v.shape[1]
+    n_full = w // _CHUNK
+    for i in range(n):
+        row = tile[i]
+        ti, c, p, pe = t[i], cnt[i], ex_ptr[i], ex_indptr[i + 1]
+        bv, bc = buf_v[i], buf_c[i]
+        for ch in range(n_full + 1):
+            start = ch * _CHUNK
+            stop = w if ch == n_full else start + _CHUNK
+            if ch < n_full:
+                hits = 0
+                for j in range(start, start + _CHUNK):  # a fixed trip count: vectorised
+                    hits += row[j] >= ti
+                if hits == 0:
+                    continue
+            for j in range(start, stop):
+                v = row[j]
+                if v >= ti:
+                    col = c0 + j
+                    while p < pe and ex_idx[p] < col:
+                        p += 1
+                    if p < pe and ex_idx[p] == col:
+                        continue
+                    if c == size:
+                        ti = _compact(bv, bc, c, k)
+                        c = k
+                        if not v >= ti:
+                            continue
+                    bv[c] = v
+                    bc[c] = col
+                    c += 1
+        t[i], cnt[i], ex_ptr[i] = ti, c, p
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def finish_rows(k, cnt, buf_v, buf_c, vals, cols, failed):
+    """Each row's top ``k`` from its buffer; ``failed`` where fewer than ``k`` were kept."""
+    for i in range(cnt.size):
+        c = cnt[i]
+        if c < k:
+            failed[i] = True
+            continue
+        if c > k:
+            _compact(buf_v[i], buf_c[i], c, k)
+        for j in range(k):
+            vals[i, j] = buf_v[i, j]
+            cols[i, j] = buf_c[i, j]
