@@ -701,7 +701,8 @@ class GRU4RecRecommender(Recommender):
         sub = np.empty((n, sub_width), dtype=np.int64)
         vals = np.empty((n, sub_width), dtype=np.float32)
         step = max(1, MAX_DENSE_ELEMENTS // max(1, cols.size))
-        tiled = tiled_available()
+        # (on a GPU the products stay whole: a tile each would be a transfer each)
+        tiled = tiled_available() and self._device.type == "cpu"
         block = None if tiled else np.empty((min(step, n), cols.size), np.float32)
         for start in range(0, n, step):
             rows = np.arange(start, min(n, start + step))
