@@ -222,8 +222,10 @@ def run_tasks_in_workers(
     settings: Settings,
     instance: DagsterInstance,
     echo: Callable[[str], None] | None = None,
+    only: Iterable[int] | None = None,
 ) -> None:
-    """Run ``tasks`` (``recsys_assets.graph_tasks``), ``workers`` at a time, in spawned
+    """Run ``tasks`` (those numbered in ``only``; the others count as done), ``workers`` at a
+    time, in spawned
     processes: each task starts once the tasks it comes ``after`` have finished, the best
     ranked first among those that may start.
 
@@ -243,10 +245,11 @@ def run_tasks_in_workers(
 
     from recsys_assets.graph_tasks import ready
 
-    if not tasks:
+    todo = set(range(len(tasks)) if only is None else only)
+    if not todo:
         return
     _prepare_shared_stores(settings)
-    workers = max(1, min(workers, len(tasks)))
+    workers = max(1, min(workers, len(todo)))
     context = multiprocessing.get_context("spawn")  # fork would copy this process's threads
     verbose = run_config is VERBOSE_RUN_CONFIG
     shares, hello = context.Queue(), context.Queue()
@@ -260,23 +263,27 @@ def run_tasks_in_workers(
     )
     own_cores: dict[int, set[int]] = {}  # worker pid -> its share, as each worker reports it
     finished = False
-    done: set[int] = set()
-    started: set[int] = set()
+    outside = set(range(len(tasks))) - todo
+    done: set[int] = set(outside)
+    started: set[int] = set(outside)
     running: dict = {}  # future -> task number
     widened = False
     try:
-        while len(done) < len(tasks):
-            for number in ready(tasks, done, started)[: workers - len(running)]:
+        while not todo <= done:
+            waiting = ready(tasks, done, started)
+            for number in waiting[: workers - len(running)]:
                 if widened:  # a worker gets a task again: everyone back to their own cores
                     _drain(hello, own_cores)
                     _pin(own_cores)
                     widened = False
                 task = tasks[number]
-                future = pool.submit(_worker_run, list(task.assets), task.tags, run_config)
+                # nothing else runs, and nothing else may start until it ends
+                alone = not running and len(waiting) == 1
+                future = pool.submit(_worker_run, list(task.assets), task.tags, run_config, alone)
                 running[future] = number
                 started.add(number)
             if not running:
-                raise RuntimeError(f"tasks {sorted(set(range(len(tasks))) - done)} wait forever")
+                raise RuntimeError(f"tasks {sorted(todo - done)} wait forever")
             if len(running) < workers and not widened:
                 # nothing else may start yet: a core would idle, so the running workers get
                 # every core (their later fits and scoring read it at the call)
@@ -300,7 +307,7 @@ def run_tasks_in_workers(
                     raise SystemExit(f"run '{task.label}' failed:\n" + "\n".join(failures))
                 done.add(number)
                 if echo is not None:
-                    echo(f"   [{len(done)}/{len(tasks)}] {task.label} done in {seconds:.1f} s")
+                    echo(f"   {task.label} done in {seconds:.1f} s")
         finished = True
     finally:
         pool.shutdown(wait=finished, cancel_futures=True)
@@ -382,6 +389,7 @@ def _start_worker(settings: Settings, instance_ref, verbose: bool, shares, hello
     # the SIGINT handler after each run, and inside a run handles both itself.
     signal.signal(signal.SIGINT, _leave_quietly)
     signal.signal(signal.SIGTERM, _leave_quietly)
+    _WORKER["all_cores"] = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set()
     try:
         cores = shares.get(timeout=5)
     except queue.Empty:  # more workers than shares (one replaced): the process's own cores
@@ -391,10 +399,13 @@ def _start_worker(settings: Settings, instance_ref, verbose: bool, shares, hello
             os.sched_setaffinity(0, cores)
         except OSError:  # a sandbox that refuses it: the threads still follow the variables
             pass
-        # before any of them is loaded: they read these when they start their thread pools
+        # before any of them is loaded: they read these when they start their thread pools.
+        # The BLAS's threads spin while they wait, so two of them on one core crawl: one per
+        # core of the share (a run that starts alone gets more, _worker_run). polars' pool is
+        # sized once, and its idle threads sleep: every core, so a run alone uses them.
         for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
             os.environ[name] = str(len(cores))
-        os.environ["POLARS_MAX_THREADS"] = str(len(cores))
+        os.environ["POLARS_MAX_THREADS"] = str(max(len(cores), len(_WORKER["all_cores"])))
     _WORKER["cores"] = cores
     hello.put((os.getpid(), sorted(cores)))  # so the main process can pin it back after widening
     if not verbose:
@@ -411,16 +422,24 @@ def _leave_quietly(signum, frame) -> None:
     os._exit(128 + signum)
 
 
-def _worker_run(assets: list[AssetKey], tags: dict[str, str], run_config: dict):
-    """One run in this worker: (tags, failures, seconds)."""
-    cores = _WORKER.get("cores")
-    if cores:  # widened while another worker idled: its own core again for a new run
-        try:
-            os.sched_setaffinity(0, cores)
-        except OSError:
-            pass
+def _worker_run(
+    assets: list[AssetKey], tags: dict[str, str], run_config: dict, alone: bool = False
+):
+    """One run in this worker: (tags, failures, seconds).
+
+    The main process sets the worker's cores (its share, or every core while the other
+    workers idle). A run that starts ``alone`` (nothing else runs or may start before it ends:
+    the Hybrid, the last reports) also gets a BLAS thread per core for its duration.
+    """
+    from contextlib import nullcontext
+
+    from threadpoolctl import threadpool_limits
+
+    cores = len(_WORKER.get("all_cores") or ())
+    limits = threadpool_limits(cores, user_api="blas") if alone and cores > 1 else nullcontext()
     start = time.perf_counter()
-    failures = _execute_run(_WORKER["defs"], _WORKER["instance"], assets, tags, run_config)
+    with limits:
+        failures = _execute_run(_WORKER["defs"], _WORKER["instance"], assets, tags, run_config)
     return tags, failures, time.perf_counter() - start
 
 
@@ -490,15 +509,15 @@ def run_all(
     workers = settings.workers if settings else 1
     config = run_config if run_config is not None else QUIET_RUN_CONFIG
     if workers > 1 and instance.is_persistent:
-        from recsys_assets.graph_tasks import plan_tasks
+        from recsys_assets.graph_tasks import phases, plan_tasks
 
         tasks = plan_tasks(defs, instance, stages)
-        echo(
-            f"== {len(tasks)} runs, {workers} at a time, each once the runs it reads from are done"
-        )
-        start = time.perf_counter()
-        run_tasks_in_workers(tasks, config, workers, settings, instance, echo)
-        echo(f"   all runs done in {time.perf_counter() - start:.1f} s")
+        for name, members, side_by_side in phases(tasks):
+            at_once = workers if side_by_side else 1
+            echo(f"== {name}: {len(members)} runs, {at_once} at a time")
+            start = time.perf_counter()
+            run_tasks_in_workers(tasks, config, at_once, settings, instance, echo, members)
+            echo(f"   done in {time.perf_counter() - start:.1f} s")
         return
     for stage in stages:
         echo(f"== {stage.name}")
