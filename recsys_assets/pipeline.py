@@ -9,7 +9,8 @@ partitions definition, so the assets are grouped by partitions definition in top
 A stage whose assets all have a single-run backfill policy (the days of events) is one run over
 all its partitions; any other partitioned stage (the models) is one run per partition. With
 ``RECSYS_WORKERS`` > 1 the stages are split into runs with dependencies (``graph_tasks.py``) that
-worker processes take as soon as the runs they read are done (``run_tasks_in_workers``); with 1,
+worker processes take as soon as the runs they read are done (``run_tasks_in_workers``), in
+three groups with fresh workers each (``graph_tasks.phases``); with 1,
 the stages run one after another in this process. Adding an asset to a domain module of
 ``recsys_assets.defs`` adds it to the main job, with no edit here.
 

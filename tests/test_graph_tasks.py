@@ -75,3 +75,25 @@ def test_what_the_models_wait_for_goes_first_then_the_models_then_the_rest(tasks
         done.add(first)
     assert len(order) == len(tasks)
     assert order.index(n["ncf"]) < order.index(n["ablation_report"])
+
+
+def test_three_groups_fresh_workers_each_and_the_memory_heavy_ones_alone(tasks):
+    """The main job's groups: tables side by side, then the models that build on no other with
+    what reads only them, then everything else one at a time (the Hybrid, the ablation report
+    and the reports that load every model's lists would break 8 GB beside another run)."""
+    from recsys_assets.graph_tasks import phases
+
+    n = {t.partition or t.label: i for i, t in enumerate(tasks)}
+    groups = phases(tasks)
+    assert [side_by_side for _, _, side_by_side in groups] == [True, True, False]
+    first, models, rest = (set(members) for _, members, _ in groups)
+    assert first | models | rest == set(range(len(tasks)))
+    assert {n["raw_events"], n["splits"], n["training_data"]} <= first
+    assert {n[m] for m in ("ncf", "gru4rec", "als", "popular")} | {n["session_metrics"]} <= models
+    assert {n["hybrid"], n["ablation_report"], n["serving_bundle"], n["ctr_report"]} <= rest
+    # every run's inputs come from its own group or an earlier one
+    seen: set[int] = set()
+    for _, members, _ in groups:
+        for member in members:
+            assert tasks[member].after <= seen | set(members)
+        seen |= set(members)
