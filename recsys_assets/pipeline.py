@@ -402,11 +402,12 @@ def _start_worker(settings: Settings, instance_ref, verbose: bool, shares, hello
             pass
         # before any of them is loaded: they read these when they start their thread pools.
         # The BLAS's threads spin while they wait, so two of them on one core crawl: one per
-        # core of the share (a run that starts alone gets more, _worker_run). polars' pool is
-        # sized once, and its idle threads sleep: every core, so a run alone uses them.
+        # core of the share (a run that starts alone gets more, _worker_run). The runs that
+        # run alone for long (the Hybrid, the bundle) are in a group of one worker on every
+        # core (graph_tasks.phases), so polars' pool, sized once, follows the share too.
         for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
             os.environ[name] = str(len(cores))
-        os.environ["POLARS_MAX_THREADS"] = str(max(len(cores), len(_WORKER["all_cores"])))
+        os.environ["POLARS_MAX_THREADS"] = str(len(cores))
     _WORKER["cores"] = cores
     hello.put((os.getpid(), sorted(cores)))  # so the main process can pin it back after widening
     if not verbose:
