@@ -19,7 +19,6 @@ from dagster import (
     MetadataValue,
     OutputContext,
 )
-from dagster._core.storage.db_io_manager import DbIOManager
 from dagster_duckdb import DuckDBResource
 from dagster_duckdb.io_manager import DuckDbClient
 from dagster_duckdb_polars import DuckDBPolarsIOManager, DuckDBPolarsTypeHandler
@@ -155,15 +154,12 @@ class WarehouseIOManager(DuckDBPolarsIOManager):
         Path(self.database).parent.mkdir(parents=True, exist_ok=True)
         super().setup_for_execution(context)
 
-    def create_io_manager(self, context) -> DbIOManager:
-        return DbIOManager(
-            db_client=_WaitingClient(),
-            database=self.database,
-            schema=self.schema_,
-            type_handlers=self.type_handlers(),
-            default_load_type=self.default_load_type(),
-            io_manager_name="DuckDBIOManager",
-        )
+    def create_io_manager(self, context):
+        manager = super().create_io_manager(context)
+        # dagster-duckdb has no setting for how its connections wait; its DbIOManager keeps the
+        # client in one attribute (tests/test_duckdb_retry.py fails if that ever changes)
+        manager._db_client = _WaitingClient()
+        return manager
 
     @staticmethod
     def type_handlers() -> list[DuckDBPolarsTypeHandler]:
