@@ -32,12 +32,10 @@ their torch path, as they do on CUDA.
 
 from __future__ import annotations
 
-import logging
-
 import numpy as np
 import torch
 
-log = logging.getLogger(__name__)
+from recsys_assets.core.models.optional_numba import import_kernels
 
 # Switch for the callers (tests set it False to run the torch path on the same CPU tensors)
 ENABLED = True
@@ -48,15 +46,7 @@ def available() -> bool:
     """Whether numba and the kernels import (tried once; numba is an optional speed-up)."""
     global _jit
     if _jit is None:
-        try:
-            from recsys_assets.core.models import row_kernels_jit
-        # ImportError: no numba, or one built for another numpy; RuntimeError: numba found
-        # no writable cache folder (then set NUMBA_CACHE_DIR)
-        except (ImportError, RuntimeError) as exc:
-            log.warning("numba kernels unavailable, torch ops instead: %s", exc)
-            _jit = False
-        else:
-            _jit = row_kernels_jit
+        _jit = import_kernels("row_kernels_jit", "torch ops")
     return _jit is not False
 
 

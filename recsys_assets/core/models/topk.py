@@ -9,12 +9,10 @@ unspecified), so the answer is the same as a full stable sort would give.
 
 from __future__ import annotations
 
-import logging
-
 import numpy as np
 import scipy.sparse as sp
 
-log = logging.getLogger(__name__)
+from recsys_assets.core.models.optional_numba import import_kernels
 
 # -FLT_MAX and below mean "excluded" (implicit's topk marks filtered items with -FLT_MAX)
 EXCLUDED = float(np.finfo(np.float32).min)
@@ -29,15 +27,7 @@ _jit = None  # topk_jit once imported; False when numba could not be imported
 def _kernels():
     global _jit
     if _jit is None:
-        try:
-            from recsys_assets.core.models import topk_jit
-        # ImportError: no numba (or one built for another numpy); RuntimeError: no writable
-        # cache folder for numba (set NUMBA_CACHE_DIR)
-        except (ImportError, RuntimeError) as exc:
-            log.warning("numba top-k unavailable, torch.topk instead: %s", exc)
-            _jit = False
-        else:
-            _jit = topk_jit
+        _jit = import_kernels("topk_jit", "torch.topk")
     return _jit if ENABLED else False
 
 
