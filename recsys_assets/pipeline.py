@@ -358,13 +358,8 @@ def _pin(own_cores: dict[int, set[int]]) -> None:
 
 def _give_every_core(processes) -> None:
     cores = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
-    if not cores:
-        return
-    for process in processes:
-        try:
-            os.sched_setaffinity(process.pid, cores)
-        except OSError:  # exited meanwhile
-            pass
+    if cores:
+        _pin({process.pid: cores for process in processes})
 
 
 def core_shares(workers: int) -> list[set[int]]:
@@ -408,7 +403,6 @@ def _start_worker(settings: Settings, instance_ref, verbose: bool, shares, hello
         for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
             os.environ[name] = str(len(cores))
         os.environ["POLARS_MAX_THREADS"] = str(len(cores))
-    _WORKER["cores"] = cores
     hello.put((os.getpid(), sorted(cores)))  # so the main process can pin it back after widening
     if not verbose:
         from recsys_assets.terminal import quiet_libraries
