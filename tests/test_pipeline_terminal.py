@@ -17,6 +17,23 @@ from pathlib import Path
 REPO = Path(__file__).parents[1]
 
 
+def _main_job(tmp_path, raw, timeout: float, **env) -> subprocess.CompletedProcess:
+    """``python -m recsys_assets.pipeline`` on ``raw`` into ``tmp_path/data``, as a user's shell
+    would run it: none of the suite's RECSYS_/DAGSTER_/MLFLOW_ variables, plus ``env``."""
+    clean = {
+        k: v for k, v in os.environ.items() if not k.startswith(("RECSYS_", "DAGSTER_", "MLFLOW_"))
+    }
+    clean.update(RECSYS_DATA_DIR=str(tmp_path / "data"), RECSYS_RAW_DIR=str(raw), **env)
+    return subprocess.run(
+        [sys.executable, "-m", "recsys_assets.pipeline"],
+        cwd=REPO,
+        env=clean,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
 def test_main_job_prints_steps_and_progress_but_no_library_chatter(
     tmp_path, small_raw_dir, pipeline_redis_url
 ):
@@ -28,24 +45,14 @@ def test_main_job_prints_steps_and_progress_but_no_library_chatter(
     from recsys_serving.redis_layout import delete_prefix
 
     prefix = f"recsys-test-terminal-{uuid.uuid4().hex[:8]}"
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith(("RECSYS_", "DAGSTER_", "MLFLOW_"))
-    }
-    env.update(
-        RECSYS_DATA_DIR=str(tmp_path / "data"),
-        RECSYS_RAW_DIR=str(small_raw_dir),
-        REDIS_URL=pipeline_redis_url,
-        RECSYS_REDIS_PREFIX=prefix,
-        PYTHONWARNINGS="default",  # warnings on, as a user's shell may have them
-    )
     try:
-        done = subprocess.run(
-            [sys.executable, "-m", "recsys_assets.pipeline"],
-            cwd=REPO,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=900,
+        done = _main_job(
+            tmp_path,
+            small_raw_dir,
+            900,
+            REDIS_URL=pipeline_redis_url,
+            RECSYS_REDIS_PREFIX=prefix,
+            PYTHONWARNINGS="default",  # warnings on, as a user's shell may have them
         )
     finally:
         client = redis.Redis.from_url(pipeline_redis_url)
@@ -117,22 +124,12 @@ def test_a_broken_file_ends_the_main_job_with_its_error_and_no_traceback(tmp_pat
     fields[0] = "notatime"
     lines[5] = ",".join(fields)
     path.write_text("\n".join(lines) + "\n")
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith(("RECSYS_", "DAGSTER_", "MLFLOW_"))
-    }
-    env.update(
-        RECSYS_DATA_DIR=str(tmp_path / "data"),
-        RECSYS_RAW_DIR=str(raw),
+    done = _main_job(
+        tmp_path,
+        raw,
+        300,
         RECSYS_WORKERS="2",
         RECSYS_REDIS_PREFIX=f"recsys-test-broken-{uuid.uuid4().hex[:8]}",
-    )
-    done = subprocess.run(
-        [sys.executable, "-m", "recsys_assets.pipeline"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
     )
     out = done.stdout + done.stderr
     assert done.returncode == 1, out[-4000:]
