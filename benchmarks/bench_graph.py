@@ -13,7 +13,9 @@ under a throw-away prefix that is deleted afterwards.
 Seconds per step come from the instance's event log (STEP_START → STEP_SUCCESS/FAILURE of each
 run, so they include loading the inputs through the IO manager, not Dagster's run launch); peak
 RSS is the largest sum of RSS over this process and its children, sampled every 0.2 s by a
-background thread, during the step. The table is rewritten to ``<work>/bench_graph.json`` and
+background thread, during the step; "own RSS" is the peak of the process that ran the step alone.
+The totals add the peak sum of PSS (shared pages split between the processes that map them) and
+which processes held what at the RSS peak. The table is rewritten to ``<work>/bench_graph.json`` and
 ``.md`` after every run, so an interrupted run (Ctrl-C, SIGTERM) keeps the steps it finished and
 names the one it was in. The load average printed at start and end says how quiet the machine was.
 """
@@ -42,30 +44,43 @@ GB = 1024**3
 
 
 class MemorySampler(threading.Thread):
-    """RSS of this process plus its children, and the 1-minute load, every ``SAMPLE_SECONDS``."""
+    """Every ``SAMPLE_SECONDS``: RSS and PSS of this process plus its children, each process's own
+    RSS, and the 1-minute load.
+
+    The sum of RSS counts the shared libraries (torch, numba's LLVM, …) once per worker; PSS
+    splits shared pages between the processes that map them, so its sum is what the tree holds.
+    Both are reported: RSS is the figure issue 12 set its limit in.
+    """
 
     def __init__(self) -> None:
         super().__init__(daemon=True)
         self.times: list[float] = []
         self.rss: list[int] = []
+        self.pss: list[int] = []
+        self.by_pid: list[dict[int, int]] = []
         self.load: list[float] = []
         self._halt = threading.Event()
         self._me = psutil.Process()
 
-    def _tree_rss(self) -> int:
-        total = self._me.memory_info().rss
-        for child in self._me.children(recursive=True):
+    def _tree(self) -> tuple[int, int, dict[int, int]]:
+        by_pid: dict[int, int] = {}
+        pss = 0
+        for process in (self._me, *self._me.children(recursive=True)):
             try:
-                total += child.memory_info().rss
+                info = process.memory_full_info()  # smaps_rollup: ~0.1 ms per process
             except psutil.Error:  # exited between listing and reading
-                pass
-        return total
+                continue
+            by_pid[process.pid] = info.rss
+            pss += info.pss
+        return sum(by_pid.values()), pss, by_pid
 
     def run(self) -> None:
         while not self._halt.is_set():
-            rss, load = self._tree_rss(), os.getloadavg()[0]
+            (rss, pss, by_pid), load = self._tree(), os.getloadavg()[0]
             # appended in this order so a reader never sees a time without its values
             self.rss.append(rss)
+            self.pss.append(pss)
+            self.by_pid.append(by_pid)
             self.load.append(load)
             self.times.append(time.time())
             self._halt.wait(SAMPLE_SECONDS)
@@ -74,20 +89,35 @@ class MemorySampler(threading.Thread):
         self._halt.set()
         self.join()
 
-    def during(self, start: float, end: float) -> tuple[int, float]:
-        """Peak RSS and mean load between two epoch times (the nearest sample for a short step)."""
+    def _span(self, start: float, end: float) -> tuple[int, int]:
         n = len(self.times)
         times = self.times[:n]
         lo, hi = bisect.bisect_left(times, start), bisect.bisect_right(times, end)
-        if lo >= hi:  # shorter than one sampling period
+        if lo >= hi:  # shorter than one sampling period: the nearest sample
             i = min(max(lo, 0), n - 1)
             lo, hi = i, i + 1
-        if n == 0:
-            return 0, float("nan")
-        return max(self.rss[lo:hi]), sum(self.load[lo:hi]) / (hi - lo)
+        return lo, hi
+
+    def during(self, start: float, end: float, pid: int | None = None) -> tuple[int, int, float]:
+        """Peak tree RSS, peak RSS of process ``pid`` and mean load between two epoch times."""
+        if not self.times:
+            return 0, 0, float("nan")
+        lo, hi = self._span(start, end)
+        own = max((s.get(pid, 0) for s in self.by_pid[lo:hi]), default=0) if pid else 0
+        return max(self.rss[lo:hi]), own, sum(self.load[lo:hi]) / (hi - lo)
 
     def peak(self) -> int:
         return max(self.rss, default=0)
+
+    def peak_pss(self) -> int:
+        return max(self.pss, default=0)
+
+    def at_peak(self) -> tuple[float, dict[int, int]]:
+        """When the tree's RSS peaked, and each process's RSS then."""
+        if not self.rss:
+            return 0.0, {}
+        i = max(range(len(self.rss)), key=self.rss.__getitem__)
+        return self.times[i], self.by_pid[i]
 
 
 @dataclass
@@ -98,6 +128,8 @@ class Step:
     start: float
     seconds: float
     peak_rss_gb: float
+    own_rss_gb: float  # the peak RSS of the process that ran the step
+    pid: int
     load1: float
 
 
@@ -130,18 +162,23 @@ def read_steps(instance, sampler: MemorySampler) -> list[Step]:
             first, last = tags[PARTITION_RANGE_START_TAG], tags.get(PARTITION_RANGE_END_TAG, "")
             partition = first if first == last else f"{first}…{last}"
         started: dict[str, float] = {}
+        pids: dict[str, int] = {}
         ended: dict[str, tuple[float, str]] = {}
         for entry in instance.all_logs(run.run_id, of_type=kinds):
             kind = entry.dagster_event.event_type
             if kind == DagsterEventType.STEP_START:
                 started[entry.step_key] = entry.timestamp
+                pids[entry.step_key] = entry.dagster_event.pid or 0
             else:
                 status = "success" if kind == DagsterEventType.STEP_SUCCESS else "failure"
                 ended[entry.step_key] = (entry.timestamp, status)
         for key, start in started.items():
             end, status = ended.get(key, (now, "running"))
-            peak, load = sampler.during(start, end)
-            steps.append(Step(key, partition, status, start, end - start, peak / GB, load))
+            pid = pids.get(key, 0)
+            peak, own, load = sampler.during(start, end, pid)
+            steps.append(
+                Step(key, partition, status, start, end - start, peak / GB, own / GB, pid, load)
+            )
     return sorted(steps, key=lambda s: s.start)
 
 
@@ -173,25 +210,35 @@ def read_runs(instance) -> list[dict]:
 def render(report: dict) -> str:
     """The markdown table: one row per step, then the totals."""
     lines = [
-        "| asset | partition | seconds | peak RSS GB | load1 |",
-        "|---|---|---:|---:|---:|",
+        "| asset | partition | seconds | peak RSS GB (all) | own RSS GB | load1 |",
+        "|---|---|---:|---:|---:|---:|",
     ]
     for s in report["steps"]:
         flag = "" if s["status"] == "success" else f" ({s['status']})"
         lines.append(
             f"| {s['asset']}{flag} | {s['partition']} | {s['seconds']:.1f} | "
-            f"{s['peak_rss_gb']:.2f} | {s['load1']:.1f} |"
+            f"{s['peak_rss_gb']:.2f} | {s.get('own_rss_gb', 0):.2f} | {s['load1']:.1f} |"
         )
     outside = report["outside_seconds"]
     lines += [
-        f"| **sum of steps** | | **{report['steps_seconds']:.1f}** | | |",
-        f"| outside steps (run launch, stage planning) | | {outside:.1f} | | |"
+        f"| **sum of steps** | | **{report['steps_seconds']:.1f}** | | | |",
+        f"| outside steps (run launch, stage planning) | | {outside:.1f} | | | |"
         if outside >= 0
         else f"| steps side by side ({report.get('workers', 1)} workers): the sum exceeds the "
-        f"wall time by | | {-outside:.1f} | | |",
+        f"wall time by | | {-outside:.1f} | | | |",
         f"| **whole graph** | | **{report['graph_seconds']:.1f}** "
-        f"({report['graph_seconds'] / 60:.1f} min) | **{report['peak_rss_gb']:.2f}** | |",
+        f"({report['graph_seconds'] / 60:.1f} min) | **{report['peak_rss_gb']:.2f}** "
+        f"(PSS {report.get('peak_pss_gb', 0):.2f}) | | |",
     ]
+    when, by_pid = report.get("peak_at", 0.0), report.get("peak_by_pid", {})
+    if by_pid:
+        running = [
+            f"{s['asset']}[{s['partition']}]" if s["partition"] else s["asset"]
+            for s in report["steps"]
+            if s["start"] <= when <= s["start"] + s["seconds"]
+        ]
+        parts = ", ".join(f"pid {pid} {rss / GB:.2f}" for pid, rss in by_pid.items())
+        lines += ["", f"at the RSS peak: {parts} GB; running: {', '.join(running) or 'none'}"]
     return "\n".join(lines)
 
 
@@ -328,13 +375,17 @@ def main() -> int:
         steps = read_steps(instance, sampler)
         graph = time.perf_counter() - graph_start
         total = sum(s.seconds for s in steps)
+        when, by_pid = sampler.at_peak()
         report.update(
+            peak_at=when,
+            peak_by_pid={str(pid): rss for pid, rss in by_pid.items()},
             runs=read_runs(instance),
             steps=[asdict(s) for s in steps],
             steps_seconds=total,
             outside_seconds=graph - total,
             graph_seconds=graph,
             peak_rss_gb=sampler.peak() / GB,
+            peak_pss_gb=sampler.peak_pss() / GB,
             load_average_now=load_average(),
         )
         write_report(work, report)

@@ -38,6 +38,7 @@ from dagster import (
     PartitionsDefinition,
 )
 
+from recsys_assets.core.models.run_models import forget as forget_run_models
 from recsys_assets.settings import Settings
 from recsys_assets.tracking import MLFLOW_EXPERIMENT, end_active_mlflow_run
 
@@ -193,6 +194,8 @@ def _execute_run(
         run_config=run_config,
     )
     end_active_mlflow_run()
+    _drop_outputs(result)
+    forget_run_models()  # the models this run loaded, before the next run starts here
     release_memory()
     if result.success:
         return []
@@ -412,6 +415,21 @@ def _start_worker(settings: Settings, instance_ref, verbose: bool, shares, hello
 
     _WORKER["defs"] = build_definitions(settings)
     _WORKER["instance"] = DagsterInstance.from_ref(instance_ref)
+
+
+def _drop_outputs(result) -> None:
+    """Let go of every output value of a finished in-process run.
+
+    ``execute_in_process`` keeps each step's output in the result (for ``output_value``), and
+    a step context of the run stays reachable from Dagster's module state after the run ends,
+    holding that same dict: a process kept the last run's models and frames alive into the
+    next run (1.2 GB after the Hybrid's run at scale 1.0, where the worker then built the
+    serving bundle and the reports on top). Nothing here reads the outputs back: they are in the
+    warehouse and the model store. Where a Dagster release keeps them elsewhere this does
+    nothing (``tests/test_pipeline.py`` checks that the models are gone)."""
+    capture = getattr(result, "_output_capture", None)
+    if isinstance(capture, dict):
+        capture.clear()
 
 
 def _leave_quietly(signum, frame) -> None:

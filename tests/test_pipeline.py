@@ -318,3 +318,39 @@ def test_partition_waves_put_models_built_on_others_last():
     assert partition_waves(event_days, ["2015-06-01", "2015-06-02"]) == [
         ["2015-06-01", "2015-06-02"]
     ]
+
+
+class _Heavy:
+    """Stands for a model: an output a finished run must not keep alive."""
+
+
+def test_a_finished_run_keeps_none_of_its_outputs_alive(tmp_path):
+    """A worker runs one Dagster run after another: the last run's outputs (models of a GB
+    and more at scale 1.0) must be freed when it ends, not carried into the next run."""
+    import gc
+    import weakref
+
+    from dagster import AssetKey, DagsterInstance, Definitions, FilesystemIOManager, asset
+
+    from recsys_assets.pipeline import _execute_run
+
+    made = []
+
+    @asset
+    def heavy() -> _Heavy:
+        made.append(weakref.ref(obj := _Heavy()))
+        return obj
+
+    @asset
+    def reader(heavy: _Heavy) -> int:  # a step with an input, as every model step has
+        return 1
+
+    defs = Definitions(
+        assets=[heavy, reader],
+        resources={"io_manager": FilesystemIOManager(base_dir=str(tmp_path))},
+    )
+    with DagsterInstance.ephemeral() as instance:
+        keys = [AssetKey("heavy"), AssetKey("reader")]
+        assert _execute_run(defs, instance, keys, {}, {}) == []
+        gc.collect()
+        assert made and made[0]() is None

@@ -91,3 +91,47 @@ def test_a_failed_load_leaves_no_connection_open(tmp_path):
     assert not result.success
     with duckdb.connect(db) as con:  # another configuration than the IO manager's
         assert con.sql("select 1").fetchone() == (1,)
+
+
+def test_a_max_rank_input_reads_the_top_of_every_partition_and_its_columns(tmp_path):
+    """The experiment reports' input (``ALL_MODEL_LISTS``): every model's lists, rank <= 20
+    and four columns, read in DuckDB rather than the whole 100-deep table."""
+    from dagster import AllPartitionMapping, AssetIn
+
+    from recsys_assets.defs.experiments._inputs import ALL_MODEL_LISTS, REPORT_MAX_RANK
+
+    db = str(tmp_path / "w.duckdb")
+    io = {"io_manager": WarehouseIOManager(database=db, schema="recsys")}
+
+    @asset(name="eval_recommendations", partitions_def=PARTS, metadata={"partition_expr": "model"})
+    def lists(context) -> pl.DataFrame:
+        return pl.DataFrame(
+            {
+                "model": context.partition_key,
+                "user_id": [7] * 100,
+                "rank": list(range(1, 101)),
+                "item_id": list(range(100, 200)),
+                "score": [0.5] * 100,
+            }
+        )
+
+    seen = {}
+
+    @asset(ins={"eval_recommendations": ALL_MODEL_LISTS})
+    def report(eval_recommendations: pl.DataFrame) -> pl.DataFrame:
+        seen["top"] = eval_recommendations
+        return pl.DataFrame({"rows": [eval_recommendations.height]})
+
+    @asset(ins={"lists": AssetIn("eval_recommendations", partition_mapping=AllPartitionMapping())})
+    def everything(lists: pl.DataFrame) -> pl.DataFrame:
+        seen["all"] = lists
+        return pl.DataFrame({"rows": [lists.height]})
+
+    for key in ("a", "b"):
+        assert materialize([lists], resources=io, partition_key=key).success
+    assert materialize([lists.to_source_asset(), report, everything], resources=io).success
+    top = seen["top"].sort("model", "rank")
+    assert top.columns == ["model", "user_id", "rank", "item_id"]
+    assert top.height == 2 * REPORT_MAX_RANK and top["rank"].max() == REPORT_MAX_RANK
+    assert top.filter(pl.col("model") == "b")["item_id"].to_list() == list(range(100, 120))
+    assert seen["all"].height == 200 and "score" in seen["all"].columns  # others: as before

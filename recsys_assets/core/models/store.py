@@ -114,14 +114,16 @@ class ModelStore:
                 [model, version, json.dumps(metrics)],
             )
 
-    def load(self, model: str, version: int | None = None) -> StoredModel:
-        """The given version of ``model``, or its latest one."""
+    def load(self, model: str, version: int | None = None, payload: bool = True) -> StoredModel:
+        """The given version of ``model``, or its latest one; with ``payload=False`` the record
+        alone (``payload`` empty), without reading the model's bytes."""
+        column = "payload" if payload else "''::blob"
         try:
             with self._connect(read_only=True) as con:
                 self._ensure(con)
                 query = (
                     f"select s.model, s.version, created_at, params, "
-                    f"coalesce(m.metrics, s.metrics), info, payload from {self.table} s "
+                    f"coalesce(m.metrics, s.metrics), info, {column} from {self.table} s "
                     f"left join {self.metrics_table} m using (model, version) where model = ?"
                 )
                 args: list[Any] = [model]

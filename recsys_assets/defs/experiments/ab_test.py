@@ -9,7 +9,12 @@ from recsys_assets.core.analytics.plots import figure_to_markdown
 from recsys_assets.core.experiments.ab_report import ABSettings, ab_test_table, plan_comparisons
 from recsys_assets.core.experiments.outcomes import outcome_matrix, per_user_outcomes
 from recsys_assets.core.experiments.plots import plot_lifts
-from recsys_assets.defs.experiments._inputs import ALL_MODEL_LISTS, GROUP, SPLITS
+from recsys_assets.defs.experiments._inputs import (
+    ALL_MODEL_LISTS,
+    GROUP,
+    SPLITS,
+    check_list_positions,
+)
 from recsys_assets.metadata import frame_metadata, markdown_table
 
 SUMMARY_COLUMNS = {
@@ -70,6 +75,7 @@ def ab_test_report(
 ) -> pl.DataFrame:
     """Offline A/B tests (``recsys.ab_test_report``): Welch, paired, bootstrap CI, SRM, Holm/BH,
     MDE and CUPED for each comparison and metric (hit@K, NDCG@K, click, add-to-cart, purchase)."""
+    check_list_positions(config.k)
     settings = ABSettings(
         alpha=config.alpha,
         power=config.power,

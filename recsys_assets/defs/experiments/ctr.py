@@ -6,7 +6,12 @@ from dagster import AssetExecutionContext, Config, MetadataValue, asset
 from recsys_assets.core.analytics.plots import figure_to_markdown
 from recsys_assets.core.experiments.ctr import ctr_table, pre_test_segments
 from recsys_assets.core.experiments.plots import plot_ctr_by_position
-from recsys_assets.defs.experiments._inputs import ALL_MODEL_LISTS, GROUP, SPLITS
+from recsys_assets.defs.experiments._inputs import (
+    ALL_MODEL_LISTS,
+    GROUP,
+    SPLITS,
+    check_list_positions,
+)
 from recsys_assets.metadata import frame_metadata, markdown_table
 
 RATE_COLUMNS = ["model", "key", "users", "shown", "ctr", "cart_rate", "purchase_rate"]
@@ -31,6 +36,7 @@ def ctr_report(
 ) -> pl.DataFrame:
     """Share of shown recommendations then viewed / carted / bought in the test period, per
     model, overall and by position, root category and RFM segment (``breakdown`` column)."""
+    check_list_positions(config.k)
     segments = pre_test_segments(splits, item_property_history)
     table = ctr_table(eval_recommendations, splits, item_catalog, segments, k=config.k)
 

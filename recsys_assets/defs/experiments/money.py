@@ -8,7 +8,12 @@ from recsys_assets.core.analytics.plots import figure_to_markdown
 from recsys_assets.core.experiments.plots import plot_revenue
 from recsys_assets.core.experiments.revenue import MoneySettings
 from recsys_assets.core.experiments.revenue import financial_impact as impact
-from recsys_assets.defs.experiments._inputs import ALL_MODEL_LISTS, GROUP, SPLITS
+from recsys_assets.defs.experiments._inputs import (
+    ALL_MODEL_LISTS,
+    GROUP,
+    SPLITS,
+    check_list_positions,
+)
 from recsys_assets.metadata import frame_metadata, markdown_table
 
 SUMMARY_COLUMNS = [
@@ -50,6 +55,7 @@ def financial_impact(
 ) -> pl.DataFrame:
     """Attributed revenue per 1,000 users per model and the monthly increment over the
     baseline, with paired bootstrap intervals (``recsys.financial_impact``)."""
+    check_list_positions(config.k)
     settings = MoneySettings(**config.model_dump())
     table, assumptions = impact(eval_recommendations, splits, item_property_history, settings)
     lines = "\n".join(f"- **{k}**: {v}" for k, v in assumptions.items())

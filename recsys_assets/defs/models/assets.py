@@ -253,12 +253,19 @@ def load_training_data(
 
 
 def fitted_sources(
-    store: ModelStore, model: Any, data_version: int, log, role: str = "fitted sources"
+    store: ModelStore,
+    model: Any,
+    data_version: int,
+    log,
+    role: str = "fitted sources",
+    run_id: str | None = None,
 ) -> tuple[dict[str, Any], dict[str, int]]:
     """The stored models a model built on others (the Hybrid) can reuse: for each of its
     sources, the newest version in ``store`` when it was fitted on the training-data archive
     ``data_version`` (the one this fit uses), loaded, and its version. Others are fitted by the
-    model itself."""
+    model itself. With ``run_id``, each is deserialised once in that run (``run_models``): the
+    run's later steps that load the same version get the same object."""
+    from recsys_assets.core.models.run_models import load_for_run
     from recsys_assets.core.models.store import ModelVersionNotFoundError
 
     if not hasattr(model, "fit_with_sources"):
@@ -266,14 +273,17 @@ def fitted_sources(
     found, versions, stale = {}, {}, []
     for source in model._source_names():
         try:
-            stored = store.load(source)
+            stored = store.load(source, payload=False)
         except ModelVersionNotFoundError:
             stale.append(f"{source} (none stored)")
             continue
         if stored.info.get("training_data_version") != data_version:
             stale.append(f"{source} (v{stored.version} is from other training data)")
             continue
-        found[source] = load_model(stored.payload)
+        if run_id is None:
+            found[source] = load_model(store.load(source, stored.version).payload)
+        else:
+            found[source] = load_for_run(store, source, stored.version, run_id)[1]
         versions[source] = stored.version
     log.info(
         f"{model.name}: reusing {role} {sorted(found) or 'none'}"
@@ -623,7 +633,9 @@ def trained_model(
     data_version = archive_version(training_data, FINAL_DATA)
     model = create_model(name, params)
     # the Hybrid: the other partitions' models of this training data are its final sources
-    sources, source_versions = fitted_sources(model_store.store, model, data_version, context.log)
+    sources, source_versions = fitted_sources(
+        model_store.store, model, data_version, context.log, run_id=context.run_id
+    )
     # (the model logs its own data sizes and fit time; this says where the parameters came from)
     context.log.info(
         f"training {name} with {'tuned' if tuned else 'default'} parameters"
