@@ -186,15 +186,17 @@ def phases(tasks: Sequence[Task]) -> list[tuple[str, list[int], bool]]:
     worker processes: (name, task numbers, whether they run side by side).
 
     Fresh processes per group keep the memory in bounds: a worker that had built the tables,
-    then trained a model and then scored the Hybrid held what each left behind (polars' and
-    glibc's heaps), and with two such workers the whole graph at scale 1.0 peaked at 10.3 GB
-    instead of 7.7 GB. The groups:
+    then trained a model and then scored the Hybrid held what each left behind, and with two
+    such workers the whole graph at scale 1.0 peaked at 10.3 GB instead of 7.7 GB. Part of that
+    was Dagster keeping each run's outputs alive (``pipeline._drop_outputs`` now frees them); a
+    pool for the whole graph has not been measured since. The groups:
 
     - what the models wait for (the tables, the training data), side by side;
     - the models that build on no other (longest first), and beside them what reads only those
       models (the session metrics);
     - the rest, one run at a time on every core: the Hybrid, the analytics and the ablation
-      report (4.5 GB at scale 1.0: beside a model it would break 8 GB), the reports and the
+      report (2.6 GB at scale 1.0, 4.5 GB before ItemKNN's k 200 variant kept to the items
+      with events), the reports and the
       serving bundle (they read every model's lists, several GB each).
     """
     first = [n for n, task in enumerate(tasks) if task.rank[0] == 0]
