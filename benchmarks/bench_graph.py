@@ -315,6 +315,18 @@ def fresh_state(work: Path) -> Path:
     return home
 
 
+def run_config(model_params: str) -> dict | None:
+    """The main job's run config, with ``model_params`` (JSON) given to tuning and training;
+    None (``make run``'s own) without them."""
+    if not model_params:
+        return None
+    from recsys_assets.pipeline import QUIET_RUN_CONFIG
+
+    json.loads(model_params)  # a typo fails here, not after the tables are built
+    ops = {"config": {"params_json": model_params}}
+    return {**QUIET_RUN_CONFIG, "ops": {"tuned_params": ops, "trained_model": ops}}
+
+
 def _interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
 
@@ -329,6 +341,12 @@ def main() -> int:
         type=int,
         default=None,
         help="model partitions trained side by side (RECSYS_WORKERS; default as make run)",
+    )
+    parser.add_argument(
+        "--model-params",
+        default="",
+        help="per-model parameter overrides for tuning and training, as the assets' "
+        'params_json: \'{"ncf": {"max_train_seconds": 75}}\' (default: the models\' own)',
     )
     args = parser.parse_args()
     if args.workers is not None:
@@ -366,6 +384,7 @@ def main() -> int:
         "load_average_start": load_start,
         "generate_seconds": generate_seconds,
         "workers": settings.workers,
+        "model_params": args.model_params or None,
         "complete": False,
     }
     graph_start = time.perf_counter()
@@ -398,7 +417,9 @@ def main() -> int:
     try:
         defs = build_definitions(settings)
         # exactly what make run does: the runs side by side in workers (RECSYS_WORKERS)
-        run_all(defs, instance, echo=echo, settings=settings)
+        run_all(
+            defs, instance, run_config=run_config(args.model_params), echo=echo, settings=settings
+        )
         report["complete"] = True
     except KeyboardInterrupt:
         print("interrupted: the table below stops at the step that was running", flush=True)
