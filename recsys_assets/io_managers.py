@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import typing
+import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -231,27 +232,37 @@ class ModelStoreIOManager(ConfigurableIOManager):
 
     def load_input(self, context: InputContext) -> TrainedModel | dict[str, TrainedModel]:
         from recsys_assets.core.models.hybrid import resolving_sources
+        from recsys_assets.core.models.run_models import forget as forget_run_models
         from recsys_assets.core.models.run_models import load_for_run
 
         # Each stored version is deserialised once per run (``run_models``): a Hybrid refers to
-        # its sources' versions, and its run loaded them already to fit it.
+        # its sources' versions, and its run loaded them already to fit it. Outside a run
+        # (``load_asset_value``), once per call: a consumer of every partition still gets the
+        # very source objects it loaded itself, and nothing is kept after the call.
         run_id = _run_id(context)
+        call_only = run_id is None
+        if call_only:
+            run_id = f"load-{uuid.uuid4().hex}"
 
         def load(name: str, version: int | None = None) -> TrainedModel:
             stored, model = load_for_run(self.store, name, version, run_id)
             return _trained(stored, model)
 
-        with resolving_sources(lambda name, version: load(name, version).model):
-            if _wants_mapping(context):
-                models = {}
-                for name in context.asset_partition_keys:
-                    try:
-                        models[name] = load(name)
-                    except ModelVersionNotFoundError:
-                        continue  # a model never trained; the consumer says whether it needs it
-                return models
-            version = (context.definition_metadata or {}).get("model_version")
-            return load(context.asset_partition_key, version)
+        try:
+            with resolving_sources(lambda name, version: load(name, version).model):
+                if _wants_mapping(context):
+                    models = {}
+                    for name in context.asset_partition_keys:
+                        try:
+                            models[name] = load(name)
+                        except ModelVersionNotFoundError:
+                            continue  # never trained; the consumer says whether it needs it
+                    return models
+                version = (context.definition_metadata or {}).get("model_version")
+                return load(context.asset_partition_key, version)
+        finally:
+            if call_only:
+                forget_run_models()
 
 
 def _run_id(context: InputContext) -> str | None:

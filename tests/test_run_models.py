@@ -78,3 +78,29 @@ def test_a_load_outside_a_run_is_not_kept(tmp_path, data):
     _, second = load_for_run(store, "popular", None, None)
     assert first is not second and store.payload_reads == 2
     assert run_models._RUN["models"] == {}
+
+
+def test_the_io_manager_outside_a_run_keeps_nothing(tmp_path, data):
+    """``Definitions.load_asset_value`` and friends load without a run: the model is
+    deserialised for that call and nothing stays cached afterwards."""
+    from dagster import AssetKey, DagsterType, StaticPartitionsDefinition, build_input_context
+
+    from recsys_assets.io_managers import ModelStoreIOManager
+
+    forget()
+    io = ModelStoreIOManager(database=str(tmp_path / "w.duckdb"))
+    model = create_model("popular").fit(data)
+    io.store.save("popular", model.to_bytes(), dict(model.params))
+    context = build_input_context(
+        asset_key=AssetKey("trained_model"),
+        partition_key="popular",
+        asset_partitions_def=StaticPartitionsDefinition(["popular"]),
+        dagster_type=DagsterType(lambda _, value: True, name="TrainedModel", typing_type=object),
+    )
+    first, second = io.load_input(context), io.load_input(context)
+    assert first.version == second.version == 1 and first.model is not second.model
+    users = data.user_ids[:5]
+    np.testing.assert_array_equal(
+        first.model.recommend(users, 10).item_ids, model.recommend(users, 10).item_ids
+    )
+    assert run_models._RUN["models"] == {}
