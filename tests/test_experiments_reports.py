@@ -355,3 +355,15 @@ def test_report_assets_carry_plots_and_tables_in_their_metadata(pipeline_run):
         assert metadata[plot].value.startswith("![") and "data:image/png;base64," in (
             metadata[plot].value
         )
+
+
+def test_a_report_k_beyond_the_ranks_read_is_a_clear_config_error():
+    """The reports read the top REPORT_MAX_RANK of each list: a larger k would silently see
+    shorter lists, so it is refused with the limit named."""
+    from recsys_assets.defs.experiments._inputs import REPORT_MAX_RANK, check_list_positions
+
+    for k in (1, 10, REPORT_MAX_RANK):
+        check_list_positions(k)
+    for k in (0, REPORT_MAX_RANK + 1, 100):
+        with pytest.raises(ValueError, match=rf"config k={k}: .* 1 to {REPORT_MAX_RANK}"):
+            check_list_positions(k)
