@@ -320,11 +320,10 @@ def run_config(model_params: str) -> dict | None:
     None (``make run``'s own) without them."""
     if not model_params:
         return None
-    from recsys_assets.pipeline import QUIET_RUN_CONFIG
+    from recsys_assets.pipeline import model_params_run_config
 
     json.loads(model_params)  # a typo fails here, not after the tables are built
-    ops = {"config": {"params_json": model_params}}
-    return {**QUIET_RUN_CONFIG, "ops": {"tuned_params": ops, "trained_model": ops}}
+    return model_params_run_config(model_params)
 
 
 def _interrupt(signum, frame) -> None:

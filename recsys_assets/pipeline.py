@@ -46,6 +46,13 @@ QUIET_RUN_CONFIG = {"loggers": {"progress": {"config": {"log_level": "INFO"}}}}
 VERBOSE_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 
 
+def model_params_run_config(params_json: str) -> dict:
+    """The main job's quiet run config with per-model parameter overrides (JSON, as the
+    ``params_json`` of ``tuned_params`` and ``trained_model``) given to tuning and training."""
+    ops = {"config": {"params_json": params_json}}
+    return {**QUIET_RUN_CONFIG, "ops": {"tuned_params": ops, "trained_model": ops}}
+
+
 @dataclass(frozen=True)
 class Stage:
     """Assets that one Dagster run (or one run per partition) can materialise together."""

@@ -24,13 +24,6 @@ QUICK_MODEL_PARAMS = {
 
 
 def quick_run_config() -> dict:
-    from recsys_assets.pipeline import QUIET_RUN_CONFIG
+    from recsys_assets.pipeline import model_params_run_config
 
-    params = {"params_json": json.dumps(QUICK_MODEL_PARAMS)}
-    return {
-        **QUIET_RUN_CONFIG,
-        "ops": {
-            "tuned_params": {"config": params},
-            "trained_model": {"config": params},
-        },
-    }
+    return model_params_run_config(json.dumps(QUICK_MODEL_PARAMS))

@@ -49,7 +49,6 @@ from recsys_assets.core.models.registry import (
     MODEL_REGISTRY,
     create_model,
     get_model_class,
-    load_model,
     parse_params_json,
 )
 from recsys_assets.core.models.store import ModelStore
@@ -264,7 +263,7 @@ def fitted_sources(
     sources, the newest version in ``store`` when it was fitted on the training-data archive
     ``data_version`` (the one this fit uses), loaded, and its version. Others are fitted by the
     model itself. With ``run_id``, each is deserialised once in that run (``run_models``): the
-    run's later steps that load the same version get the same object."""
+    run's later steps that load the same version get the same object; without, every time."""
     from recsys_assets.core.models.run_models import load_for_run
     from recsys_assets.core.models.store import ModelVersionNotFoundError
 
@@ -280,10 +279,7 @@ def fitted_sources(
         if stored.info.get("training_data_version") != data_version:
             stale.append(f"{source} (v{stored.version} is from other training data)")
             continue
-        if run_id is None:
-            found[source] = load_model(store.load(source, stored.version).payload)
-        else:
-            found[source] = load_for_run(store, source, stored.version, run_id)[1]
+        found[source] = load_for_run(store, source, stored.version, run_id)[1]
         versions[source] = stored.version
     log.info(
         f"{model.name}: reusing {role} {sorted(found) or 'none'}"
