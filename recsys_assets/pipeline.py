@@ -226,6 +226,49 @@ def _raise_on_failure(stage: Stage, tags: dict[str, str], failures: list[str]) -
 _WORKER: dict = {}
 
 
+class WorkerPool:
+    """``workers`` spawned processes for ``run_tasks_in_workers``, each on its share of the
+    cores, started ahead of their first run by ``warm``.
+
+    A worker's start (importing Dagster, torch and the definitions) takes 10-16 s at scale 1.0
+    on a busy machine. The main job's groups each get fresh workers (``graph_tasks.phases``),
+    so the next group's are warmed while the current group's last runs finish on a core that
+    would otherwise idle, instead of after them.
+    """
+
+    def __init__(self, workers: int, settings: Settings, instance: DagsterInstance, verbose: bool):
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        context = multiprocessing.get_context("spawn")  # fork would copy this process's threads
+        self.workers = workers
+        shares, self.hello = context.Queue(), context.Queue()
+        for cores in core_shares(workers):
+            shares.put(cores)
+        self.executor = ProcessPoolExecutor(
+            workers,
+            mp_context=context,
+            initializer=_start_worker,
+            initargs=(settings, instance.get_ref(), verbose, shares, self.hello),
+        )
+        self.warmed = False
+
+    def warm(self) -> None:
+        """Start every worker now: one empty task each (a pool spawns a process for a task that
+        finds no idle worker, so ``workers`` of them at once start them all)."""
+        if not self.warmed:
+            for _ in range(self.workers):
+                self.executor.submit(_warm_up)
+            self.warmed = True
+
+    def processes(self) -> list:
+        return list((getattr(self.executor, "_processes", None) or {}).values())
+
+
+def _warm_up() -> None:
+    """A warm-up task: the worker's start (``_start_worker``) is the whole point."""
+
+
 def run_tasks_in_workers(
     tasks: Sequence,
     run_config: dict,
@@ -234,6 +277,8 @@ def run_tasks_in_workers(
     instance: DagsterInstance,
     echo: Callable[[str], None] | None = None,
     only: Iterable[int] | None = None,
+    pool: WorkerPool | None = None,
+    on_tail: Callable[[], None] | None = None,
 ) -> None:
     """Run ``tasks`` (those numbered in ``only``; the others count as done), ``workers`` at a
     time, in spawned
@@ -248,30 +293,27 @@ def run_tasks_in_workers(
     holds it (``recsys_assets.core.duckdb_retry``). The runs are recorded in the one Dagster
     instance (``DagsterInstance.from_ref``), so the UI shows them like any other. The workers
     live for all the tasks: a process start (importing Dagster, torch and the definitions)
-    costs 5-9 s.
+    costs 5-16 s.
+
+    ``pool``: workers made (and perhaps warmed) beforehand, else new ones. ``on_tail`` is
+    called once, when every remaining task is running and a worker idles (the caller warms
+    the next group's workers there).
     """
-    import multiprocessing
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    from concurrent.futures import FIRST_COMPLETED, wait
     from concurrent.futures.process import BrokenProcessPool
 
     from recsys_assets.graph_tasks import ready
 
     todo = set(range(len(tasks)) if only is None else only)
     if not todo:
+        if pool is not None:
+            pool.executor.shutdown(wait=True)
         return
     _prepare_shared_stores(settings)
-    workers = max(1, min(workers, len(todo)))
-    context = multiprocessing.get_context("spawn")  # fork would copy this process's threads
-    verbose = run_config is VERBOSE_RUN_CONFIG
-    shares, hello = context.Queue(), context.Queue()
-    for cores in core_shares(workers):
-        shares.put(cores)
-    pool = ProcessPoolExecutor(
-        workers,
-        mp_context=context,
-        initializer=_start_worker,
-        initargs=(settings, instance.get_ref(), verbose, shares, hello),
-    )
+    if pool is None:
+        workers = max(1, min(workers, len(todo)))
+        pool = WorkerPool(workers, settings, instance, run_config is VERBOSE_RUN_CONFIG)
+    workers, hello = pool.workers, pool.hello
     own_cores: dict[int, set[int]] = {}  # worker pid -> its share, as each worker reports it
     finished = False
     outside = set(range(len(tasks))) - todo
@@ -290,7 +332,9 @@ def run_tasks_in_workers(
                 task = tasks[number]
                 # nothing else runs, and nothing else may start until it ends
                 alone = not running and len(waiting) == 1
-                future = pool.submit(_worker_run, list(task.assets), task.tags, run_config, alone)
+                future = pool.executor.submit(
+                    _worker_run, list(task.assets), task.tags, run_config, alone
+                )
                 running[future] = number
                 started.add(number)
             if not running:
@@ -298,8 +342,11 @@ def run_tasks_in_workers(
             if len(running) < workers and not widened:
                 # nothing else may start yet: a core would idle, so the running workers get
                 # every core (their later fits and scoring read it at the call)
-                _give_every_core(multiprocessing.active_children())
+                _give_every_core(pool.processes())
                 widened = True
+            if on_tail is not None and len(running) < workers and todo - done <= started:
+                on_tail()  # the last runs are running: what comes next may get ready
+                on_tail = None
             # with a timeout, so that Ctrl-C is seen: a signal that another thread of this
             # process received does not wake a main thread blocked on a lock
             finished_now, _ = wait(running, timeout=1.0, return_when=FIRST_COMPLETED)
@@ -321,9 +368,10 @@ def run_tasks_in_workers(
                     echo(f"   {task.label} done in {seconds:.1f} s")
         finished = True
     finally:
-        pool.shutdown(wait=finished, cancel_futures=True)
+        processes = pool.processes()
+        pool.executor.shutdown(wait=finished, cancel_futures=True)
         if not finished:
-            _stop_workers(multiprocessing.active_children())
+            _stop_workers(processes)
 
 
 def _stop_workers(children) -> None:
@@ -533,12 +581,49 @@ def run_all(
         from recsys_assets.graph_tasks import phases, plan_tasks
 
         tasks = plan_tasks(defs, instance, stages)
-        for name, members, side_by_side in phases(tasks):
-            at_once = workers if side_by_side else 1
-            echo(f"== {name}: {len(members)} runs, {at_once} at a time")
-            start = time.perf_counter()
-            run_tasks_in_workers(tasks, config, at_once, settings, instance, echo, members)
-            echo(f"   done in {time.perf_counter() - start:.1f} s")
+        groups = phases(tasks)
+        verbose = config is VERBOSE_RUN_CONFIG
+
+        def pool_for(index: int) -> WorkerPool:
+            _, members, side_by_side = groups[index]
+            at_once = min(workers if side_by_side else 1, len(members))
+            return WorkerPool(at_once, settings, instance, verbose)
+
+        pools = [pool_for(0)] if groups else []
+        completed = False
+        try:
+            for index, (name, members, _) in enumerate(groups):
+                pool = pools[index]
+                echo(f"== {name}: {len(members)} runs, {pool.workers} at a time")
+                start = time.perf_counter()
+
+                def warm_next(index: int = index) -> None:
+                    # the next group's workers start while this group's last runs finish
+                    if index + 1 < len(groups):
+                        pools.append(pool_for(index + 1))
+                        pools[-1].warm()
+
+                run_tasks_in_workers(
+                    tasks,
+                    config,
+                    pool.workers,
+                    settings,
+                    instance,
+                    echo,
+                    members,
+                    pool,
+                    on_tail=warm_next,
+                )
+                if len(pools) == index + 1:
+                    warm_next()  # (the group ended without a tail: one run at a time)
+                echo(f"   done in {time.perf_counter() - start:.1f} s")
+            completed = True
+        finally:
+            if not completed:  # a failure or Ctrl-C: the next group's warm workers go too
+                for pool in pools:
+                    processes = pool.processes()
+                    pool.executor.shutdown(wait=False, cancel_futures=True)
+                    _stop_workers(processes)
         return
     for stage in stages:
         echo(f"== {stage.name}")
