@@ -267,6 +267,39 @@ def test_recommend_excludes_seen_sorted_and_matches_dense_score(hybrid, final_da
     np.testing.assert_array_equal(batched.item_ids, recs.item_ids)
 
 
+def test_batches_scored_in_threads_equal_one_batch_after_another(hybrid, final_data, monkeypatch):
+    """The Hybrid scores two batches at once on two cores (``batches_in_threads``): the same
+    lists, in the same user order, as one batch after another, unknown users included."""
+    import threading
+
+    import recsys_assets.core.models.base as base
+
+    users = np.concatenate([final_data.user_ids[:300], [-5, -6]])
+    assert HybridRecommender.batches_in_threads
+    monkeypatch.setattr(HybridRecommender, "batches_in_threads", False)
+    one_by_one = hybrid.recommend(users, k=20, batch_size=41)
+    monkeypatch.setattr(HybridRecommender, "batches_in_threads", True)
+    monkeypatch.setattr(base, "available_cores", lambda: 2)
+    threads = set()
+    rows = hybrid._recommend_rows
+    # the first batch waits for a second one to start beside it (or fails after 10 s)
+    both = threading.Barrier(2, timeout=10)
+
+    def recorded(*args, **kwargs):
+        first = threading.get_ident() not in threads
+        threads.add(threading.get_ident())
+        if first:
+            both.wait()
+        return rows(*args, **kwargs)
+
+    monkeypatch.setattr(hybrid, "_recommend_rows", recorded)
+    threaded = hybrid.recommend(users, k=20, batch_size=41)
+    assert len(threads) == 2  # the batches did run in two threads
+    np.testing.assert_array_equal(threaded.item_ids, one_by_one.item_ids)
+    np.testing.assert_array_equal(threaded.scores, one_by_one.scores)
+    np.testing.assert_array_equal(threaded.fallback, one_by_one.fallback)
+
+
 def test_include_seen_proposes_seen_items(hybrid, final_data):
     users = final_data.user_ids[:200]
     recs = hybrid.recommend(users, k=20, exclude_seen=False)

@@ -12,6 +12,7 @@ import logging
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -20,6 +21,7 @@ import numpy as np
 import polars as pl
 import scipy.sparse as sp
 
+from recsys_assets.core.cpu import available_cores
 from recsys_assets.core.data.training_data import TrainingData, lookup_index
 from recsys_assets.core.models.serialization import (
     csr_from_arrays,
@@ -87,6 +89,12 @@ class Recommender(ABC):
     # is expensive declares a smaller budget here, beside its search space.
     tuning_trials: ClassVar[int] = 6
     tuning_timeout_seconds: ClassVar[float] = 120.0
+    # True when ``_recommend_rows`` may run for two batches at once in threads, and mostly
+    # outside the GIL (numba kernels, large numpy operations) while the model's own kernels
+    # are single-threaded: ``recommend`` then scores batches side by side on every available
+    # core. The models whose scoring is one multi-threaded kernel already (implicit's, torch's)
+    # leave it False.
+    batches_in_threads: ClassVar[bool] = False
 
     def __init__(self, **params: Any) -> None:
         defaults = self.default_params()
@@ -242,8 +250,17 @@ class Recommender(ABC):
         self._fill_popular(out, np.flatnonzero(~has_history), width)
 
         known = np.flatnonzero(has_history)
-        for start in range(0, known.size, batch_size):
-            idx = known[start : start + batch_size]
+        batches = [known[start : start + batch_size] for start in range(0, known.size, batch_size)]
+        threads = min(available_cores(), len(batches)) if self.batches_in_threads else 1
+        if threads > 1:
+            with ThreadPoolExecutor(threads) as pool:
+                answers = pool.map(
+                    lambda idx: self._recommend_rows(rows[idx], width, exclude_seen), batches
+                )
+                for idx, (cols, vals) in zip(batches, answers, strict=True):
+                    self._put(out, idx, cols, vals)
+            return out
+        for idx in batches:
             cols, vals = self._recommend_rows(rows[idx], width, exclude_seen)
             self._put(out, idx, cols, vals)
         return out
