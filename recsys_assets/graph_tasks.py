@@ -29,11 +29,20 @@ class Task:
     after: frozenset[int]
     rank: tuple  # smaller starts first among the tasks that may start
     partition: str | None = None  # the run's one partition (a model), if any
+    group: str | None = None  # the Dagster asset group of its assets, when they share one
 
     @property
     def label(self) -> str:
         names = ", ".join(key.to_user_string() for key in self.assets)
         return f"{names} [{self.partition}]" if self.partition else names
+
+
+# Asset groups of short runs that read only the tables: they run in the first group, on a
+# worker that would otherwise wait (at scale 1.0 one worker idled ~25 s of the first group's
+# ~40 s while the other read the property files, then built the training data), instead of
+# one after another at the end. Their four runs took 1-4 s each there; the ablation report
+# (30 s) is not one of them: it would hold the first group, and the models, back.
+FILLER_GROUPS = frozenset({"analytics"})
 
 
 def plan_tasks(
@@ -46,8 +55,9 @@ def plan_tasks(
 
     Dependencies on assets outside ``stages`` count as met (their stage ran before). Dispatch
     rank: first what the models are waiting for (the tables their training data is built
-    from), then the models (longest first, the Hybrid after the models it builds on), then the
-    rest (reports, the bundle) in graph order. ``partition_keys`` limits a partitioned stage's
+    from), then the short runs of ``FILLER_GROUPS`` that read only those, then the models
+    (longest first, the Hybrid after the models it builds on), then the rest (reports, the
+    bundle) in graph order. ``partition_keys`` limits a partitioned stage's
     runs to those keys (one stage, as ``run_stage`` is given).
     """
     from recsys_assets.pipeline import stage_runs
@@ -128,6 +138,8 @@ def plan_tasks(
     feeds_models = _ancestors(
         after, [n for n, d in enumerate(drafts) if d["partition"] is not None]
     )
+    groups = [{graph.get(key).group_name for key in d["assets"]} for d in drafts]
+    group_of = [next(iter(names)) if len(names) == 1 else None for names in groups]
     # the rest: the runs more others wait for first (the leaderboard before the CTR report, so
     # that the serving bundle, the longest of the last runs, starts as early as it can)
     waiting_on = [0] * len(drafts)
@@ -139,7 +151,10 @@ def plan_tasks(
         if draft["partition"] is not None:
             rank = (1, draft["wave"], number)
         elif number in feeds_models:
-            rank = (0, number)
+            rank = (0, 0, number)
+        elif group_of[number] in FILLER_GROUPS and after[number] <= feeds_models:
+            # a filler: after what the models wait for whenever both may start
+            rank = (0, 1, number)
         else:
             rank = (2, -waiting_on[number], number)
         tasks.append(
@@ -149,6 +164,7 @@ def plan_tasks(
                 after=frozenset(after[number]),
                 rank=rank,
                 partition=draft["partition"],
+                group=group_of[number],
             )
         )
     return tasks
@@ -172,7 +188,7 @@ def ready(tasks: Sequence[Task], done: set[int], started: set[int]) -> list[int]
     scale 1.0 the ablation report took the idle worker while the training data was built, and
     the second model started 70 s late behind it; a worker idling for seconds costs less.
     """
-    models_wait = any(task.rank[0] == 0 and n not in done for n, task in enumerate(tasks))
+    models_wait = any(task.rank[:2] == (0, 0) and n not in done for n, task in enumerate(tasks))
     waiting = [
         n
         for n, task in enumerate(tasks)
@@ -191,7 +207,8 @@ def phases(tasks: Sequence[Task]) -> list[tuple[str, list[int], bool]]:
     was Dagster keeping each run's outputs alive (``pipeline._drop_outputs`` now frees them); a
     pool for the whole graph has not been measured since. The groups:
 
-    - what the models wait for (the tables, the training data), side by side;
+    - what the models wait for (the tables, the training data), side by side, with the short
+      analytics runs that read only those tables (``FILLER_GROUPS``) on a worker that waits;
     - the models that build on no other (longest first), and beside them what reads only those
       models (the session metrics);
     - the rest, one run at a time on every core: the Hybrid, the analytics and the ablation

@@ -59,6 +59,12 @@ def test_what_the_models_wait_for_goes_first_then_the_models_then_the_rest(tasks
     assert tasks[n["ablation_report"]].after <= before
     assert n["ablation_report"] not in ready(tasks, before, before)
     assert ready(tasks, before, before)[0] == n["training_data"]
+    # an analytics run that may start as well comes after the training data, but may start
+    # beside it on a second worker
+    tables = {n[name] for name in ("raw_events", "interactions", "splits", "item_catalog")}
+    tables |= {n["category_tree"], n["item_property_history"]}
+    now = ready(tasks, tables, tables)
+    assert now[0] == n["training_data"] and n["conversion_funnel"] in now[1:]
 
     # a dry run of the dispatch: start everything ready, finish in order; every run starts
     # once, after what it waits for
@@ -91,6 +97,10 @@ def test_three_groups_fresh_workers_each_and_the_memory_heavy_ones_alone(tasks):
     assert {n["raw_events"], n["splits"], n["training_data"]} <= first
     assert {n[m] for m in ("ncf", "gru4rec", "als", "popular")} | {n["session_metrics"]} <= models
     assert {n["hybrid"], n["ablation_report"], n["serving_bundle"], n["ctr_report"]} <= rest
+    # the short analytics runs fill the first group's waiting worker, the ablation report not
+    analytics = {"activity_heatmap", "association_rules", "rfm_segments", "conversion_funnel"}
+    assert {n[name] for name in analytics} <= first
+    assert {tasks[n[name]].group for name in analytics} == {"analytics"}
     # every run's inputs come from its own group or an earlier one
     seen: set[int] = set()
     for _, members, _ in groups:
