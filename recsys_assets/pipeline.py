@@ -232,10 +232,11 @@ class WorkerPool:
 
     A worker's start (importing Dagster, torch and the definitions) takes 10-16 s at scale 1.0
     on a busy machine. The main job's groups each get fresh workers (``graph_tasks.phases``),
-    so the next group's are warmed as soon as a worker of the current group has nothing it may
-    take (the first group's reader of the events waits for the property files; the models
-    group's second lane ends before the first), on a core that would idle, instead of after
-    the group. Started early, they sit idle at ~0.6 GB each.
+    so as many of the next group's as the current group's tail leaves cores idle are started
+    then (the first group's training data builds alone; the models group's second lane ends
+    before the first), instead of after the group. Started any earlier, their imports took
+    CPU from the runs the group was waiting for: the first group took 64 s instead of 52 s
+    at scale 1.0 when both model workers started while the property files were read.
     """
 
     def __init__(self, workers: int, settings: Settings, instance: DagsterInstance, verbose: bool):
@@ -253,15 +254,20 @@ class WorkerPool:
             initializer=_start_worker,
             initargs=(settings, instance.get_ref(), verbose, shares, self.hello),
         )
-        self.warmed = False
+        self.warming: list = []  # the warm-up tasks of the workers started ahead of their runs
 
-    def warm(self) -> None:
-        """Start every worker now: one empty task each (a pool spawns a process for a task that
-        finds no idle worker, so ``workers`` of them at once start them all)."""
-        if not self.warmed:
-            for _ in range(self.workers):
-                self.executor.submit(_warm_up)
-            self.warmed = True
+    def warm(self, count: int | None = None) -> None:
+        """Start ``count`` workers now (all by default), before the pool's first run; the others
+        start with the first runs that find no idle worker.
+
+        One empty task each, submitted at once: a pool spawns a process for a task that finds
+        no idle worker, and none is idle while the first is still starting. Once a worker idles
+        it would take such a task itself, so a pool is warmed once, before any run.
+        """
+        if self.warming:
+            raise RuntimeError("a WorkerPool is warmed once, before its first run")
+        count = self.workers if count is None else max(1, min(count, self.workers))
+        self.warming = [self.executor.submit(_warm_up) for _ in range(count)]
 
     def processes(self) -> list:
         return list((getattr(self.executor, "_processes", None) or {}).values())
@@ -280,7 +286,7 @@ def run_tasks_in_workers(
     echo: Callable[[str], None] | None = None,
     only: Iterable[int] | None = None,
     pool: WorkerPool | None = None,
-    on_idle: Callable[[], None] | None = None,
+    on_tail: Callable[[int], None] | None = None,
 ) -> None:
     """Run ``tasks`` (those numbered in ``only``; the others count as done), ``workers`` at a
     time, in spawned
@@ -297,9 +303,10 @@ def run_tasks_in_workers(
     live for all the tasks: a process start (importing Dagster, torch and the definitions)
     costs 5-16 s.
 
-    ``pool``: workers made (and perhaps warmed) beforehand, else new ones. ``on_idle`` is
-    called once, the first time a worker has nothing it may take (the caller starts the next
-    group's workers there, on a core that would idle).
+    ``pool``: workers made (and perhaps warmed) beforehand, else new ones. ``on_tail(idle)``
+    is called once, when every remaining task is running and ``idle`` workers have nothing
+    left to take (the caller starts as many of the next group's workers there, on the cores
+    that would idle: started earlier, their imports slowed the runs they shared a core with).
     """
     from concurrent.futures import FIRST_COMPLETED, wait
     from concurrent.futures.process import BrokenProcessPool
@@ -346,9 +353,9 @@ def run_tasks_in_workers(
                 # every core (their later fits and scoring read it at the call)
                 _give_every_core(pool.processes())
                 widened = True
-            if on_idle is not None and len(running) < workers:
-                on_idle()  # a worker waits: the next group's may start up meanwhile
-                on_idle = None
+            if on_tail is not None and len(running) < workers and todo - done <= started:
+                on_tail(workers - len(running))  # the last runs are running
+                on_tail = None
             # with a timeout, so that Ctrl-C is seen: a signal that another thread of this
             # process received does not wake a main thread blocked on a lock
             finished_now, _ = wait(running, timeout=1.0, return_when=FIRST_COMPLETED)
@@ -599,11 +606,12 @@ def run_all(
                 echo(f"== {name}: {len(members)} runs, {pool.workers} at a time")
                 start = time.perf_counter()
 
-                def warm_next(index: int = index) -> None:
-                    # the next group's workers start while this group's runs finish
+                def warm_next(idle: int | None = None, index: int = index) -> None:
+                    # the next group's workers start on the cores this group's tail leaves idle
                     if index + 1 < len(groups):
-                        pools.append(pool_for(index + 1))
-                        pools[-1].warm()
+                        if len(pools) == index + 1:
+                            pools.append(pool_for(index + 1))
+                        pools[index + 1].warm(idle)
 
                 run_tasks_in_workers(
                     tasks,
@@ -614,10 +622,10 @@ def run_all(
                     echo,
                     members,
                     pool,
-                    on_idle=warm_next,
+                    on_tail=warm_next,
                 )
                 if len(pools) == index + 1:
-                    warm_next()  # (no worker ever waited: one run at a time)
+                    warm_next()  # (the group had no tail: one run at a time)
                 echo(f"   done in {time.perf_counter() - start:.1f} s")
             completed = True
         finally:
