@@ -304,9 +304,9 @@ def run_tasks_in_workers(
     costs 5-16 s.
 
     ``pool``: workers made (and perhaps warmed) beforehand, else new ones. ``on_tail(idle)``
-    is called once, when every remaining task is running and ``idle`` workers have nothing
-    left to take (the caller starts as many of the next group's workers there, on the cores
-    that would idle: started earlier, their imports slowed the runs they shared a core with).
+    is called once, when ``idle`` workers have nothing they may take until a running run ends
+    (the caller starts as many of the next group's workers there, on the cores that would
+    idle).
     """
     from concurrent.futures import FIRST_COMPLETED, wait
     from concurrent.futures.process import BrokenProcessPool
@@ -353,8 +353,9 @@ def run_tasks_in_workers(
                 # every core (their later fits and scoring read it at the call)
                 _give_every_core(pool.processes())
                 widened = True
-            if on_tail is not None and len(running) < workers and todo - done <= started:
-                on_tail(workers - len(running))  # the last runs are running
+            if on_tail is not None and len(running) < workers:
+                # a worker has nothing to take until a running run ends: the group's tail
+                on_tail(workers - len(running))
                 on_tail = None
             # with a timeout, so that Ctrl-C is seen: a signal that another thread of this
             # process received does not wake a main thread blocked on a lock
@@ -378,6 +379,7 @@ def run_tasks_in_workers(
         finished = True
     finally:
         processes = pool.processes()
+        # waited for: a worker's memory must be gone before the next group's runs take theirs
         pool.executor.shutdown(wait=finished, cancel_futures=True)
         if not finished:
             _stop_workers(processes)

@@ -59,12 +59,15 @@ def test_what_the_models_wait_for_goes_first_then_the_models_then_the_rest(tasks
     assert tasks[n["ablation_report"]].after <= before
     assert n["ablation_report"] not in ready(tasks, before, before)
     assert ready(tasks, before, before)[0] == n["training_data"]
-    # an analytics run that may start as well comes after the training data, but may start
-    # beside it on a second worker
+    # an analytics run (a filler) comes after the training data when both may start, and
+    # never starts beside it once it runs (it builds on two cores alone), only after it
     tables = {n[name] for name in ("raw_events", "interactions", "splits", "item_catalog")}
     tables |= {n["category_tree"], n["item_property_history"]}
     now = ready(tasks, tables, tables)
     assert now[0] == n["training_data"] and n["conversion_funnel"] in now[1:]
+    building = tables | {n["training_data"]}
+    assert n["conversion_funnel"] not in ready(tasks, tables, building)
+    assert n["conversion_funnel"] in ready(tasks, building, building)
 
     # a dry run of the dispatch: start everything ready, finish in order; every run starts
     # once, after what it waits for
