@@ -59,12 +59,14 @@ def test_what_the_models_wait_for_goes_first_then_the_models_then_the_rest(tasks
     assert tasks[n["ablation_report"]].after <= before
     assert n["ablation_report"] not in ready(tasks, before, before)
     assert ready(tasks, before, before)[0] == n["training_data"]
-    # an analytics run (a filler) comes after the training data when both may start, and
-    # never starts beside it once it runs (it builds on two cores alone), only after it
-    tables = {n[name] for name in ("raw_events", "interactions", "splits", "item_catalog")}
-    tables |= {n["category_tree"], n["item_property_history"]}
-    now = ready(tasks, tables, tables)
-    assert now[0] == n["training_data"] and n["conversion_funnel"] in now[1:]
+    # an analytics run (a filler) takes a worker while the property files are still read, but
+    # never starts beside the training data (it builds on two cores alone), only after it
+    events = {n[name] for name in ("category_tree", "raw_events", "interactions", "splits")}
+    reading = events | {n["item_property_history"]}
+    assert n["activity_heatmap"] in ready(tasks, events, reading)
+    assert ready(tasks, events, reading)[0] == n["activity_heatmap"]
+    tables = reading | {n["item_catalog"]}
+    assert ready(tasks, tables, tables) == [n["training_data"]]  # the funnel is ready too
     building = tables | {n["training_data"]}
     assert n["conversion_funnel"] not in ready(tasks, tables, building)
     assert n["conversion_funnel"] in ready(tasks, building, building)
