@@ -221,9 +221,9 @@ def phases(tasks: Sequence[Task]) -> list[tuple[str, list[int], bool]]:
       analytics runs that read only those tables (``FILLER_GROUPS``) on a worker that waits;
     - the models that build on no other (longest first), and beside them what reads only those
       models (the session metrics);
-    - the rest, one run at a time on every core: the Hybrid, the analytics and the ablation
-      report (2.6 GB at scale 1.0, 4.5 GB before ItemKNN's k 200 variant kept to the items
-      with events), the reports and the serving bundle (it loads every model: 5.2 GB).
+    - the rest, one run at a time on every core: the Hybrid, the ablation report (2.6 GB at
+      scale 1.0, 4.5 GB before ItemKNN's k 200 variant kept to the items with events), the
+      reports and the serving bundle (it loads every model: 5.2 GB).
     """
     first = [n for n, task in enumerate(tasks) if task.rank[0] == 0]
     models = {n for n, task in enumerate(tasks) if task.rank[0] == 1 and task.rank[1] == 0}

@@ -252,17 +252,12 @@ class Recommender(ABC):
         known = np.flatnonzero(has_history)
         batches = [known[start : start + batch_size] for start in range(0, known.size, batch_size)]
         threads = min(available_cores(), len(batches)) if self.batches_in_threads else 1
-        if threads > 1:
-            with ThreadPoolExecutor(threads) as pool:
-                answers = pool.map(
-                    lambda idx: self._recommend_rows(rows[idx], width, exclude_seen), batches
-                )
-                for idx, (cols, vals) in zip(batches, answers, strict=True):
-                    self._put(out, idx, cols, vals)
-            return out
-        for idx in batches:
-            cols, vals = self._recommend_rows(rows[idx], width, exclude_seen)
-            self._put(out, idx, cols, vals)
+        with ThreadPoolExecutor(threads) if threads > 1 else nullcontext() as pool:
+            answers = (pool.map if pool is not None else map)(
+                lambda idx: self._recommend_rows(rows[idx], width, exclude_seen), batches
+            )
+            for idx, (cols, vals) in zip(batches, answers, strict=True):
+                self._put(out, idx, cols, vals)
         return out
 
     def _recommend_rows(
