@@ -554,15 +554,18 @@ def release_memory() -> None:
 
 def prepare_raw_data(defs: Definitions, instance: DagsterInstance) -> Path:
     """Check (or generate) the raw files and register the days of events; nothing else."""
+    from recsys_assets.core.data.retailrocket import RetailRocketFormatError
     from recsys_assets.partitions import register_event_days
     from recsys_assets.resources import RawFilesMissingError
 
     source = defs.resources["source"]
     try:
         raw = source.ensure()
-    except RawFilesMissingError as error:
+        # reads events.csv for its days: a broken file stops here, before any run, with the
+        # error naming file, row and column (not a traceback)
+        register_event_days(instance, source)
+    except (RawFilesMissingError, RetailRocketFormatError) as error:
         raise SystemExit(str(error)) from None
-    register_event_days(instance, source)
     return raw
 
 

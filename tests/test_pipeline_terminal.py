@@ -138,3 +138,27 @@ def test_a_broken_file_ends_the_main_job_with_its_error_and_no_traceback(tmp_pat
         "timestamp in milliseconds" in out
     ), out[-4000:]
     assert "Traceback" not in out and "KeyboardInterrupt" not in out, out[-4000:]
+
+
+def test_a_broken_events_file_stops_the_main_job_before_any_run_without_a_traceback(
+    tmp_path, small_raw_dir
+):
+    """The event days are registered from events.csv before the first run: a bad event type
+    there ends the main job with file, row and column, as a bad file inside a run does."""
+    import shutil
+
+    raw = tmp_path / "raw"
+    shutil.copytree(small_raw_dir, raw)
+    path = raw / "events.csv"
+    lines = path.read_text().splitlines()
+    fields = lines[9].split(",")
+    fields[2] = "click"
+    lines[9] = ",".join(fields)
+    path.write_text("\n".join(lines) + "\n")
+    done = _main_job(
+        tmp_path, raw, 300, RECSYS_REDIS_PREFIX=f"recsys-test-events-{uuid.uuid4().hex[:8]}"
+    )
+    out = done.stdout + done.stderr
+    assert done.returncode == 1, out[-4000:]
+    assert "events.csv, row 10, column 'event': 'click' is not an event type" in out, out[-4000:]
+    assert "Traceback" not in out, out[-4000:]
